@@ -1,0 +1,52 @@
+"""Exit codes of SPEC §6, shared by the scripts.
+
+* 0: normal end (a signal, ``--rounds``, ``--max-messages``, ``--idle-timeout``);
+* 2: bad settings or flags: one line naming the setting and why;
+* 1: a failure retrying cannot cure (a server unreachable after
+  ``--startup-timeout``, credentials refused, messages that could not be sent):
+  one clear line, no traceback.
+
+Only a bug (an exception nobody expected) prints a traceback, through the
+redacting formatter, so even then no secret is shown.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from metrics_pipeline.errors import RunFailure, StartupError
+from metrics_pipeline.log_setup import print_error_line
+from metrics_pipeline.settings import SettingsError
+from metrics_pipeline.storage import StorageFatal
+
+log = logging.getLogger("metrics_pipeline")
+
+
+def run_main(main: Callable[[Sequence[str] | None], int], prog: str,
+             argv: Sequence[str] | None = None) -> int:
+    try:
+        return main(argv)
+    except SettingsError as exc:
+        print_error_line(prog, f"configuración no válida: {exc}")
+        return 2
+    except (StartupError, StorageFatal, RunFailure) as exc:
+        if logging.getLogger().handlers:
+            log.error("%s", exc)
+        else:
+            print_error_line(prog, str(exc))
+        return 1
+    except KeyboardInterrupt:  # a Ctrl-C before the signal handlers were installed
+        return 0
+    except Exception:  # a bug: show it, redacted
+        if logging.getLogger().handlers:
+            log.critical("Error inesperado (es un fallo del programa, por favor avise):", exc_info=True)
+        else:
+            import traceback
+            print_error_line(prog, "error inesperado:\n" + traceback.format_exc())
+        return 1
+
+
+def exit_with(main: Callable[[Sequence[str] | None], int], prog: str) -> None:
+    sys.exit(run_main(main, prog))

@@ -1,0 +1,240 @@
+"""The consumer's Kafka loop: group membership, polling, rebalances, stopping.
+
+What to do with a batch lives in :mod:`metrics_pipeline.ingest` (store, close
+windows, write KPIs, commit, in that order). This module decides *when* there is a
+batch and *whose* partitions it belongs to:
+
+* it joins the group ``KAFKA_GROUP_ID`` with manual commits; a new group starts at
+  the earliest offset, so nothing sent before the first consumer started is lost;
+* rebalance callbacks (kafka-python runs them on its I/O thread, while our thread
+  waits inside ``poll()``) only queue events; they are applied right after ``poll()``
+  returns, before its records: revoked or lost partitions drop their open windows,
+  which their next owner rebuilds from the committed offset;
+* if the topic is created again under a running consumer (a broker that lost its
+  data, a topic deleted by hand), its offsets start again from 0: open windows are
+  dropped and the new topic is read from its beginning;
+* it stops on SIGINT/SIGTERM, after ``--max-messages`` messages, or after
+  ``--idle-timeout`` seconds without messages counted from the moment it has its
+  partitions, always at a batch boundary, with what is complete committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import kafka.errors as kafka_errors
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.structs import OffsetAndMetadata
+
+from metrics_pipeline.clock import Clock
+from metrics_pipeline.errors import StartupError
+from metrics_pipeline.ingest import BatchIngestor, describe
+from metrics_pipeline.kafka_connection import client_config
+from metrics_pipeline.log_setup import KafkaStatus
+from metrics_pipeline.retry import Stopped
+from metrics_pipeline.settings import ConsumerSettings
+from metrics_pipeline.storage import MetricsStore
+from metrics_pipeline.windows import WindowTracker
+
+log = logging.getLogger(__name__)
+
+POLL_TIMEOUT_MS = 500
+COMMIT_TIMEOUT_MS = 10_000
+
+
+class _RebalanceEvents(ConsumerRebalanceListener):
+    """Queues rebalance callbacks for the main thread (see module doc)."""
+
+    def __init__(self) -> None:
+        self.events: deque[tuple[str, set[TopicPartition]]] = deque()
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.events.append(("revoked", set(revoked)))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.events.append(("assigned", set(assigned)))
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        self.events.append(("lost", set(lost)))
+
+
+@dataclass
+class ConsumerSummary:
+    consumed: int = 0
+    stored_new: int = 0
+    replayed: int = 0
+    duplicates: int = 0
+    deadlettered: int = 0
+    windows: int = 0
+    reason: str = ""
+
+
+class MetricsConsumer:
+    """Runs the loop until a stop condition; see the module doc."""
+
+    def __init__(self, settings: ConsumerSettings, store: MetricsStore, stop: threading.Event,
+                 kafka_status: KafkaStatus, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.topic = settings.kafka.topic
+        self.store = store
+        self.stop = stop
+        self.kafka_status = kafka_status
+        self.clock = clock or Clock()
+        self.tracker = WindowTracker(self.topic, settings.window_size)
+        self.ingestor = BatchIngestor(store, self.tracker, settings.alerts, self._commit, stop, self.clock)
+        self._listener = _RebalanceEvents()
+        self._consumer: KafkaConsumer | None = None
+        self._assigned_at: float | None = None
+        self._last_message_at: float | None = None
+        self._topic_id: Any = None
+        self.summary = ConsumerSummary()
+
+    # -- Kafka plumbing -----------------------------------------------------------
+
+    def _connect(self) -> KafkaConsumer:
+        session_ms = self.settings.session_timeout_ms
+        try:
+            consumer = KafkaConsumer(
+                **client_config(self.settings.kafka, "consumidor_metrics_iabd06"),
+                group_id=self.settings.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=session_ms,
+                heartbeat_interval_ms=max(min(3000, session_ms // 3), 100),
+                max_poll_records=self.settings.batch_size,
+                bootstrap_timeout_ms=int(self.settings.kafka.startup_timeout * 1000),
+            )
+        except kafka_errors.KafkaError as exc:
+            raise StartupError(f"No se pudo conectar a Kafka ({self.settings.kafka.bootstrap_servers}): "
+                               f"{exc}") from None
+        consumer.subscribe([self.topic], listener=self._listener)
+        return consumer
+
+    def _commit(self, positions: dict[int, int]) -> bool:
+        assert self._consumer is not None
+        offsets = {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in positions.items()}
+        try:
+            self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
+        except (kafka_errors.KafkaError, AssertionError) as exc:
+            log.warning("No se pudieron confirmar los offsets %s en Kafka: %s. Se releerán desde la última "
+                        "confirmación sin duplicar nada", positions, exc)
+            return False
+        self.kafka_status.mark_up()
+        return True
+
+    def _apply_rebalance_events(self) -> None:
+        while self._listener.events:
+            kind, partitions = self._listener.events.popleft()
+            numbers = sorted(tp.partition for tp in partitions if tp.topic == self.topic)
+            if kind == "assigned":
+                log.info("Particiones asignadas del tema %s: %s", self.topic, numbers or "ninguna")
+                if self._assigned_at is None:
+                    self._assigned_at = time.monotonic()
+                continue
+            dropped = self.tracker.drop(numbers)
+            if numbers:
+                log.info("Particiones %s del tema %s: %s; %d mensajes de ventanas abiertas se descartan "
+                         "(su nuevo dueño los relee desde el último offset confirmado)",
+                         "perdidas" if kind == "lost" else "revocadas", self.topic, numbers, dropped)
+
+    def _topic_recreated(self) -> bool:
+        """True once when the topic's id changes under us (see module doc)."""
+        # kafka-python keeps topic ids in its cluster metadata (KIP-516); the
+        # consumer does not expose it publicly, so read it defensively.
+        cluster = getattr(self._consumer, "_cluster", None)
+        topic_id = cluster.topic_id(self.topic) if hasattr(cluster, "topic_id") else None
+        if topic_id is None:
+            return False
+        if self._topic_id is None:
+            self._topic_id = topic_id
+            return False
+        if topic_id == self._topic_id:
+            return False
+        self._topic_id = topic_id
+        assert self._consumer is not None
+        dropped = self.tracker.drop_all()
+        assignment = list(self._consumer.assignment())
+        if assignment:
+            self._consumer.seek_to_beginning(*assignment)
+        log.warning("El tema %s se ha vuelto a crear (un broker que perdió sus datos o un tema borrado): "
+                    "sus offsets empiezan de nuevo. Se descartan %d mensajes de ventanas abiertas y se lee "
+                    "desde el principio", self.topic, dropped)
+        return True
+
+    # -- the loop -----------------------------------------------------------------
+
+    def _should_stop(self) -> str | None:
+        if self.stop.is_set():
+            return "señal de parada"
+        limit = self.settings.max_messages
+        if limit is not None and self.summary.consumed >= limit:
+            return f"--max-messages {limit} alcanzado"
+        idle = self.settings.idle_timeout
+        if idle is not None and self._assigned_at is not None:
+            since = max(self._assigned_at, self._last_message_at or 0.0)
+            if time.monotonic() - since >= idle:
+                return f"{idle:g} s sin mensajes nuevos (--idle-timeout)"
+        return None
+
+    def run(self) -> ConsumerSummary:
+        self._consumer = self._connect()
+        log.info("Consumidor en el grupo %s, leyendo %s (ventanas de %d mensajes por partición)",
+                 self.settings.group_id, self.topic, self.settings.window_size)
+        try:
+            self._loop()
+        finally:
+            self._close()
+        return self.summary
+
+    def _loop(self) -> None:
+        assert self._consumer is not None
+        while (reason := self._should_stop()) is None:
+            limit = self.settings.batch_size
+            if self.settings.max_messages is not None:
+                limit = min(limit, self.settings.max_messages - self.summary.consumed)
+            batch = self._consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=limit)
+            received_at = self.clock.now()
+            self._apply_rebalance_events()
+            if self._topic_recreated() or not batch:
+                continue
+            owned = self._consumer.assignment()
+            records = [r for tp in sorted(batch, key=lambda t: t.partition) if tp in owned
+                       for r in batch[tp]]
+            if not records:
+                continue
+            self.kafka_status.mark_up()
+            self._last_message_at = time.monotonic()
+            try:
+                result = self.ingestor.ingest(records, received_at)
+            except Stopped:
+                log.warning("Parada pedida con un lote sin guardar: no se confirma; se releerá al reiniciar")
+                self.summary.reason = "señal de parada"
+                return
+            self.summary.consumed += len(records)
+            self.summary.stored_new += result.stored_new
+            self.summary.replayed += result.replayed
+            self.summary.duplicates += result.duplicates
+            self.summary.deadlettered += result.deadlettered
+            self.summary.windows += result.windows
+            log.info(describe(result))
+        self.summary.reason = reason
+
+    def _close(self) -> None:
+        open_messages = self.tracker.open_messages()
+        log.info("Fin del consumidor (%s): %d mensajes leídos, %d guardados nuevos, %d ya guardados, "
+                 "%d duplicados, %d a dead-letter, %d ventanas KPI. %d mensajes de una ventana incompleta "
+                 "no se confirman: se releerán al reiniciar",
+                 self.summary.reason or "error", self.summary.consumed, self.summary.stored_new,
+                 self.summary.replayed, self.summary.duplicates, self.summary.deadlettered,
+                 self.summary.windows, open_messages)
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False, timeout_ms=5000)
+            except Exception as exc:  # closing must never hide the real outcome
+                log.warning("Cierre de la conexión con Kafka incompleto: %s", exc)

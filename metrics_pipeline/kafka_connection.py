@@ -1,0 +1,112 @@
+"""Kafka side of the start-up: client settings, waiting for the broker, the topic.
+
+Both scripts call :func:`ensure_topic` before anything else: it waits for Kafka
+(WARNING per failed attempt, :class:`~metrics_pipeline.errors.StartupError` after
+``--startup-timeout`` seconds) and creates the topic with ``KAFKA_TOPIC_PARTITIONS``
+partitions when it is missing. Brokers differ in how many partitions they give an
+auto-created topic, and the consumer's windows are per partition, so the scripts do
+not leave that to the broker. An existing topic is used as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import kafka.errors as kafka_errors
+from kafka import KafkaAdminClient
+
+from metrics_pipeline.errors import StartupError
+from metrics_pipeline.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_TOPIC = 3
+_AUTH_ERRORS = (kafka_errors.AuthorizationError, kafka_errors.SaslAuthenticationFailedError,
+                kafka_errors.UnsupportedSaslMechanismError, kafka_errors.IllegalSaslStateError)
+
+
+def client_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
+    """The connection options shared by producer, consumer and admin clients."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers.split(","),
+        "client_id": client_id,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.security_protocol.startswith("SASL_"):
+        config.update(sasl_mechanism=settings.sasl_mechanism,
+                      sasl_plain_username=settings.sasl_username,
+                      sasl_plain_password=settings.sasl_password)
+    return config
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def _partition_count(admin: KafkaAdminClient, topic: str) -> int | None:
+    """Partitions of the topic, or None when it does not exist."""
+    described = admin.describe_topics([topic])
+    info = next((t for t in described if t.get("name") == topic), None)
+    if info is None or info.get("error_code") == UNKNOWN_TOPIC:
+        return None
+    if info.get("error_code"):
+        raise kafka_errors.for_code(info["error_code"])(topic)
+    return len(info.get("partitions") or [])
+
+
+def _ensure_once(settings: KafkaSettings, client_id: str, timeout_ms: int) -> tuple[int, bool]:
+    admin = KafkaAdminClient(**client_config(settings, client_id), bootstrap_timeout_ms=timeout_ms,
+                             request_timeout_ms=max(timeout_ms, 5000))
+    try:
+        count = _partition_count(admin, settings.topic)
+        if count:
+            return count, False
+        try:
+            admin.create_topics({settings.topic: {"num_partitions": settings.partitions,
+                                                  "replication_factor": -1}})
+        except kafka_errors.TopicAlreadyExistsError:
+            pass  # another script created it a moment ago
+        except kafka_errors.IncompatibleBrokerVersion:
+            # Brokers before 2.4 need an explicit replication factor.
+            admin.create_topics({settings.topic: {"num_partitions": settings.partitions,
+                                                  "replication_factor": 1}})
+        admin.wait_for_topics([settings.topic], timeout_ms=max(timeout_ms, 5000))
+        return _partition_count(admin, settings.topic) or settings.partitions, True
+    finally:
+        admin.close()
+
+
+def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event) -> int:
+    """Wait for Kafka and make sure the topic exists. Returns its partition count."""
+    deadline = time.monotonic() + settings.startup_timeout
+    delay = 0.5
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            count, created = _ensure_once(settings, client_id, int(max(min(remaining, 10.0), 1.0) * 1000))
+        except _AUTH_ERRORS as exc:
+            raise StartupError(f"Kafka ({settings.bootstrap_servers}) rechazó la autenticación: "
+                               f"{_reason(exc)}") from None
+        except (kafka_errors.KafkaError, OSError) as exc:
+            reason = _reason(exc)
+        else:
+            if created:
+                log.info("Tema %s creado (particiones: %d)", settings.topic, count)
+            elif count != settings.partitions:
+                log.info("Tema %s ya existe con %d particiones (KAFKA_TOPIC_PARTITIONS=%d solo se aplica "
+                         "al crearlo)", settings.topic, count, settings.partitions)
+            else:
+                log.info("Tema %s listo (particiones: %d)", settings.topic, count)
+            return count
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or stop.is_set():
+            raise StartupError(f"No se pudo conectar a Kafka ({settings.bootstrap_servers}) en "
+                               f"{settings.startup_timeout:g} s: {reason}")
+        log.warning("Kafka (%s) no responde: %s; reintento en %.1f s",
+                    settings.bootstrap_servers, reason, min(delay, remaining))
+        stop.wait(min(delay, remaining))
+        delay = min(delay * 2, 5.0)

@@ -1,0 +1,78 @@
+"""KPI maths of one window (SPEC §3). Pure functions, no I/O.
+
+* averages of cpu, memory, disk and network over the window's messages, summed with
+  :func:`math.fsum` (correctly rounded, so any recomputation from the raw documents
+  gives exactly the same float, whatever the order);
+* ``error_count_sum``: the integer sum;
+* ``tasa_procesamiento_msg_seg = message_count / window_duration_seconds``.
+
+Window duration, on the consumer's clock: ``window_start`` is when the window's first
+message was received from Kafka, ``window_end`` when its last message's raw write was
+acknowledged by MongoDB. Both are stored as BSON dates, which hold milliseconds, so
+the start is rounded down and the end rounded up to the millisecond (the interval is
+never shortened) and the duration is computed from those stored values: anyone can
+recompute the rate exactly from the document, and it is never a division by zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Protocol
+
+from metrics_pipeline.clock import datetime_from_ms
+
+
+class Measured(Protocol):
+    cpu_percent: float
+    memory_percent: float
+    disk_io_mbps: float
+    network_mbps: float
+    error_count: int
+
+
+@dataclass(frozen=True)
+class WindowKpis:
+    cpu_percent_avg: float
+    memory_percent_avg: float
+    disk_io_mbps_avg: float
+    network_mbps_avg: float
+    error_count_sum: int
+    tasa_procesamiento_msg_seg: float
+
+    def as_document(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class WindowBounds:
+    start: datetime
+    end: datetime
+    duration_seconds: float
+
+
+def window_bounds(received_at: float, stored_at: float) -> WindowBounds:
+    """Millisecond bounds of a window from two clock readings (epoch seconds)."""
+    start_ms = math.floor(received_at * 1000)
+    end_ms = max(math.ceil(stored_at * 1000), start_ms + 1)
+    return WindowBounds(start=datetime_from_ms(start_ms), end=datetime_from_ms(end_ms),
+                        duration_seconds=(end_ms - start_ms) / 1000)
+
+
+def compute_kpis(members: Sequence[Measured], duration_seconds: float) -> WindowKpis:
+    """The KPIs of a window of messages lasting ``duration_seconds`` (> 0)."""
+    if not members:
+        raise ValueError("a window needs at least one message")
+    if duration_seconds <= 0:
+        raise ValueError("a window lasts more than zero seconds")
+    n = len(members)
+    return WindowKpis(
+        cpu_percent_avg=math.fsum(m.cpu_percent for m in members) / n,
+        memory_percent_avg=math.fsum(m.memory_percent for m in members) / n,
+        disk_io_mbps_avg=math.fsum(m.disk_io_mbps for m in members) / n,
+        network_mbps_avg=math.fsum(m.network_mbps for m in members) / n,
+        error_count_sum=sum(m.error_count for m in members),
+        tasa_procesamiento_msg_seg=n / duration_seconds,
+    )

@@ -1,0 +1,139 @@
+"""Logging of the scripts: one line per event, with time and level, no secrets.
+
+* Every line goes through :class:`~metrics_pipeline.redaction.RedactingFormatter`.
+* kafka-python reports a broker outage with dozens of English lines per second.
+  :class:`KafkaLogBridge` folds them into :class:`KafkaStatus`, which logs one
+  Spanish WARNING when Kafka stops answering, a reminder every
+  :data:`KafkaStatus.REMINDER_SECONDS`, and one INFO line when it answers again.
+  Other kafka-python warnings and errors pass through, at most once a minute per
+  kind of message.
+* Python warnings (e.g. pymongo's "unknown URI option") become log lines too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from typing import TextIO
+
+from metrics_pipeline.redaction import RedactingFormatter, Redactor
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+_CONNECTION_TROUBLE = re.compile(
+    r"KafkaConnectionError|ECONNREFUSED|Connection refused|No node available|socket disconnected"
+    r"|Connection lost|Unable to bootstrap|coordinator dead|NodeNotReady|Connection failed"
+    r"|Metadata refresh: failed|ECONNRESET|timed out|KafkaTimeoutError",
+    re.IGNORECASE)
+
+
+class KafkaStatus:
+    """Is Kafka answering? Logged once per change, not once per retry."""
+
+    REMINDER_SECONDS = 30.0
+
+    def __init__(self, logger: logging.Logger | None = None, clock=time.monotonic) -> None:
+        self._log = logger or logging.getLogger("metrics_pipeline.kafka")
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._last_reminder = 0.0
+        self.bootstrap = "Kafka"
+        self.outages = 0
+
+    @property
+    def is_down(self) -> bool:
+        return self._down_since is not None
+
+    def mark_down(self, reason: str) -> None:
+        now = self._clock()
+        with self._lock:
+            if self._down_since is None:
+                self._down_since = self._last_reminder = now
+                self.outages += 1
+                self._log.warning("Kafka (%s) no responde: %s; se sigue reintentando", self.bootstrap, reason)
+            elif now - self._last_reminder >= self.REMINDER_SECONDS:
+                self._last_reminder = now
+                self._log.warning("Kafka (%s) sigue sin responder desde hace %.0f s: %s",
+                                  self.bootstrap, now - self._down_since, reason)
+
+    def mark_up(self) -> None:
+        if self._down_since is None:
+            return
+        with self._lock:
+            if self._down_since is None:
+                return
+            seconds = self._clock() - self._down_since
+            self._down_since = None
+        self._log.info("Conexión con Kafka (%s) restablecida tras %.1f s", self.bootstrap, seconds)
+
+
+class KafkaLogBridge(logging.Handler):
+    """Receives kafka-python's records and turns them into our lines."""
+
+    PASS_THROUGH_EVERY_SECONDS = 60.0
+
+    def __init__(self, status: KafkaStatus, clock=time.monotonic) -> None:
+        super().__init__(level=logging.WARNING)
+        self.status = status
+        self._clock = clock
+        self._last_seen: dict[str, float] = {}
+        self._log = logging.getLogger("metrics_pipeline.kafka")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed library record must never break logging
+            text = str(record.msg)
+        if _CONNECTION_TROUBLE.search(text):
+            self.status.mark_down(_short(text))
+            return
+        template = f"{record.name}:{record.msg}"
+        now = self._clock()
+        if now - self._last_seen.get(template, -1e9) < self.PASS_THROUGH_EVERY_SECONDS:
+            return
+        self._last_seen[template] = now
+        self._log.log(record.levelno, "kafka-python: %s", _short(text, 300))
+
+
+def _short(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    # kafka-python prefixes many lines with "<KafkaConnection ...>: "; keep the reason.
+    if text.startswith("<") and ">: " in text:
+        text = text.split(">: ", 1)[1]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def configure_logging(level: str, secrets: Iterable[str] = (), stream: TextIO | None = None) -> KafkaStatus:
+    """Set up the root logger; return the KafkaStatus the loops report to."""
+    redactor = Redactor(secrets)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT, redactor))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+    status = KafkaStatus()
+    kafka_logger = logging.getLogger("kafka")
+    for old in list(kafka_logger.handlers):
+        kafka_logger.removeHandler(old)
+    kafka_logger.addHandler(KafkaLogBridge(status))
+    kafka_logger.setLevel(logging.WARNING)
+    kafka_logger.propagate = False
+
+    # pymongo's own logs are structured debug output; keep them quiet unless asked.
+    logging.getLogger("pymongo").setLevel(max(logging.getLevelName(level), logging.WARNING))
+    logging.captureWarnings(True)
+    return status
+
+
+def print_error_line(prog: str, message: str, secrets: Iterable[str] = ()) -> None:
+    """One line on stderr, for errors before logging is set up (settings)."""
+    sys.stderr.write(Redactor(secrets)(f"{prog}: error: {message}") + "\n")
+    sys.stderr.flush()

@@ -1,0 +1,176 @@
+"""The metric message: its schema (SPEC §2) and its validation.
+
+:func:`parse_message` turns the raw bytes of a Kafka value into a
+:class:`MetricMessage`, or raises :class:`InvalidMessage` with a Spanish sentence
+saying what is wrong; that sentence is stored in the dead-letter collection.
+
+Rules (anything else is invalid):
+
+* the value is UTF-8 JSON text holding an object (standard JSON: no ``NaN`` or
+  ``Infinity`` literals), nested at most :data:`MAX_NESTING_DEPTH` levels, the
+  limit MongoDB itself puts on a document;
+* ``server_id``: non-empty text (not only blanks, no NUL: it becomes a field name
+  in the KPI document's ``servers``);
+* ``timestamp_utc``: ISO 8601 text; without an offset it is read as UTC;
+* ``metrics.cpu_percent``, ``metrics.memory_percent``: finite numbers in [0, 100];
+* ``metrics.disk_io_mbps``, ``metrics.network_mbps``: finite numbers >= 0;
+* ``metrics.error_count``: an integer >= 0 that fits in 64 bits;
+* ``message_uuid``: a UUID in its 8-4-4-4-12 hexadecimal form;
+* booleans are not numbers; extra fields are allowed and kept, except the names the
+  consumer adds to the stored document (:data:`RESERVED_FIELDS`), which would be
+  overwritten and are therefore rejected rather than silently lost.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+METRIC_FIELDS = ("cpu_percent", "memory_percent", "disk_io_mbps", "network_mbps", "error_count")
+PERCENT_FIELDS = ("cpu_percent", "memory_percent")
+RATE_FIELDS = ("disk_io_mbps", "network_mbps")
+RESERVED_FIELDS = ("_id", "timestamp", "kafka", "ingested_at")
+MAX_NESTING_DEPTH = 100
+MAX_INT64 = 2**63 - 1
+
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class InvalidMessage(ValueError):
+    """The message breaks a rule; ``str(exc)`` says which, in Spanish."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricMessage:
+    """A valid message: the object as received plus its parsed, typed fields."""
+
+    fields: dict[str, Any]
+    server_id: str
+    timestamp: datetime
+    message_id: str
+    cpu_percent: float
+    memory_percent: float
+    disk_io_mbps: float
+    network_mbps: float
+    error_count: int
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidMessage(f"JSON no válido: {name} no es un valor JSON estándar")
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """True when ``value`` nests objects/arrays more than ``limit`` levels."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values() if isinstance(child, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return False
+
+
+def decode_json(value: bytes | None) -> Any:
+    """Bytes -> Python value, with the message's JSON rules."""
+    if value is None:
+        raise InvalidMessage("mensaje vacío: el valor de Kafka es nulo")
+    if not value:
+        raise InvalidMessage("mensaje vacío: el valor de Kafka no tiene bytes")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidMessage(f"el valor no es texto UTF-8 (byte no válido en la posición {exc.start})") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise InvalidMessage("JSON anidado a demasiada profundidad") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidMessage(f"JSON no válido: {exc.msg} (línea {exc.lineno}, columna {exc.colno})") from None
+
+
+def _number(metrics: dict[str, Any], name: str) -> float:
+    value = metrics.get(name)
+    if name not in metrics:
+        raise InvalidMessage(f"falta metrics.{name}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidMessage(f"metrics.{name} debe ser un número, no {type(value).__name__}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite:
+        raise InvalidMessage(f"metrics.{name} debe ser un número finito")
+    return value
+
+
+def _parse_timestamp(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise InvalidMessage("timestamp_utc debe ser un texto ISO 8601")
+    try:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=timezone.utc)
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        raise InvalidMessage(f"timestamp_utc no es una fecha ISO 8601 válida: {value[:64]!r}") from None
+
+
+def validate(obj: Any) -> MetricMessage:
+    """Check a decoded JSON value against the rules of SPEC §2."""
+    if not isinstance(obj, dict):
+        kind = "null" if obj is None else type(obj).__name__
+        raise InvalidMessage(f"el mensaje debe ser un objeto JSON, no {kind}")
+    if _depth_exceeds(obj, MAX_NESTING_DEPTH):
+        raise InvalidMessage(f"el mensaje anida más de {MAX_NESTING_DEPTH} niveles (límite de MongoDB)")
+    reserved = [name for name in RESERVED_FIELDS if name in obj]
+    if reserved:
+        raise InvalidMessage(f"el campo {reserved[0]!r} está reservado para el documento guardado")
+
+    server_id = obj.get("server_id")
+    if not isinstance(server_id, str) or not server_id.strip():
+        raise InvalidMessage("server_id debe ser un texto no vacío")
+    if "\x00" in server_id:
+        raise InvalidMessage("server_id no puede contener el carácter NUL")
+
+    timestamp = _parse_timestamp(obj.get("timestamp_utc"))
+
+    message_uuid = obj.get("message_uuid")
+    if not isinstance(message_uuid, str) or not _UUID_RE.match(message_uuid):
+        raise InvalidMessage("message_uuid debe ser un UUID (8-4-4-4-12 dígitos hexadecimales)")
+
+    metrics = obj.get("metrics")
+    if not isinstance(metrics, dict):
+        raise InvalidMessage("metrics debe ser un objeto JSON")
+    values = {name: _number(metrics, name) for name in PERCENT_FIELDS + RATE_FIELDS}
+    for name in PERCENT_FIELDS:
+        if not 0 <= values[name] <= 100:
+            raise InvalidMessage(f"metrics.{name} debe estar entre 0 y 100")
+    for name in RATE_FIELDS:
+        if values[name] < 0:
+            raise InvalidMessage(f"metrics.{name} no puede ser negativo")
+
+    if "error_count" not in metrics:
+        raise InvalidMessage("falta metrics.error_count")
+    error_count = metrics["error_count"]
+    if isinstance(error_count, bool) or not isinstance(error_count, int):
+        raise InvalidMessage("metrics.error_count debe ser un número entero")
+    if not 0 <= error_count <= MAX_INT64:
+        raise InvalidMessage("metrics.error_count debe ser un entero >= 0 (de 64 bits)")
+
+    return MetricMessage(
+        fields=obj, server_id=server_id, timestamp=timestamp, message_id=message_uuid.lower(),
+        cpu_percent=values["cpu_percent"], memory_percent=values["memory_percent"],
+        disk_io_mbps=values["disk_io_mbps"], network_mbps=values["network_mbps"],
+        error_count=error_count)
+
+
+def parse_message(value: bytes | None) -> MetricMessage:
+    """Kafka value bytes -> a valid :class:`MetricMessage` (or InvalidMessage)."""
+    return validate(decode_json(value))

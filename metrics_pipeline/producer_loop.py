@@ -1,0 +1,200 @@
+"""The producer's loop: one message per server and round, each send confirmed.
+
+* A round starts every ``--interval`` seconds, measured from the start of one round
+  to the start of the next, so the schedule does not drift; a round that overruns
+  starts the next one at once.
+* Each message is sent with its server id as key (so one server's messages keep
+  their order in one partition) and ``acks=all``; the broker's confirmation is
+  logged with its partition and offset.
+* kafka-python retries a send for up to :data:`DELIVERY_TIMEOUT_MS`. A send that still
+  fails (or that the broker refused outright) is sent again, same message and same
+  message_uuid, up to :data:`MAX_ATTEMPTS` times; the consumer stores a message
+  once whatever the number of copies. A message that fails every attempt is logged
+  at ERROR and counted, never dropped silently, and the script then exits 1.
+* The idempotent producer is off on purpose: with it, kafka-python treats a broker
+  that lost its producer state (a restart of a broker without persistence) as a
+  fatal error and refuses every later send; duplicates are handled downstream.
+* SIGINT/SIGTERM: no new round; what was sent is flushed (up to
+  :data:`STOP_FLUSH_SECONDS`), then the producer closes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import kafka.errors as kafka_errors
+from kafka import KafkaProducer
+
+from metrics_pipeline.errors import StartupError
+from metrics_pipeline.kafka_connection import client_config
+from metrics_pipeline.log_setup import KafkaStatus
+from metrics_pipeline.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+DELIVERY_TIMEOUT_MS = 120_000
+MAX_BLOCK_MS = 10_000
+STOP_FLUSH_SECONDS = 6.0
+_NOT_WORTH_RETRYING = (kafka_errors.MessageSizeTooLargeError, kafka_errors.InvalidTopicError,
+                       kafka_errors.AuthorizationError, kafka_errors.UnsupportedVersionError)
+
+
+class MetricsSource(Protocol):
+    server_ids: tuple[str, ...]
+
+    def next_round(self) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class ProducerStats:
+    rounds: int = 0
+    sent: int = 0
+    failed: int = 0
+    resent: int = 0
+
+
+@dataclass(frozen=True)
+class _Pending:
+    key: bytes
+    value: bytes
+    server_id: str
+    message_id: str
+    attempt: int
+    error: BaseException | None = None
+
+
+def open_producer(settings: KafkaSettings) -> KafkaProducer:
+    try:
+        return KafkaProducer(
+            **client_config(settings, "productor_metrics_iabd06"),
+            acks="all",
+            enable_idempotence=False,
+            linger_ms=5,
+            batch_size=64 * 1024,
+            delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
+            request_timeout_ms=30_000,
+            max_block_ms=MAX_BLOCK_MS,
+            bootstrap_timeout_ms=int(settings.startup_timeout * 1000),
+        )
+    except kafka_errors.KafkaError as exc:
+        raise StartupError(f"No se pudo conectar a Kafka ({settings.bootstrap_servers}): {exc}") from None
+
+
+class MetricsProducer:
+    """Sends rounds of messages until ``rounds`` is reached or ``stop`` is set."""
+
+    def __init__(self, producer: KafkaProducer, topic: str, source: MetricsSource, stop: threading.Event,
+                 kafka_status: KafkaStatus, interval: float, rounds: int | None) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.source = source
+        self.stop = stop
+        self.kafka_status = kafka_status
+        self.interval = interval
+        self.rounds = rounds
+        self.stats = ProducerStats()
+        self._lock = threading.Lock()
+        self._failed: deque[_Pending] = deque()
+
+    # -- sending --------------------------------------------------------------------
+
+    def _send(self, item: _Pending) -> None:
+        try:
+            future = self.producer.send(self.topic, key=item.key, value=item.value)
+        except kafka_errors.KafkaError as exc:  # no metadata within max_block_ms, buffer full...
+            self._failed.append(_Pending(item.key, item.value, item.server_id, item.message_id,
+                                         item.attempt, exc))
+            return
+        future.add_callback(self._on_sent, item)
+        future.add_errback(self._on_error, item)
+
+    def _on_sent(self, item: _Pending, metadata: Any) -> None:
+        with self._lock:
+            self.stats.sent += 1
+        self.kafka_status.mark_up()
+        log.info("Enviada métrica de %s a Kafka (partición %d, offset %d)",
+                 item.server_id, metadata.partition, metadata.offset)
+        log.debug("message_uuid %s confirmado (partición %d, offset %d, intento %d)",
+                  item.message_id, metadata.partition, metadata.offset, item.attempt)
+
+    def _on_error(self, item: _Pending, exc: BaseException) -> None:
+        # Runs on kafka-python's I/O thread: never send from here, just queue.
+        self._failed.append(_Pending(item.key, item.value, item.server_id, item.message_id,
+                                     item.attempt, exc))
+
+    def _retry_failed(self) -> None:
+        for _ in range(len(self._failed)):
+            item = self._failed.popleft()
+            worth_it = not isinstance(item.error, _NOT_WORTH_RETRYING)
+            if item.attempt < MAX_ATTEMPTS and worth_it and not self.stop.is_set():
+                log.warning("Reenviando la métrica de %s (message_uuid %s, intento %d de %d) tras: %s",
+                            item.server_id, item.message_id, item.attempt + 1, MAX_ATTEMPTS, item.error)
+                self.stats.resent += 1
+                self._send(_Pending(item.key, item.value, item.server_id, item.message_id, item.attempt + 1))
+            else:
+                self.stats.failed += 1
+                log.error("No se pudo enviar la métrica de %s (message_uuid %s) tras %d intentos: %s",
+                          item.server_id, item.message_id, item.attempt, item.error)
+
+    def send_round(self) -> None:
+        for message in self.source.next_round():
+            value = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            self._send(_Pending(message["server_id"].encode("utf-8"), value, message["server_id"],
+                                message["message_uuid"], 1))
+        self.stats.rounds += 1
+
+    # -- the loop -------------------------------------------------------------------
+
+    def run(self) -> ProducerStats:
+        log.info("Productor enviando a %s: %d servidores (%s) cada %g s%s", self.topic,
+                 len(self.source.server_ids), ",".join(self.source.server_ids[:10]), self.interval,
+                 f", {self.rounds} rondas" if self.rounds else "")
+        next_start = time.monotonic()
+        while not self.stop.is_set() and (self.rounds is None or self.stats.rounds < self.rounds):
+            self.send_round()
+            self._retry_failed()
+            if self.interval > 0:
+                next_start += self.interval
+                now = time.monotonic()
+                if next_start < now:  # the round overran: start the next one now
+                    next_start = now
+                self.stop.wait(next_start - now)
+        self._drain()
+        log.info("Fin del productor: %d rondas, %d métricas enviadas, %d reenvíos, %d fallidas",
+                 self.stats.rounds, self.stats.sent, self.stats.resent, self.stats.failed)
+        return self.stats
+
+    def _drain(self) -> None:
+        """Flush, resend what failed, until nothing is pending (or the stop budget ends)."""
+        deadline = time.monotonic() + STOP_FLUSH_SECONDS if self.stop.is_set() else None
+        while True:
+            timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                self.producer.flush(timeout=timeout)
+            except kafka_errors.KafkaTimeoutError:
+                break
+            if not self._failed:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            self._retry_failed()
+        try:
+            self.producer.close(timeout=2)
+        except Exception as exc:  # closing must never hide the outcome
+            log.warning("Cierre del productor incompleto: %s", exc)
+        # Sends aborted by close() report their error now; count them.
+        while self._failed:
+            item = self._failed.popleft()
+            self.stats.failed += 1
+            log.error("No se pudo enviar la métrica de %s (message_uuid %s) tras %d intentos: %s",
+                      item.server_id, item.message_id, item.attempt, item.error)
+        self.source.close()

@@ -1,0 +1,93 @@
+"""Keep secrets out of every line the scripts print.
+
+Two layers, because a secret can reach a log line by two roads:
+
+* a known secret (the password inside ``MONGODB_URI``, ``KAFKA_SASL_PASSWORD``) is
+  replaced wherever it appears, also URL-encoded, also inside a library's message;
+* any ``scheme://user:password@host`` that slips through is masked by pattern.
+
+:class:`RedactingFormatter` applies both to the whole formatted record, traceback
+included, so no handler of ours can print a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from urllib.parse import quote, quote_plus, unquote_plus
+
+MASK = "***"
+
+# Secrets met while reading the settings. Every Redactor also masks these, so a
+# secret is protected from the moment it is read, even by an early error line.
+_REGISTERED: set[str] = set()
+
+
+def register_secret(secret: str | None) -> None:
+    """Remember a secret so that every later line masks it."""
+    if secret:
+        _REGISTERED.add(secret)
+
+# scheme://user:password@  ->  scheme://user:***@
+_CREDENTIALS_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<password>[^@\s]*)@")
+
+
+def mongodb_uri_password(uri: str) -> str | None:
+    """The password inside a MongoDB URI (decoded), or None."""
+    scheme_free = uri.split("://", 1)[-1]
+    hosts_part = scheme_free.split("/", 1)[0].split("?", 1)[0]
+    if "@" not in hosts_part:
+        return None
+    userinfo = hosts_part.rpartition("@")[0]
+    if ":" not in userinfo:
+        return None
+    password = unquote_plus(userinfo.split(":", 1)[1])
+    return password or None
+
+
+def describe_mongodb_uri(uri: str) -> str:
+    """The URI with no user, password or options: what a log line may name."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return MASK
+    hosts = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    return f"{scheme}://{hosts}"
+
+
+class Redactor:
+    """Replaces secrets (given here or registered) and URL credentials in a text."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._given = {s for s in secrets if s}
+        self._seen: frozenset[str] = frozenset()
+        self._variants: list[str] = []
+
+    def _current_variants(self) -> list[str]:
+        secrets = frozenset(self._given | _REGISTERED)
+        if secrets != self._seen:
+            variants: set[str] = set()
+            for secret in secrets:
+                variants.update({secret, quote_plus(secret), quote(secret, safe="")})
+            # Longest first, so a secret that contains another is masked whole.
+            self._variants = sorted(variants, key=len, reverse=True)
+            self._seen = secrets
+        return self._variants
+
+    def __call__(self, text: str) -> str:
+        text = _CREDENTIALS_RE.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+        for secret in self._current_variants():
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """A formatter whose output, exception text included, goes through a Redactor."""
+
+    def __init__(self, fmt: str, redactor: Redactor) -> None:
+        super().__init__(fmt)
+        self.redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redactor(super().format(record))

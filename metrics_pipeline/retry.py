@@ -1,0 +1,50 @@
+"""Retrying a MongoDB write while MongoDB is unreachable.
+
+The batch stays in memory and nothing is committed to Kafka until the write
+succeeds, so waiting loses nothing. Each failed attempt logs one WARNING with the
+reason; the pause doubles from :data:`INITIAL_DELAY` up to :data:`MAX_DELAY`.
+A stop request (SIGINT/SIGTERM) ends the wait with :class:`Stopped`: the batch was
+not committed and will be read again after the restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from metrics_pipeline.storage import StorageUnavailable
+
+T = TypeVar("T")
+INITIAL_DELAY = 0.5
+MAX_DELAY = 10.0
+
+log = logging.getLogger(__name__)
+
+
+class Stopped(Exception):
+    """A stop was requested while a write was waiting for MongoDB."""
+
+
+def retry_while_unavailable(action: Callable[[], T], what: str, stop: threading.Event,
+                            initial: float = INITIAL_DELAY, cap: float = MAX_DELAY) -> T:
+    delay = initial
+    attempts = 0
+    started = time.monotonic()
+    while True:
+        try:
+            result = action()
+        except StorageUnavailable as exc:
+            attempts += 1
+            log.warning("MongoDB no disponible al guardar %s: %s. No se confirma nada en Kafka; "
+                        "reintento %d en %.1f s", what, exc, attempts, delay)
+            if stop.wait(delay):
+                raise Stopped(what) from None
+            delay = min(delay * 2, cap)
+            continue
+        if attempts:
+            log.info("MongoDB responde de nuevo: %s guardado tras %d reintentos (%.1f s)",
+                     what, attempts, time.monotonic() - started)
+        return result

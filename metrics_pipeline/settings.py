@@ -1,0 +1,516 @@
+"""Settings of the scripts: command-line flag, environment, `.env` file, default.
+
+Precedence, highest first:
+
+1. the command-line flag (``--topic x``);
+2. a real environment variable (``KAFKA_TOPIC=x``);
+3. the ``.env`` file in the working directory (read with python-dotenv, never
+   written into ``os.environ``);
+4. the default of the table below.
+
+An empty environment value counts as "not set", so a copied ``.env.example`` with
+blank lines behaves like the defaults. Every setting is declared once, in the
+``*_OPTIONS`` tables, next to its help text; ``--help`` is generated from them.
+
+A bad value raises :class:`SettingsError`, which names the variable and the flag;
+the scripts turn it into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from dotenv import dotenv_values
+
+from metrics_pipeline.alerts import AlertThresholds
+from metrics_pipeline.redaction import mongodb_uri_password, register_secret
+
+DEFAULT_SERVER_IDS = ("web01", "web02", "db01", "app01", "cache01")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SOURCES = ("simulated", "psutil")
+
+
+class SettingsError(Exception):
+    """A setting has a value the scripts cannot use (exit code 2)."""
+
+    def __init__(self, setting: str, reason: str) -> None:
+        super().__init__(f"{setting}: {reason}")
+        self.setting = setting
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------
+# Value parsers: text in, typed value out, ValueError with a Spanish reason.
+# --------------------------------------------------------------------------
+
+def _int(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError(f"debe ser un número entero, no {text!r}") from None
+        if value < minimum:
+            raise ValueError(f"debe ser un entero >= {minimum}, no {value}")
+        return value
+    return parse
+
+
+def _float(minimum: float, *, strict: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise ValueError(f"debe ser un número, no {text!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"debe ser un número finito, no {text!r}")
+        if value < minimum or (strict and value == minimum):
+            sign = ">" if strict else ">="
+            raise ValueError(f"debe ser un número {sign} {minimum:g}, no {value:g}")
+        return value
+    return parse
+
+
+def _optional_threshold(text: str) -> float | None:
+    """A KPI threshold; ``off`` (or ``none``) disables the alert."""
+    if text.strip().lower() in ("off", "none", "no"):
+        return None
+    return _float(0)(text)
+
+
+def _choice(choices: Sequence[str], *, upper: bool = True) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().upper() if upper else text.strip()
+        if value not in choices:
+            raise ValueError(f"debe ser uno de {', '.join(choices)}, no {text!r}")
+        return value
+    return parse
+
+
+def _bootstrap_servers(text: str) -> str:
+    servers = [s.strip() for s in text.split(",") if s.strip()]
+    if not servers:
+        raise ValueError("debe tener al menos un servidor host:puerto")
+    for server in servers:
+        host, sep, port = server.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"cada servidor debe tener la forma host:puerto, no {server!r}")
+    return ",".join(servers)
+
+
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def _topic(text: str) -> str:
+    value = text.strip()
+    if not _TOPIC_RE.match(value) or value in (".", ".."):
+        raise ValueError(
+            "un tema de Kafka solo admite letras, números, '.', '_' y '-' (1 a 249 caracteres)"
+        )
+    return value
+
+
+def _non_empty(text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise ValueError("no puede estar vacío")
+    return value
+
+
+def _server_ids(text: str) -> tuple[str, ...]:
+    ids = tuple(s.strip() for s in text.split(","))
+    if not ids or any(not s for s in ids):
+        raise ValueError("debe ser una lista de identificadores no vacíos separados por comas")
+    if len(set(ids)) != len(ids):
+        raise ValueError("tiene identificadores repetidos")
+    return ids
+
+
+def _mongodb_uri(text: str) -> str:
+    value = text.strip()
+    if not value.startswith(("mongodb://", "mongodb+srv://")):
+        raise ValueError("debe empezar por mongodb:// o mongodb+srv://")
+    # pymongo checks the rest of the syntax when the client is built (without
+    # any network access); see storage.open_client.
+    return value
+
+
+_BAD_DB_CHARS = re.compile(r'[/\\. "$\x00]')
+
+
+def _database(text: str) -> str:
+    value = text.strip()
+    if not value or len(value) > 63 or _BAD_DB_CHARS.search(value):
+        raise ValueError("un nombre de base de datos no puede estar vacío ni contener / \\ . \" $ o espacios")
+    return value
+
+
+def _collection(text: str) -> str:
+    value = text.strip()
+    if not value or "$" in value or "\x00" in value or value.startswith("system."):
+        raise ValueError("un nombre de colección no puede estar vacío, contener '$' ni empezar por 'system.'")
+    return value
+
+
+def _since(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"debe ser una fecha ISO 8601 (p. ej. 2026-11-26 o 2026-11-26T15:00), no {text!r}") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _text(text: str) -> str:
+    return text
+
+
+# --------------------------------------------------------------------------
+# The option tables.
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: where it is read from, its default and how it is parsed."""
+
+    name: str
+    flag: str
+    env: str | None
+    default: str | None
+    parse: Callable[[str], Any]
+    help: str
+    metavar: str = "VALOR"
+    secret: bool = False
+
+
+KAFKA_OPTIONS = (
+    Option("bootstrap_servers", "--bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", "localhost:29092",
+           _bootstrap_servers, "servidores de Kafka, host:puerto separados por comas", "HOST:PUERTO"),
+    Option("topic", "--topic", "KAFKA_TOPIC", "system-metrics-topic-iabd06", _topic,
+           "tema de Kafka de las métricas", "TEMA"),
+    Option("partitions", "--partitions", "KAFKA_TOPIC_PARTITIONS", "1", _int(1),
+           "particiones con las que se crea el tema si no existe (uno existente se usa tal cual)", "N"),
+    Option("security_protocol", "--security-protocol", "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
+           _choice(SECURITY_PROTOCOLS), "protocolo de seguridad de Kafka: " + ", ".join(SECURITY_PROTOCOLS),
+           "PROTOCOLO"),
+    Option("sasl_mechanism", "--sasl-mechanism", "KAFKA_SASL_MECHANISM", None, _choice(SASL_MECHANISMS),
+           "mecanismo SASL: " + ", ".join(SASL_MECHANISMS), "MECANISMO"),
+    Option("sasl_username", "--sasl-username", "KAFKA_SASL_USERNAME", None, _non_empty,
+           "usuario SASL", "USUARIO"),
+    Option("sasl_password", "--sasl-password", "KAFKA_SASL_PASSWORD", None, _text,
+           "contraseña SASL (mejor en el entorno o en .env que en la línea de órdenes; nunca se muestra)",
+           "CONTRASEÑA", secret=True),
+)
+
+COMMON_OPTIONS = (
+    Option("log_level", "--log-level", "LOG_LEVEL", "INFO", _choice(LOG_LEVELS),
+           "nivel de log: " + ", ".join(LOG_LEVELS), "NIVEL"),
+    Option("startup_timeout", "--startup-timeout", "STARTUP_TIMEOUT_SECONDS", "60", _float(0, strict=True),
+           "segundos de espera a cada servidor al arrancar antes de salir con código 1", "SEGUNDOS"),
+)
+
+MONGO_OPTIONS = (
+    Option("mongodb_uri", "--mongodb-uri", "MONGODB_URI", "mongodb://localhost:27017", _mongodb_uri,
+           "URI de MongoDB (mongodb:// o mongodb+srv:// de Atlas); la contraseña nunca se muestra",
+           "URI", secret=True),
+    Option("database", "--database", "MONGODB_DATABASE", "monitoring_iabd06", _database,
+           "base de datos de MongoDB", "NOMBRE"),
+    Option("raw_collection", "--raw-collection", "MONGODB_RAW_COLLECTION", "system_metrics_raw_iabd06",
+           _collection, "colección de mensajes en bruto", "COLECCIÓN"),
+    Option("kpi_collection", "--kpi-collection", "MONGODB_KPI_COLLECTION", "system_metrics_kpis_iabd06",
+           _collection, "colección de ventanas KPI", "COLECCIÓN"),
+)
+
+DEADLETTER_OPTION = Option(
+    "deadletter_collection", "--deadletter-collection", "MONGODB_DEADLETTER_COLLECTION",
+    "system_metrics_deadletter_iabd06", _collection, "colección de mensajes no válidos (dead-letter)",
+    "COLECCIÓN")
+
+PRODUCER_OPTIONS = KAFKA_OPTIONS + (
+    Option("interval", "--interval", "PRODUCER_INTERVAL_SECONDS", "10", _float(0),
+           "segundos entre el inicio de una ronda y el de la siguiente (0 = sin pausa)", "SEGUNDOS"),
+    Option("server_ids", "--servers", "SERVER_IDS", ",".join(DEFAULT_SERVER_IDS), _server_ids,
+           "identificadores de servidor separados por comas", "IDS"),
+    Option("source", "--source", "METRICS_SOURCE", "simulated", _choice(SOURCES, upper=False),
+           "origen de las métricas: simulated (valores del curso) o psutil (esta máquina, de verdad)",
+           "ORIGEN"),
+    Option("rounds", "--rounds", None, None, _int(1),
+           "enviar N rondas completas, vaciar el buffer y salir (por defecto: hasta que se pare)", "N"),
+    Option("seed", "--seed", None, None, _int(-(2**63)),
+           "semilla del generador aleatorio, para repetir una simulación", "S"),
+) + COMMON_OPTIONS
+
+CONSUMER_OPTIONS = KAFKA_OPTIONS + (
+    Option("group_id", "--group-id", "KAFKA_GROUP_ID", "grupo_iabd06_id", _non_empty,
+           "grupo de consumidores de Kafka", "GRUPO"),
+    Option("session_timeout_ms", "--session-timeout-ms", "KAFKA_SESSION_TIMEOUT_MS", "10000", _int(1000),
+           "timeout de sesión del grupo en ms (una incorporación al grupo tarda del orden de la mitad)",
+           "MS"),
+    Option("batch_size", "--batch-size", "CONSUMER_BATCH_SIZE", "1000", _int(1),
+           "máximo de mensajes por lectura de Kafka (y por escritura en bloque en MongoDB)", "N"),
+) + MONGO_OPTIONS + (
+    DEADLETTER_OPTION,
+    Option("window_size", "--window-size", "KPI_WINDOW_SIZE", "20", _int(1),
+           "mensajes válidos por ventana KPI", "N"),
+    Option("alert_cpu_avg", "--alert-cpu-avg", "ALERT_CPU_AVG", "80", _optional_threshold,
+           "alerta si la CPU media de una ventana supera este valor (off = sin alerta)", "PORCENTAJE"),
+    Option("alert_memory_avg", "--alert-memory-avg", "ALERT_MEMORY_AVG", "90", _optional_threshold,
+           "alerta si la memoria media de una ventana supera este valor (off = sin alerta)", "PORCENTAJE"),
+    Option("alert_error_sum", "--alert-error-sum", "ALERT_ERROR_SUM", "10", _optional_threshold,
+           "alerta si la suma de errores de una ventana supera este valor (off = sin alerta)", "N"),
+    Option("max_messages", "--max-messages", None, None, _int(1),
+           "parar tras consumir N mensajes (válidos o no) y guardar y confirmar lo que producen", "N"),
+    Option("idle_timeout", "--idle-timeout", None, None, _float(0, strict=True),
+           "parar tras S segundos sin mensajes nuevos, contados desde que se tienen las particiones",
+           "S"),
+) + COMMON_OPTIONS
+
+REPORT_OPTIONS = MONGO_OPTIONS + (
+    Option("last", "--last", None, "10", _int(1), "número de ventanas KPI recientes a mostrar", "N"),
+    Option("since", "--since", None, None, _since,
+           "solo ventanas y mensajes desde esta fecha ISO 8601 (UTC si no lleva zona)", "FECHA"),
+    Option("output", "--output", None, "informe_kpis_iabd06.png", _non_empty,
+           "fichero PNG del gráfico", "FICHERO"),
+    Option("chart", "--chart", None, "yes", _choice(("YES", "NO")),
+           "dibujar el gráfico PNG: yes o no", "yes|no"),
+) + COMMON_OPTIONS
+
+
+# --------------------------------------------------------------------------
+# Typed settings.
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap_servers: str
+    topic: str
+    partitions: int
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    startup_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class MongoSettings:
+    uri: str = field(repr=False)
+    database: str
+    raw_collection: str
+    kpi_collection: str
+    deadletter_collection: str
+    startup_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class ProducerSettings:
+    kafka: KafkaSettings
+    interval: float
+    server_ids: tuple[str, ...]
+    server_ids_given: bool
+    source: str
+    rounds: int | None
+    seed: int | None
+    log_level: str
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return _secrets(self.kafka, None)
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    kafka: KafkaSettings
+    mongo: MongoSettings
+    group_id: str
+    session_timeout_ms: int
+    batch_size: int
+    window_size: int
+    alerts: AlertThresholds
+    max_messages: int | None
+    idle_timeout: float | None
+    log_level: str
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return _secrets(self.kafka, self.mongo)
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    mongo: MongoSettings
+    last: int
+    since: datetime | None
+    output: str
+    chart: bool
+    log_level: str
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return _secrets(None, self.mongo)
+
+
+def _secrets(kafka: KafkaSettings | None, mongo: MongoSettings | None) -> tuple[str, ...]:
+    found: list[str] = []
+    if kafka is not None and kafka.sasl_password:
+        found.append(kafka.sasl_password)
+    if mongo is not None:
+        password = mongodb_uri_password(mongo.uri)
+        if password:
+            found.append(password)
+    return tuple(found)
+
+
+# --------------------------------------------------------------------------
+# Command line.
+# --------------------------------------------------------------------------
+
+class _SpanishParser(argparse.ArgumentParser):
+    """argparse with Spanish headings and one-line errors (exit code 2)."""
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+        message = (message.replace("unrecognized arguments", "argumentos desconocidos")
+                   .replace("expected one argument", "falta su valor")
+                   .replace("argument ", "argumento "))
+        self.exit(2, f"{self.prog}: error: {message} (véase --help)\n")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    def add_usage(self, usage, actions, groups, prefix=None):  # type: ignore[override]
+        super().add_usage(usage, actions, groups, prefix="uso: " if prefix is None else prefix)
+
+
+def _build_parser(prog: str, description: str, options: Sequence[Option]) -> argparse.ArgumentParser:
+    parser = _SpanishParser(prog=prog, description=description, add_help=False,
+                            formatter_class=_HelpFormatter)
+    parser._optionals.title = "opciones"  # argparse has no public setter for this heading
+    parser.add_argument("-h", "--help", action="help", help="muestra esta ayuda y sale")
+    for option in options:
+        where = f"variable {option.env}; " if option.env else ""
+        default = option.default if option.default is not None else "sin valor"
+        parser.add_argument(option.flag, dest=option.name, metavar=option.metavar, default=None,
+                            help=f"{option.help} ({where}por defecto: {default})")
+    return parser
+
+
+def _resolve(options: Sequence[Option], args: argparse.Namespace, environ: Mapping[str, str],
+             dotenv: Mapping[str, str | None]) -> tuple[dict[str, Any], set[str]]:
+    """Apply the precedence rule; return typed values and the names the user set."""
+    values: dict[str, Any] = {}
+    given: set[str] = set()
+    for option in options:
+        text = getattr(args, option.name)
+        origin = option.flag
+        if text is None and option.env:
+            for source in (environ, dotenv):
+                candidate = source.get(option.env)
+                if candidate is not None and candidate.strip() != "":
+                    text = candidate
+                    origin = option.env
+                    break
+        if text is None:
+            text = option.default
+            origin = "default"
+        else:
+            given.add(option.name)
+        if option.secret and text:
+            register_secret(text)
+            register_secret(mongodb_uri_password(text) if "://" in text else None)
+        if text is None:
+            values[option.name] = None
+            continue
+        try:
+            values[option.name] = option.parse(text)
+        except ValueError as exc:
+            label = f"{option.env} ({option.flag})" if option.env else option.flag
+            if origin == option.env:
+                label = f"{option.env} (o {option.flag})"
+            raise SettingsError(label, str(exc)) from None
+    return values, given
+
+
+def _kafka(values: dict[str, Any], startup_timeout: float) -> KafkaSettings:
+    protocol = values["security_protocol"]
+    if protocol.startswith("SASL_"):
+        if not values["sasl_mechanism"]:
+            raise SettingsError("KAFKA_SASL_MECHANISM (--sasl-mechanism)",
+                                f"es obligatorio con KAFKA_SECURITY_PROTOCOL={protocol}")
+        if not values["sasl_username"] or not values["sasl_password"]:
+            raise SettingsError("KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD",
+                                f"son obligatorios con KAFKA_SECURITY_PROTOCOL={protocol}")
+    return KafkaSettings(
+        bootstrap_servers=values["bootstrap_servers"], topic=values["topic"],
+        partitions=values["partitions"], security_protocol=protocol,
+        sasl_mechanism=values["sasl_mechanism"], sasl_username=values["sasl_username"],
+        sasl_password=values["sasl_password"], startup_timeout=startup_timeout)
+
+
+def _mongo(values: dict[str, Any]) -> MongoSettings:
+    return MongoSettings(
+        uri=values["mongodb_uri"], database=values["database"],
+        raw_collection=values["raw_collection"], kpi_collection=values["kpi_collection"],
+        deadletter_collection=values.get("deadletter_collection") or DEADLETTER_OPTION.default,
+        startup_timeout=values["startup_timeout"])
+
+
+def _load(prog: str, description: str, options: Sequence[Option], argv: Sequence[str] | None,
+          environ: Mapping[str, str] | None, dotenv_path: str | None) -> tuple[dict[str, Any], set[str]]:
+    parser = _build_parser(prog, description, options)
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    env = os.environ if environ is None else environ
+    dotenv: Mapping[str, str | None] = {}
+    path = ".env" if dotenv_path is None else dotenv_path
+    if path and os.path.isfile(path):
+        dotenv = dotenv_values(path)
+    return _resolve(options, args, env, dotenv)
+
+
+def load_producer_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
+                           dotenv_path: str | None = None,
+                           prog: str = "productor_metrics_iabd06.py") -> ProducerSettings:
+    values, given = _load(prog, "Envía métricas de servidores al tema de Kafka, una por servidor y ronda.",
+                          PRODUCER_OPTIONS, argv, environ, dotenv_path)
+    if values["source"] == "psutil" and "server_ids" in given and len(values["server_ids"]) != 1:
+        raise SettingsError("SERVER_IDS (--servers)",
+                            "con METRICS_SOURCE=psutil solo se mide esta máquina: indique un único id")
+    return ProducerSettings(
+        kafka=_kafka(values, values["startup_timeout"]), interval=values["interval"],
+        server_ids=values["server_ids"], server_ids_given="server_ids" in given,
+        source=values["source"], rounds=values["rounds"], seed=values["seed"],
+        log_level=values["log_level"])
+
+
+def load_consumer_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
+                           dotenv_path: str | None = None,
+                           prog: str = "consumidor_metrics_iabd06.py") -> ConsumerSettings:
+    values, _ = _load(prog, "Guarda cada métrica de Kafka en MongoDB una sola vez y calcula KPIs "
+                      "por ventanas de N mensajes.", CONSUMER_OPTIONS, argv, environ, dotenv_path)
+    return ConsumerSettings(
+        kafka=_kafka(values, values["startup_timeout"]), mongo=_mongo(values),
+        group_id=values["group_id"], session_timeout_ms=values["session_timeout_ms"],
+        batch_size=values["batch_size"], window_size=values["window_size"],
+        alerts=AlertThresholds(cpu_percent_avg=values["alert_cpu_avg"],
+                               memory_percent_avg=values["alert_memory_avg"],
+                               error_count_sum=values["alert_error_sum"]),
+        max_messages=values["max_messages"], idle_timeout=values["idle_timeout"],
+        log_level=values["log_level"])
+
+
+def load_report_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
+                         dotenv_path: str | None = None,
+                         prog: str = "informe_kpis_iabd06.py") -> ReportSettings:
+    values, _ = _load(prog, "Muestra las últimas ventanas KPI, un resumen por servidor y dibuja "
+                      "un gráfico PNG.", REPORT_OPTIONS, argv, environ, dotenv_path)
+    return ReportSettings(mongo=_mongo(values), last=values["last"], since=values["since"],
+                          output=values["output"], chart=values["chart"] == "YES",
+                          log_level=values["log_level"])

@@ -1,0 +1,33 @@
+"""SIGINT and SIGTERM: ask the loop to stop at the next safe point.
+
+The first signal sets an Event that the loops check between batches and while they
+wait, so the batch in hand is finished and committed before the script exits 0.
+A second signal means "now": the process exits at once with code 130; nothing
+committed is lost, and the consumer re-reads what it had not committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+log = logging.getLogger(__name__)
+
+
+def install_stop_handlers() -> threading.Event:
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            log.warning("Segunda señal %s: salida inmediata", name)
+            logging.shutdown()
+            os._exit(130)
+        log.info("Señal %s recibida: se termina lo que está en curso y se sale", name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+    return stop

@@ -1,0 +1,309 @@
+"""MongoDB side: connecting, indexes and idempotent bulk writes.
+
+Every write is one ``insert_many(ordered=False)`` per collection and batch. The
+documents carry deterministic ids (see :mod:`metrics_pipeline.documents`), so a
+duplicate-key error (code 11000) means "already stored" and is an answer, not a
+failure. What happens to the other answers:
+
+* a document MongoDB cannot encode or refuses (too deep, an integer beyond 64 bits,
+  a key it does not accept...) is *rejected*: the raw path dead-letters it with the
+  server's reason, so one bad message never blocks the batch;
+* a network error, a timeout, an election, a server shutting down are *transient*:
+  :class:`StorageUnavailable` is raised and the caller retries the whole batch
+  (the retry is idempotent, for the same reason as a replay);
+* anything else (authentication, authorisation) is :class:`StorageFatal`: retrying
+  cannot cure it, so the consumer stops without committing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import bson
+import pymongo
+from bson.binary import Binary
+from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo.collection import Collection
+from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailure, InvalidURI,
+                            OperationFailure, PyMongoError)
+
+from metrics_pipeline.documents import reincarnated_id
+from metrics_pipeline.errors import StartupError
+from metrics_pipeline.redaction import describe_mongodb_uri
+from metrics_pipeline.settings import MongoSettings, SettingsError
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_KEY = 11000
+AUTH_ERROR_CODES = {13, 18, 8000}  # Unauthorized, AuthenticationFailed, Atlas "AtlasError"
+TRANSIENT_CODES = {
+    6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 50, 112, 117, 133, 134, 150,
+}
+MAX_BSON_SIZE = 16 * 1024 * 1024
+MAX_DEADLETTER_VALUE = 15 * 1024 * 1024
+OPERATION_TIMEOUT_SECONDS = 30.0
+
+
+class StorageUnavailable(Exception):
+    """MongoDB did not answer; retrying the same write is safe."""
+
+
+class StorageFatal(Exception):
+    """MongoDB refused in a way retrying cannot cure."""
+
+
+def short_reason(exc: BaseException, limit: int = 200) -> str:
+    """A one-line reason, without pymongo's topology dump."""
+    text = str(exc).split(" (configured timeouts")[0].split(", Timeout:")[0]
+    text = text.split(", full error:")[0]
+    text = " ".join(text.split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def classify(exc: PyMongoError) -> Exception:
+    """Map a pymongo error to StorageUnavailable or StorageFatal."""
+    if isinstance(exc, ConnectionFailure):
+        return StorageUnavailable(short_reason(exc))
+    if isinstance(exc, OperationFailure):
+        if exc.code in AUTH_ERROR_CODES:
+            return StorageFatal(f"MongoDB rechazó la operación: {short_reason(exc)}")
+        if exc.code in TRANSIENT_CODES or exc.has_error_label("RetryableWriteError"):
+            return StorageUnavailable(short_reason(exc))
+        return StorageFatal(f"MongoDB rechazó la operación: {short_reason(exc)}")
+    return StorageUnavailable(short_reason(exc))
+
+
+def open_client(settings: MongoSettings, app_name: str) -> MongoClient:
+    """Build the client (no network yet). A malformed URI is a settings error."""
+    try:
+        return MongoClient(
+            settings.uri, connect=False, appname=app_name, tz_aware=True,
+            serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, socketTimeoutMS=60000)
+    except (InvalidURI, ConfigurationError, ValueError, TypeError) as exc:
+        raise SettingsError("MONGODB_URI (--mongodb-uri)", f"no es una URI de MongoDB válida: {exc}") from None
+
+
+def wait_until_reachable(client: MongoClient, settings: MongoSettings, stop: threading.Event) -> None:
+    """Ping until MongoDB answers; StartupError after ``startup_timeout`` seconds."""
+    label = describe_mongodb_uri(settings.uri)
+    deadline = time.monotonic() + settings.startup_timeout
+    delay = 0.5
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            with pymongo.timeout(max(min(5.0, remaining), 0.5)):
+                client.admin.command("ping")
+            return
+        except OperationFailure as exc:
+            if exc.code in AUTH_ERROR_CODES:
+                raise StartupError(f"MongoDB ({label}) rechazó las credenciales: {short_reason(exc)}") from None
+            reason = short_reason(exc)
+        except PyMongoError as exc:
+            reason = short_reason(exc)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or stop.is_set():
+            raise StartupError(
+                f"No se pudo conectar a MongoDB ({label}) en {settings.startup_timeout:g} s: {reason}")
+        log.warning("MongoDB (%s) no responde: %s; reintento en %.1f s", label, reason, min(delay, remaining))
+        stop.wait(min(delay, remaining))
+        delay = min(delay * 2, 5.0)
+
+
+@dataclass(frozen=True)
+class RawOutcome:
+    """What became of one raw document of a batch."""
+
+    stored: bool                           # inserted now, or found already stored
+    existing_kafka: dict[str, Any] | None  # for a document found already stored
+    rejected: str | None                   # MongoDB cannot store it: why
+
+
+_INSERTED = RawOutcome(stored=True, existing_kafka=None, rejected=None)
+
+
+def _encoding_problem(document: dict[str, Any]) -> str | None:
+    try:
+        size = len(bson.encode(document))
+    except (bson.errors.InvalidDocument, bson.errors.InvalidStringData, OverflowError,
+            UnicodeEncodeError, ValueError, TypeError) as exc:
+        return f"MongoDB no puede guardar el documento: {short_reason(exc)}"
+    if size > MAX_BSON_SIZE:
+        return f"el documento ocupa {size} bytes, más que el máximo de MongoDB ({MAX_BSON_SIZE})"
+    return None
+
+
+def _plain(value: Any) -> Any:
+    return bytes(value) if isinstance(value, (bytes, Binary)) else value
+
+
+class MetricsStore:
+    """The three collections of the pipeline."""
+
+    def __init__(self, client: MongoClient, settings: MongoSettings) -> None:
+        self.client = client
+        database = client[settings.database]
+        self.raw: Collection = database[settings.raw_collection]
+        self.kpis: Collection = database[settings.kpi_collection]
+        self.deadletter: Collection = database[settings.deadletter_collection]
+
+    # -- set-up ---------------------------------------------------------------
+
+    def ensure_indexes(self) -> None:
+        """Create the indexes of SPEC §3 (a no-op when they exist)."""
+        try:
+            with pymongo.timeout(OPERATION_TIMEOUT_SECONDS):
+                self.raw.create_index([("server_id", ASCENDING), ("timestamp", DESCENDING)],
+                                      name="server_id_1_timestamp_-1")
+                self.kpis.create_index([("window_end", DESCENDING)], name="window_end_-1")
+        except PyMongoError as exc:
+            raise classify(exc) from None
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- the low-level write ----------------------------------------------------
+
+    def _insert(self, collection: Collection, documents: Sequence[dict[str, Any]]
+                ) -> tuple[list[int], dict[int, str]]:
+        """insert_many(ordered=False). Returns (duplicate indexes, rejected index -> reason).
+
+        Raises StorageUnavailable / StorageFatal for errors of the whole call.
+        """
+        if not documents:
+            return [], {}
+        try:
+            with pymongo.timeout(OPERATION_TIMEOUT_SECONDS):
+                collection.insert_many(documents, ordered=False)
+            return [], {}
+        except BulkWriteError as exc:
+            duplicates: list[int] = []
+            rejected: dict[int, str] = {}
+            for error in exc.details.get("writeErrors", []):
+                index, code = error["index"], error.get("code")
+                if code == DUPLICATE_KEY:
+                    duplicates.append(index)
+                elif code in TRANSIENT_CODES:
+                    raise StorageUnavailable(error.get("errmsg", str(code))) from None
+                elif code in AUTH_ERROR_CODES:
+                    raise StorageFatal(f"MongoDB rechazó la escritura: {error.get('errmsg', code)}") from None
+                else:
+                    rejected[index] = f"MongoDB rechazó el documento: {error.get('errmsg', code)}"
+            return duplicates, rejected
+        except (bson.errors.InvalidDocument, bson.errors.InvalidStringData, OverflowError,
+                UnicodeEncodeError, pymongo.errors.DocumentTooLarge):
+            # Some document cannot be encoded. Find which, write the others.
+            problems = {i: p for i, d in enumerate(documents) if (p := _encoding_problem(d))}
+            if not problems:
+                raise
+            keep = [i for i in range(len(documents)) if i not in problems]
+            duplicates, rejected = self._insert(collection, [documents[i] for i in keep])
+            rejected = {keep[i]: reason for i, reason in rejected.items()}
+            rejected.update(problems)
+            return [keep[i] for i in duplicates], rejected
+        except PyMongoError as exc:
+            raise classify(exc) from None
+
+    def _find_by_ids(self, collection: Collection, ids: list[Any], projection: dict[str, Any]
+                     ) -> dict[Any, dict[str, Any]]:
+        try:
+            with pymongo.timeout(OPERATION_TIMEOUT_SECONDS):
+                return {doc["_id"]: doc for doc in collection.find({"_id": {"$in": ids}}, projection)}
+        except PyMongoError as exc:
+            raise classify(exc) from None
+
+    # -- the three collections ------------------------------------------------
+
+    def insert_raw(self, documents: Sequence[dict[str, Any]]) -> list[RawOutcome]:
+        """Store raw documents; one outcome per document, in order.
+
+        A duplicate ``_id`` is reported with the ``kafka`` coordinates of the document
+        already stored, so the caller can tell a replay (same offset) from a
+        duplicate message (same message_uuid sent again, another offset).
+        """
+        outcomes = [_INSERTED] * len(documents)
+        duplicates, rejected = self._insert(self.raw, documents)
+        for index, reason in rejected.items():
+            outcomes[index] = RawOutcome(stored=False, existing_kafka=None, rejected=reason)
+        if duplicates:
+            found = self._find_by_ids(self.raw, [documents[i]["_id"] for i in duplicates], {"kafka": 1})
+            for index in duplicates:
+                existing = found.get(documents[index]["_id"])
+                if existing is None:
+                    # Deleted between our insert and our read: store it again.
+                    retry = self.insert_raw([documents[index]])[0]
+                    outcomes[index] = retry
+                else:
+                    outcomes[index] = RawOutcome(stored=True, existing_kafka=existing.get("kafka"),
+                                                 rejected=None)
+        return outcomes
+
+    def insert_deadletters(self, documents: Sequence[dict[str, Any]]) -> None:
+        """Store dead-letter documents; a replay of the same one is a no-op."""
+        documents = [_fit_deadletter(d) for d in documents]
+        duplicates, rejected = self._insert(self.deadletter, documents)
+        if rejected:
+            raise StorageFatal(f"MongoDB rechazó un documento dead-letter: {next(iter(rejected.values()))}")
+        if not duplicates:
+            return
+        ids = [documents[i]["_id"] for i in duplicates]
+        found = self._find_by_ids(self.deadletter, ids, {"value": 1, "kafka": 1})
+        reborn = []
+        for index in duplicates:
+            document = documents[index]
+            existing = found.get(document["_id"])
+            if existing is not None and _plain(existing.get("value")) == _plain(document["value"]):
+                continue  # the same message, written before a crash: keep the first
+            # Another life of the topic reused this offset: keep both.
+            content = _plain(document["value"])
+            key = content.hex() if isinstance(content, bytes) else f"text:{content}"
+            reborn.append({**document, "_id": reincarnated_id(document["_id"], key)})
+        if reborn:
+            duplicates, rejected = self._insert(self.deadletter, reborn)
+            if rejected:
+                raise StorageFatal(f"MongoDB rechazó un documento dead-letter: {next(iter(rejected.values()))}")
+
+    def insert_kpis(self, documents: Sequence[dict[str, Any]]) -> int:
+        """Store KPI documents; returns how many were new.
+
+        A window rebuilt after a crash has the same id and the same first message:
+        the document written first is kept. The same id with another first message
+        means the topic's offsets started again: the new window gets its own id.
+        """
+        duplicates, rejected = self._insert(self.kpis, documents)
+        if rejected:
+            raise StorageFatal(f"MongoDB rechazó un documento KPI: {next(iter(rejected.values()))}")
+        if not duplicates:
+            return len(documents)
+        found = self._find_by_ids(self.kpis, [documents[i]["_id"] for i in duplicates],
+                                  {"message_uuids": {"$slice": 1}})
+        reborn = []
+        for index in duplicates:
+            document = documents[index]
+            existing = found.get(document["_id"])
+            first = (existing or {}).get("message_uuids") or [None]
+            if first[0] == document["message_uuids"][0]:
+                continue
+            reborn.append({**document, "_id": reincarnated_id(document["_id"], document["message_uuids"][0])})
+        new = len(documents) - len(duplicates)
+        if reborn:
+            again, rejected = self._insert(self.kpis, reborn)
+            if rejected:
+                raise StorageFatal(f"MongoDB rechazó un documento KPI: {next(iter(rejected.values()))}")
+            new += len(reborn) - len(again)
+        return new
+
+
+def _fit_deadletter(document: dict[str, Any]) -> dict[str, Any]:
+    """Cut a value too large for one MongoDB document, saying so in the document."""
+    value = document["value"]
+    size = len(value.encode("utf-8", "surrogatepass")) if isinstance(value, str) else len(value or b"")
+    if size <= MAX_DEADLETTER_VALUE:
+        return document
+    raw = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)
+    return {**document, "value": Binary(raw[:MAX_DEADLETTER_VALUE]), "value_truncated": True,
+            "value_size": size}

@@ -1,0 +1,159 @@
+"""Per-partition tumbling windows and the offsets that are safe to commit.
+
+Pure bookkeeping, no I/O. The consumer feeds it, partition by partition and in
+offset order, what happened to each record of a stored batch:
+
+* a *member*: a valid message stored (or found already stored from this very
+  offset) that counts in its partition's open window;
+* a *skip*: an invalid message (dead-lettered) or a duplicate of a message already
+  stored from another offset; it is done, but belongs to no window.
+
+A window holds ``size`` members of one partition; when it fills, it closes and is
+returned so its KPI document can be written. Windows never mix partitions: only
+then is a window the same set of messages after a restart or a rebalance (SPEC §5).
+
+The commit position of a partition is the first offset of its open window, or, when
+no window is open, the offset after the last record done. Everything before that
+position is stored and belongs to a window whose KPI document is written before the
+commit. After a crash the consumer re-reads from there and rebuilds the open window
+with the same messages, so the same first offset and the same window id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WindowMember:
+    """What a window keeps of one message: enough for KPIs and the audit trail."""
+
+    offset: int
+    message_id: str
+    server_id: str
+    timestamp: datetime
+    cpu_percent: float
+    memory_percent: float
+    disk_io_mbps: float
+    network_mbps: float
+    error_count: int
+
+
+@dataclass(frozen=True)
+class ClosedWindow:
+    """A full window, ready for its KPI document."""
+
+    topic: str
+    partition: int
+    members: tuple[WindowMember, ...]
+    received_at: float  # epoch seconds: first message received from Kafka
+    stored_at: float    # epoch seconds: last message's raw write acknowledged
+
+    @property
+    def first_offset(self) -> int:
+        return self.members[0].offset
+
+    @property
+    def last_offset(self) -> int:
+        return self.members[-1].offset
+
+
+@dataclass
+class _OpenWindow:
+    members: list[WindowMember] = field(default_factory=list)
+    received_at: float = 0.0
+
+
+class PartitionWindows:
+    """The open window and the progress of one partition."""
+
+    def __init__(self, topic: str, partition: int, size: int) -> None:
+        if size < 1:
+            raise ValueError("window size must be >= 1")
+        self.topic = topic
+        self.partition = partition
+        self.size = size
+        self._open = _OpenWindow()
+        self.next_offset: int | None = None  # offset after the last record done
+
+    def already_done(self, offset: int) -> bool:
+        """True for a record at or before one this partition has already handled."""
+        return self.next_offset is not None and offset < self.next_offset
+
+    def skip(self, offset: int) -> None:
+        self._advance(offset)
+
+    def add(self, member: WindowMember, received_at: float, stored_at: float) -> ClosedWindow | None:
+        self._advance(member.offset)
+        if not self._open.members:
+            self._open.received_at = received_at
+        self._open.members.append(member)
+        if len(self._open.members) < self.size:
+            return None
+        closed = ClosedWindow(self.topic, self.partition, tuple(self._open.members),
+                              self._open.received_at, stored_at)
+        self._open = _OpenWindow()
+        return closed
+
+    def _advance(self, offset: int) -> None:
+        if self.already_done(offset):
+            raise ValueError(f"offset {offset} of partition {self.partition} was already handled")
+        self.next_offset = offset + 1
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open.members)
+
+    def commit_position(self) -> int | None:
+        if self._open.members:
+            return self._open.members[0].offset
+        return self.next_offset
+
+
+class WindowTracker:
+    """All partitions a consumer owns: windows, progress and commit positions."""
+
+    def __init__(self, topic: str, size: int) -> None:
+        self.topic = topic
+        self.size = size
+        self._partitions: dict[int, PartitionWindows] = {}
+        self._committed: dict[int, int] = {}
+
+    def partition(self, partition: int) -> PartitionWindows:
+        state = self._partitions.get(partition)
+        if state is None:
+            state = self._partitions[partition] = PartitionWindows(self.topic, partition, self.size)
+        return state
+
+    def drop(self, partitions: Iterable[int]) -> int:
+        """Forget partitions (revoked, or their offsets reset). Returns the messages
+        of open windows dropped; they will be read again from the committed offset."""
+        dropped = 0
+        for partition in partitions:
+            state = self._partitions.pop(partition, None)
+            self._committed.pop(partition, None)
+            if state is not None:
+                dropped += state.open_count
+        return dropped
+
+    def drop_all(self) -> int:
+        return self.drop(list(self._partitions))
+
+    def open_messages(self) -> int:
+        return sum(state.open_count for state in self._partitions.values())
+
+    def positions_to_commit(self) -> dict[int, int]:
+        """Partitions whose commit position moved since the last successful commit."""
+        positions = {}
+        for partition, state in self._partitions.items():
+            position = state.commit_position()
+            if position is not None and self._committed.get(partition) != position:
+                positions[partition] = position
+        return positions
+
+    def mark_committed(self, positions: dict[int, int]) -> None:
+        for partition, position in positions.items():
+            if partition in self._partitions:
+                self._committed[partition] = position

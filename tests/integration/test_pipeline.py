@@ -1,0 +1,151 @@
+"""The normal path, end to end: the two scripts against real Kafka and MongoDB servers."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from kafka import KafkaConsumer, TopicPartition
+
+from tests.support.audit import DEADLETTER, KPIS, RAW, audit
+from tests.support.pipeline import CONSUMER, Pipeline, encode, valid_message
+
+SERVERS = ("web01", "web02", "db01", "app01", "cache01")
+
+
+def _topic_messages(p: Pipeline) -> list:
+    consumer = KafkaConsumer(bootstrap_servers=p.bootstrap, enable_auto_commit=False,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    consumer.assign([TopicPartition(p.topic, i) for i in range(p.partitions)])
+    records = list(consumer)
+    consumer.close()
+    return records
+
+
+def test_rounds_put_five_keyed_valid_messages_per_round_on_the_topic(pipeline: Pipeline) -> None:
+    done = pipeline.produce(4)
+    records = _topic_messages(pipeline)
+    assert len(records) == 20
+    assert [r.key.decode() for r in records] == list(SERVERS) * 4
+    for record in records:
+        message = json.loads(record.value)
+        assert message["server_id"] == record.key.decode()
+        assert set(message) == {"server_id", "timestamp_utc", "metrics", "message_uuid"}
+    assert len({json.loads(r.value)["message_uuid"] for r in records}) == 20
+    sent_lines = re.findall(r"INFO .*Enviada métrica de (\w+) a Kafka \(partición (\d+), offset (\d+)\)", done.stderr)
+    assert len(sent_lines) == 20
+    assert sorted(int(o) for _, _, o in sent_lines) == list(range(20))
+
+
+def test_consumer_stores_every_message_once_and_writes_exact_auditable_windows(pipeline: Pipeline) -> None:
+    pipeline.produce(12)  # 60 messages
+    records = _topic_messages(pipeline)
+    sent_ids = {json.loads(r.value)["message_uuid"] for r in records}
+
+    done = pipeline.consume()
+    report = audit(pipeline.db, valid=60, valid_ids=sent_ids, topic=pipeline.topic)
+    assert report.windows == 3 and report.pending == {0: 0}
+    assert done.stderr.count("Ventana KPI") == 3
+
+    raw = pipeline.db[RAW].find_one({"_id": next(iter(sent_ids))})
+    assert raw["kafka"]["topic"] == pipeline.topic and raw["timestamp"].tzinfo is not None
+    assert raw["ingested_at"] >= raw["timestamp"]
+    kpi = pipeline.db[KPIS].find_one({"kafka.first_offset": 0})
+    assert kpi["_id"] == f"{pipeline.topic}:0:0"
+    assert kpi["alerts"] == [] or all(a["value"] > a["threshold"] for a in kpi["alerts"])
+    indexes = pipeline.db[RAW].index_information()
+    assert any(ix["key"] == [("server_id", 1), ("timestamp", -1)] for ix in indexes.values())
+
+    # A second run finds nothing new and writes nothing.
+    again = pipeline.consume()
+    audit(pipeline.db, valid=60, valid_ids=sent_ids)
+    assert "Ventana KPI" not in again.stderr
+
+
+def test_windows_stay_exact_across_restarts(pipeline: Pipeline) -> None:
+    pipeline.produce(11)  # 55 messages
+    pipeline.consume()
+    report = audit(pipeline.db, valid=55)
+    assert (report.windows, report.pending) == (2, {0: 15})
+
+    pipeline.produce(1)  # 5 more: the open window of 15 is rebuilt and completed
+    pipeline.consume()
+    report = audit(pipeline.db, valid=60)
+    assert (report.windows, report.pending) == (3, {0: 0})
+    third = pipeline.db[KPIS].find_one({"kafka.first_offset": 40})
+    assert third["kafka"]["last_offset"] == 59
+
+
+def test_max_messages_stops_after_exactly_that_many_and_commits_only_complete_windows(pipeline: Pipeline) -> None:
+    pipeline.produce(12)
+    done = pipeline.run(CONSUMER, "--max-messages", "55", "--batch-size", "7")
+    assert done.returncode == 0, done.stderr
+    assert "55 mensajes leídos" in done.stderr
+    report = audit(pipeline.db, valid=55)
+    assert report.windows == 2
+    # The committed position is the first offset of the open window: 40.
+    consumer = KafkaConsumer(bootstrap_servers=pipeline.bootstrap, group_id=pipeline.group,
+                             enable_auto_commit=False)
+    assert consumer.committed(TopicPartition(pipeline.topic, 0)) == 40
+    consumer.close()
+
+    pipeline.consume()
+    assert audit(pipeline.db, valid=60).windows == 3
+
+
+def test_windows_are_kept_per_partition(pipeline: Pipeline) -> None:
+    pipeline.partitions = 3
+    pipeline.produce(30, servers=",".join(f"srv{i:02d}" for i in range(10)))  # 300 messages
+    pipeline.consume()
+    report = audit(pipeline.db, valid=300)
+    assert len(report.pending) == 3, "the producer's keys should reach all three partitions"
+    for kpi in pipeline.db[KPIS].find():
+        assert kpi["_id"] == f"{pipeline.topic}:{kpi['kafka']['partition']}:{kpi['kafka']['first_offset']}"
+
+
+def test_poison_goes_to_dead_letter_and_the_stream_goes_on(pipeline: Pipeline) -> None:
+    pipeline.create_topic()
+    good = [valid_message(f"web{i % 3}") for i in range(25)]
+    items: list[tuple[bytes | None, bytes | None]] = []
+    is_poison: list[bool] = []
+    poison = [b"", b"null", b"[1,2]", b'{"server_id": "x"', b"\xff\xfe\x00", b'{"a": NaN}',
+              encode(valid_message(metrics={"cpu_percent": True, "memory_percent": 1, "disk_io_mbps": 1,
+                                            "network_mbps": 1, "error_count": 0}))]
+    for i, message in enumerate(good):
+        items.append((message["server_id"].encode(), encode(message)))
+        is_poison.append(False)
+        if i % 4 == 0 and poison:
+            items.append((b"bad", poison.pop()))
+            is_poison.append(True)
+    items.append((b"gone", None))  # a tombstone: a key and no value
+    is_poison.append(True)
+    coordinates = pipeline.send_raw(items)
+    invalid_ids = {f"{pipeline.topic}:{p}:{o}" for bad, (p, o) in zip(is_poison, coordinates) if bad}
+
+    done = pipeline.consume()
+    audit(pipeline.db, valid=25, invalid=len(invalid_ids), valid_ids={m["message_uuid"] for m in good},
+          deadletter_ids=invalid_ids)
+    assert done.stderr.count("enviado a dead-letter") == len(invalid_ids) == 8
+    letters = {d["_id"]: d for d in pipeline.db[DEADLETTER].find()}
+    binary = [d for d in letters.values() if isinstance(d["value"], bytes)]
+    assert len(binary) == 1 and binary[0]["value"] == b"\xff\xfe\x00"
+    assert all(d["error"] and d["kafka"]["topic"] == pipeline.topic for d in letters.values())
+    tombstone = [d for d in letters.values() if d["value"] is None]
+    assert len(tombstone) == 1 and tombstone[0]["key"] == "gone"
+
+    pipeline.consume()  # a replay dead-letters nothing twice
+    audit(pipeline.db, valid=25, invalid=len(invalid_ids))
+
+
+def test_a_message_sent_twice_is_stored_and_counted_once(pipeline: Pipeline) -> None:
+    pipeline.create_topic()
+    messages = [valid_message() for _ in range(20)]
+    twice = messages[:5] + messages  # the first five reach the topic twice
+    pipeline.send_raw([(b"web01", encode(m)) for m in twice])
+    done = pipeline.consume()
+    assert done.stderr.count("Mensaje duplicado") == 5
+    report = audit(pipeline.db, valid=20, valid_ids={m["message_uuid"] for m in messages})
+    assert report.windows == 1
+    kpi = pipeline.db[KPIS].find_one()
+    # Offsets 5-9 hold the second copies: the window is offsets 0-4 and 10-24.
+    assert kpi["kafka"] == {"topic": pipeline.topic, "partition": 0, "first_offset": 0, "last_offset": 24}

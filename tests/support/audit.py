@@ -1,0 +1,108 @@
+"""The full audit of what the pipeline stored, used at the end of every scenario.
+
+It recomputes everything from the raw collection and compares exactly:
+
+* raw count (and, when known, the exact set of message ids) = valid messages sent;
+* dead-letter count = invalid messages sent;
+* per partition, windows = floor(valid messages of the partition / window size);
+* every window holds exactly ``window_size`` distinct ids, all present in raw, all
+  from its partition, in offset order, between its first and last offset, and
+  consecutive among that partition's stored messages;
+* no message id is in two windows; the messages in no window are, per partition,
+  fewer than a window and all after the last window;
+* every KPI equals its recomputation from the raw documents named in
+  ``message_uuids`` (math.fsum, so exactly), and the duration and rate equal their
+  recomputation from the stored window bounds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+RAW = "system_metrics_raw_iabd06"
+KPIS = "system_metrics_kpis_iabd06"
+DEADLETTER = "system_metrics_deadletter_iabd06"
+
+
+@dataclass
+class AuditReport:
+    raw: int
+    windows: int
+    deadletter: int
+    pending: dict[int, int]  # partition -> messages not yet in a window
+
+
+def audit(db: Any, *, valid: int, invalid: int = 0, window_size: int = 20,
+          valid_ids: set[str] | None = None, deadletter_ids: set[str] | None = None,
+          topic: str | None = None) -> AuditReport:
+    raw_docs = {d["_id"]: d for d in db[RAW].find({}, {"metrics": 1, "server_id": 1, "timestamp": 1,
+                                                         "kafka": 1, "message_uuid": 1})}
+    kpi_docs = list(db[KPIS].find())
+    dead_docs = list(db[DEADLETTER].find({}, {"value": 0}))
+
+    assert len(raw_docs) == valid, f"raw: {len(raw_docs)} documents, expected {valid}"
+    if valid_ids is not None:
+        assert set(raw_docs) == {i.lower() for i in valid_ids}, "raw ids differ from the ids sent"
+    for _id, doc in raw_docs.items():
+        assert _id == doc["message_uuid"].lower()
+        if topic is not None:
+            assert doc["kafka"]["topic"] == topic
+    assert len(dead_docs) == invalid, f"dead-letter: {len(dead_docs)} documents, expected {invalid}"
+    if deadletter_ids is not None:
+        assert {d["_id"] for d in dead_docs} == deadletter_ids
+
+    # Stored messages per partition, in offset order.
+    by_partition: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for doc in raw_docs.values():
+        by_partition[doc["kafka"]["partition"]].append(doc)
+    for docs in by_partition.values():
+        docs.sort(key=lambda d: d["kafka"]["offset"])
+
+    seen: Counter[str] = Counter()
+    windows_by_partition: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for kpi in kpi_docs:
+        ids = kpi["message_uuids"]
+        assert kpi["message_count"] == window_size == len(ids) == len(set(ids)), kpi["_id"]
+        seen.update(ids)
+        members = [raw_docs.get(i) for i in ids]
+        assert all(m is not None for m in members), f"window {kpi['_id']} names a message not in raw"
+        partition = kpi["kafka"]["partition"]
+        offsets = [m["kafka"]["offset"] for m in members]
+        assert all(m["kafka"]["partition"] == partition for m in members), kpi["_id"]
+        assert offsets == sorted(offsets), f"window {kpi['_id']} is not in offset order"
+        assert offsets[0] == kpi["kafka"]["first_offset"] and offsets[-1] == kpi["kafka"]["last_offset"]
+        windows_by_partition[partition].append(kpi)
+        _check_kpis(kpi, members)
+    duplicated = [i for i, n in seen.items() if n > 1]
+    assert not duplicated, f"{len(duplicated)} messages are in two windows"
+
+    pending: dict[int, int] = {}
+    for partition in set(by_partition) | set(windows_by_partition):
+        docs = by_partition.get(partition, [])
+        windows = sorted(windows_by_partition.get(partition, []), key=lambda k: k["kafka"]["first_offset"])
+        assert len(windows) == len(docs) // window_size, (
+            f"partition {partition}: {len(windows)} windows for {len(docs)} messages")
+        # Windows tile the stored messages of the partition, in order.
+        expected = [d["_id"] for d in docs[: len(windows) * window_size]]
+        actual = [i for k in windows for i in k["message_uuids"]]
+        assert actual == expected, f"partition {partition}: windows do not tile the stored messages"
+        pending[partition] = len(docs) - len(windows) * window_size
+    return AuditReport(raw=len(raw_docs), windows=len(kpi_docs), deadletter=len(dead_docs), pending=pending)
+
+
+def _check_kpis(kpi: dict[str, Any], members: list[dict[str, Any]]) -> None:
+    n = len(members)
+    k = kpi["kpis"]
+    for name in ("cpu_percent", "memory_percent", "disk_io_mbps", "network_mbps"):
+        assert k[f"{name}_avg"] == math.fsum(m["metrics"][name] for m in members) / n, (kpi["_id"], name)
+    assert k["error_count_sum"] == sum(m["metrics"]["error_count"] for m in members)
+    duration = (kpi["window_end"] - kpi["window_start"]).total_seconds()
+    assert duration > 0
+    assert kpi["window_duration_seconds"] == duration
+    assert k["tasa_procesamiento_msg_seg"] == n / duration
+    assert kpi["first_event_time"] == min(m["timestamp"] for m in members)
+    assert kpi["last_event_time"] == max(m["timestamp"] for m in members)
+    assert kpi["servers"] == dict(Counter(m["server_id"] for m in members))

