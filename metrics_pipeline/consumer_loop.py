@@ -36,7 +36,7 @@ from metrics_pipeline.clock import Clock
 from metrics_pipeline.errors import StartupError
 from metrics_pipeline.ingest import BatchIngestor, describe
 from metrics_pipeline.kafka_connection import client_config
-from metrics_pipeline.log_setup import KafkaStatus
+from metrics_pipeline.log_setup import KafkaStatus, quiet_kafka_client
 from metrics_pipeline.retry import Stopped
 from metrics_pipeline.settings import ConsumerSettings
 from metrics_pipeline.storage import MetricsStore
@@ -228,12 +228,13 @@ class MetricsConsumer:
     def _close(self) -> None:
         open_messages = self.tracker.open_messages()
         log.info("Fin del consumidor (%s): %d mensajes leídos, %d guardados nuevos, %d ya guardados, "
-                 "%d duplicados, %d a dead-letter, %d ventanas KPI. %d mensajes de una ventana incompleta "
-                 "no se confirman: se releerán al reiniciar",
+                 "%d duplicados, %d a dead-letter, ventanas KPI: %d. Mensajes en ventanas incompletas, que "
+                 "no se confirman y se releerán al reiniciar: %d",
                  self.summary.reason or "error", self.summary.consumed, self.summary.stored_new,
                  self.summary.replayed, self.summary.duplicates, self.summary.deadlettered,
                  self.summary.windows, open_messages)
         if self._consumer is not None:
+            quiet_kafka_client()
             try:
                 self._consumer.close(autocommit=False, timeout_ms=5000)
             except Exception as exc:  # closing must never hide the real outcome

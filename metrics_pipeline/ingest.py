@@ -77,6 +77,7 @@ class BatchResult:
     deadlettered: int = 0
     ignored: int = 0
     windows: int = 0
+    seconds: float = 0.0  # from receiving the batch to its commit
     committed: dict[int, int] = field(default_factory=dict)
 
 
@@ -190,6 +191,7 @@ class BatchIngestor:
         if positions and self.commit(positions):
             self.tracker.mark_committed(positions)
             result.committed = positions
+        result.seconds = max(self.clock.now() - received_at, 1e-6)
         return result
 
     def _kpi_document(self, window: ClosedWindow) -> dict[str, Any]:
@@ -220,6 +222,7 @@ def describe(result: BatchResult) -> str:
         parts.append(f"{result.deadlettered} a dead-letter")
     if result.ignored:
         parts.append(f"{result.ignored} repetidos por Kafka")
-    parts.append(f"{result.windows} ventanas KPI")
+    parts.append(f"ventanas KPI: {result.windows}")
     committed = ", ".join(f"p{p}→{o}" for p, o in sorted(result.committed.items())) or "nada nuevo"
-    return "Lote guardado: " + ", ".join(parts) + f"; offsets confirmados: {committed}"
+    return (f"Lote guardado en {result.seconds:.3f} s ({result.consumed / result.seconds:.0f} msg/s): "
+            + ", ".join(parts) + f"; offsets confirmados: {committed}")

@@ -133,6 +133,11 @@ def configure_logging(level: str, secrets: Iterable[str] = (), stream: TextIO | 
     return status
 
 
+def quiet_kafka_client() -> None:
+    """Silence kafka-python while closing: its socket chatter then is no news."""
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
 def print_error_line(prog: str, message: str, secrets: Iterable[str] = ()) -> None:
     """One line on stderr, for errors before logging is set up (settings)."""
     sys.stderr.write(Redactor(secrets)(f"{prog}: error: {message}") + "\n")

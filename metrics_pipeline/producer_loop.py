@@ -33,7 +33,7 @@ from kafka import KafkaProducer
 
 from metrics_pipeline.errors import StartupError
 from metrics_pipeline.kafka_connection import client_config
-from metrics_pipeline.log_setup import KafkaStatus
+from metrics_pipeline.log_setup import KafkaStatus, quiet_kafka_client
 from metrics_pipeline.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -187,6 +187,7 @@ class MetricsProducer:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             self._retry_failed()
+        quiet_kafka_client()
         try:
             self.producer.close(timeout=2)
         except Exception as exc:  # closing must never hide the outcome

@@ -1,0 +1,41 @@
+# One command per job. Everything runs inside .venv, created on first use.
+#   make demo                 the whole pipeline on this machine (Ctrl-C to stop)
+#   make demo DEMO_ROUNDS=12  ...or a fixed number of rounds, then the report
+#   make test                 the test suite (unit + integration against real servers)
+#   make bench                throughput benchmark, writes BENCHMARKS.md
+#   make soak                 long run with faults injected, prints the audit (not in CI)
+#   make stack                just the local Kafka (29092) and MongoDB (27017)
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DEMO_ROUNDS ?=
+DEMO_INTERVAL ?= 1
+
+.PHONY: setup demo test bench soak stack clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) tools/demo.py --interval $(DEMO_INTERVAL) $(if $(DEMO_ROUNDS),--rounds $(DEMO_ROUNDS))
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) bench/bench.py
+
+soak: $(STAMP)
+	$(PY) tools/soak.py
+
+stack: $(STAMP)
+	$(PY) tools/local_stack.py
+
+clean:
+	rm -rf $(VENV) .demo-data .bench-data .soak-data .local-stack .pytest_cache

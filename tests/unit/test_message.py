@@ -1,0 +1,125 @@
+"""Validation of SPEC §2: an accept/reject table covering every rule."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from metrics_pipeline.message import InvalidMessage, parse_message
+
+BASE: dict[str, Any] = {
+    "server_id": "web01",
+    "timestamp_utc": "2026-11-26T15:04:05.123456+00:00",
+    "metrics": {"cpu_percent": 42.17, "memory_percent": 63.5, "disk_io_mbps": 12.34,
+                "network_mbps": 77.01, "error_count": 0},
+    "message_uuid": "6f1c2d9e-3b7a-4c55-9a1e-2f0d8c4b7e10",
+}
+
+
+def variant(path: str, value: Any = ..., *, delete: bool = False) -> bytes:
+    message = copy.deepcopy(BASE)
+    target = message
+    keys = path.split(".")
+    for key in keys[:-1]:
+        target = target[key]
+    if delete:
+        del target[keys[-1]]
+    else:
+        target[keys[-1]] = value
+    return json.dumps(message).encode()
+
+
+ACCEPTED = [
+    ("the SPEC example", json.dumps(BASE).encode()),
+    ("timestamp without offset (UTC)", variant("timestamp_utc", "2026-11-26T15:04:05")),
+    ("timestamp with Z", variant("timestamp_utc", "2026-11-26T15:04:05Z")),
+    ("timestamp with another offset", variant("timestamp_utc", "2026-11-26T16:04:05+01:00")),
+    ("integers as numbers", variant("metrics.cpu_percent", 42)),
+    ("bounds 0 and 100", variant("metrics.memory_percent", 100)),
+    ("cpu 0", variant("metrics.cpu_percent", 0)),
+    ("rates zero", variant("metrics.disk_io_mbps", 0.0)),
+    ("big rate", variant("metrics.network_mbps", 1e12)),
+    ("error_count large", variant("metrics.error_count", 2**63 - 1)),
+    ("upper-case uuid", variant("message_uuid", "6F1C2D9E-3B7A-4C55-9A1E-2F0D8C4B7E10")),
+    ("extra top-level field", variant("region", "eu-west")),
+    ("extra metric", variant("metrics.temperature_c", 55.5)),
+    ("unicode server id", variant("server_id", "servidor-ñ")),
+]
+
+REJECTED = [
+    ("null value", None, "vacío"),
+    ("no bytes", b"", "vacío"),
+    ("not UTF-8", b"\xff\xfe{}", "UTF-8"),
+    ("truncated JSON", json.dumps(BASE).encode()[:-5], "JSON no válido"),
+    ("JSON null", b"null", "objeto JSON"),
+    ("array", b"[1, 2]", "objeto JSON"),
+    ("scalar", b"42", "objeto JSON"),
+    ("string", b'"hola"', "objeto JSON"),
+    ("NaN literal", variant("metrics.cpu_percent", 1).replace(b": 1,", b": NaN,"), "NaN"),
+    ("Infinity literal", variant("metrics.disk_io_mbps", 1).replace(b": 1,", b": Infinity,"), "Infinity"),
+    ("1e999", variant("metrics.disk_io_mbps", 1).replace(b": 1,", b": 1e999,"), "finito"),
+    ("missing server_id", variant("server_id", delete=True), "server_id"),
+    ("empty server_id", variant("server_id", ""), "server_id"),
+    ("blank server_id", variant("server_id", "   "), "server_id"),
+    ("numeric server_id", variant("server_id", 7), "server_id"),
+    ("NUL in server_id", variant("server_id", "a\x00b"), "NUL"),
+    ("missing timestamp", variant("timestamp_utc", delete=True), "timestamp_utc"),
+    ("bad timestamp", variant("timestamp_utc", "ayer por la tarde"), "timestamp_utc"),
+    ("numeric timestamp", variant("timestamp_utc", 1764169445), "timestamp_utc"),
+    ("timestamp out of range after offset", variant("timestamp_utc", "0001-01-01T00:00:00+05:00"), "timestamp_utc"),
+    ("missing uuid", variant("message_uuid", delete=True), "message_uuid"),
+    ("bad uuid", variant("message_uuid", "not-a-uuid"), "message_uuid"),
+    ("uuid without dashes", variant("message_uuid", "6f1c2d9e3b7a4c559a1e2f0d8c4b7e10"), "message_uuid"),
+    ("metrics missing", variant("metrics", delete=True), "metrics"),
+    ("metrics not an object", variant("metrics", [1, 2, 3]), "metrics"),
+    ("metrics a string", variant("metrics", "cpu=3"), "metrics"),
+    ("cpu missing", variant("metrics.cpu_percent", delete=True), "cpu_percent"),
+    ("cpu boolean", variant("metrics.cpu_percent", True), "cpu_percent"),
+    ("cpu string", variant("metrics.cpu_percent", "42"), "cpu_percent"),
+    ("cpu above 100", variant("metrics.cpu_percent", 100.01), "cpu_percent"),
+    ("cpu negative", variant("metrics.cpu_percent", -0.5), "cpu_percent"),
+    ("memory above 100", variant("metrics.memory_percent", 101), "memory_percent"),
+    ("memory null", variant("metrics.memory_percent", None), "memory_percent"),
+    ("disk negative", variant("metrics.disk_io_mbps", -1), "disk_io_mbps"),
+    ("network boolean", variant("metrics.network_mbps", False), "network_mbps"),
+    ("network huge integer", variant("metrics.network_mbps", 10**400), "network_mbps"),
+    ("error_count negative", variant("metrics.error_count", -1), "error_count"),
+    ("error_count fractional", variant("metrics.error_count", 1.5), "error_count"),
+    ("error_count float", variant("metrics.error_count", 2.0), "error_count"),
+    ("error_count boolean", variant("metrics.error_count", True), "error_count"),
+    ("error_count beyond 64 bits", variant("metrics.error_count", 2**63), "error_count"),
+    ("error_count missing", variant("metrics.error_count", delete=True), "error_count"),
+    ("reserved field _id", variant("_id", "x"), "reservado"),
+    ("reserved field kafka", variant("kafka", {}), "reservado"),
+    ("nested 5000 deep", b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}", "profundidad"),
+    ("nested 150 deep (MongoDB's limit is 100)", variant("extra", json.loads("[" * 150 + "]" * 150)), "niveles"),
+]
+
+
+@pytest.mark.parametrize("case, value", ACCEPTED, ids=[c for c, _ in ACCEPTED])
+def test_accepted(case: str, value: bytes) -> None:
+    message = parse_message(value)
+    assert message.fields == json.loads(value)
+    assert message.timestamp.tzinfo is not None
+
+
+@pytest.mark.parametrize("case, value, words", REJECTED, ids=[c for c, _, _ in REJECTED])
+def test_rejected_with_a_reason(case: str, value: bytes | None, words: str) -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        parse_message(value)
+    assert words in str(caught.value)
+
+
+def test_parsed_fields() -> None:
+    message = parse_message(variant("timestamp_utc", "2026-11-26T16:04:05+01:00"))
+    assert message.timestamp == datetime(2026, 11, 26, 15, 4, 5, tzinfo=timezone.utc)
+    assert message.message_id == "6f1c2d9e-3b7a-4c55-9a1e-2f0d8c4b7e10"
+    assert (message.cpu_percent, message.error_count) == (42.17, 0)
+    naive = parse_message(variant("timestamp_utc", "2026-11-26T15:04:05"))
+    assert naive.timestamp == datetime(2026, 11, 26, 15, 4, 5, tzinfo=timezone.utc)
+    upper = parse_message(variant("message_uuid", "6F1C2D9E-3B7A-4C55-9A1E-2F0D8C4B7E10"))
+    assert upper.message_id == "6f1c2d9e-3b7a-4c55-9a1e-2f0d8c4b7e10"

@@ -1,0 +1,53 @@
+"""Secret masking: URIs, known secrets, their encoded forms, tracebacks."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from metrics_pipeline.log_setup import configure_logging
+from metrics_pipeline.redaction import (Redactor, RedactingFormatter, describe_mongodb_uri,
+                                        mongodb_uri_password)
+
+
+def test_uri_credentials_are_masked_by_pattern() -> None:
+    r = Redactor()
+    assert r("conecto a mongodb+srv://ana:p4ss@cluster0.x.net/db?x=1") == \
+        "conecto a mongodb+srv://ana:***@cluster0.x.net/db?x=1"
+    assert r("mongodb://u:p@h1:27017,h2:27017/") == "mongodb://u:***@h1:27017,h2:27017/"
+    assert r("sin credenciales mongodb://h:1/") == "sin credenciales mongodb://h:1/"
+
+
+def test_known_secrets_are_masked_in_any_form() -> None:
+    r = Redactor(["p@ss word/1"])
+    assert r("error: p@ss word/1") == "error: ***"
+    assert r("error: p%40ss+word%2F1") == "error: ***"
+    assert r("error: p%40ss%20word%2F1") == "error: ***"
+
+
+def test_password_and_description_of_a_mongodb_uri() -> None:
+    uri = "mongodb+srv://ana:S3cr%40to@cluster0.abcde.mongodb.net/?retryWrites=true"
+    assert mongodb_uri_password(uri) == "S3cr@to"
+    assert describe_mongodb_uri(uri) == "mongodb+srv://cluster0.abcde.mongodb.net"
+    assert mongodb_uri_password("mongodb://localhost:27017") is None
+    assert mongodb_uri_password("mongodb://solo-usuario@h/") is None
+
+
+def test_formatter_masks_messages_and_tracebacks() -> None:
+    formatter = RedactingFormatter("%(message)s", Redactor(["hunter22"]))
+    try:
+        raise RuntimeError("no pude con mongodb://root:hunter22@db:27017")
+    except RuntimeError:
+        import sys
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "fallo %s", ("hunter22",), sys.exc_info())
+    text = formatter.format(record)
+    assert "hunter22" not in text and "Traceback" in text and "***" in text
+
+
+def test_configured_logging_masks_library_output_too() -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", ["zz-secret-zz"], stream=stream)
+    logging.getLogger("pymongo.any").warning("uri mongodb://a:zz-secret-zz@h")
+    logging.getLogger("metrics_pipeline.x").info("clave zz-secret-zz")
+    assert "zz-secret-zz" not in stream.getvalue()
+    assert stream.getvalue().count("***") == 2

@@ -1,0 +1,161 @@
+"""Settings: SPEC §4 defaults, precedence flag > env > .env > default, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from metrics_pipeline.redaction import Redactor
+from metrics_pipeline.settings import (CONSUMER_OPTIONS, PRODUCER_OPTIONS, SettingsError,
+                                       load_consumer_settings, load_producer_settings,
+                                       load_report_settings)
+
+
+def consumer(argv=(), env=None, dotenv: Path | None = None):
+    return load_consumer_settings(list(argv), environ=env or {}, dotenv_path=str(dotenv) if dotenv else "")
+
+
+def producer(argv=(), env=None, dotenv: Path | None = None):
+    return load_producer_settings(list(argv), environ=env or {}, dotenv_path=str(dotenv) if dotenv else "")
+
+
+def test_defaults_are_the_spec_table() -> None:
+    c = consumer()
+    assert c.kafka.bootstrap_servers == "localhost:29092"
+    assert c.kafka.topic == "system-metrics-topic-iabd06"
+    assert c.kafka.partitions == 1
+    assert c.group_id == "grupo_iabd06_id"
+    assert c.mongo.uri == "mongodb://localhost:27017"
+    assert c.mongo.database == "monitoring_iabd06"
+    assert c.mongo.raw_collection == "system_metrics_raw_iabd06"
+    assert c.mongo.kpi_collection == "system_metrics_kpis_iabd06"
+    assert c.mongo.deadletter_collection == "system_metrics_deadletter_iabd06"
+    assert c.window_size == 20
+    assert c.log_level == "INFO"
+    assert c.kafka.startup_timeout == 60
+    assert c.max_messages is None and c.idle_timeout is None
+    p = producer()
+    assert p.interval == 10
+    assert p.server_ids == ("web01", "web02", "db01", "app01", "cache01")
+    assert p.rounds is None and p.seed is None and p.source == "simulated"
+
+
+def test_flag_beats_environment_beats_dotenv_beats_default(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("KAFKA_TOPIC=from-dotenv\nKPI_WINDOW_SIZE=30\nMONGODB_DATABASE=db_dotenv\n")
+    env = {"KAFKA_TOPIC": "from-env", "KPI_WINDOW_SIZE": "40"}
+    c = consumer(["--topic", "from-flag"], env, dotenv)
+    assert c.kafka.topic == "from-flag"
+    assert c.window_size == 40
+    assert c.mongo.database == "db_dotenv"
+    assert c.group_id == "grupo_iabd06_id"
+
+
+def test_empty_values_count_as_not_set(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("KAFKA_TOPIC=\nKAFKA_GROUP_ID=from-dotenv\n")
+    c = consumer([], {"KAFKA_GROUP_ID": "  "}, dotenv)
+    assert c.kafka.topic == "system-metrics-topic-iabd06"
+    assert c.group_id == "from-dotenv"
+
+
+@pytest.mark.parametrize("argv, env, setting", [
+    (["--window-size", "0"], {}, "KPI_WINDOW_SIZE"),
+    ([], {"KPI_WINDOW_SIZE": "veinte"}, "KPI_WINDOW_SIZE"),
+    (["--partitions", "-1"], {}, "KAFKA_TOPIC_PARTITIONS"),
+    (["--bootstrap-servers", "localhost"], {}, "KAFKA_BOOTSTRAP_SERVERS"),
+    (["--bootstrap-servers", "h:99999"], {}, "KAFKA_BOOTSTRAP_SERVERS"),
+    (["--topic", "con espacios"], {}, "KAFKA_TOPIC"),
+    (["--mongodb-uri", "http://x"], {}, "MONGODB_URI"),
+    (["--database", "a.b"], {}, "MONGODB_DATABASE"),
+    (["--raw-collection", "system.x"], {}, "MONGODB_RAW_COLLECTION"),
+    (["--kpi-collection", "a$b"], {}, "MONGODB_KPI_COLLECTION"),
+    (["--log-level", "CHATTY"], {}, "LOG_LEVEL"),
+    (["--startup-timeout", "0"], {}, "STARTUP_TIMEOUT_SECONDS"),
+    (["--startup-timeout", "nan"], {}, "STARTUP_TIMEOUT_SECONDS"),
+    (["--max-messages", "0"], {}, "--max-messages"),
+    (["--idle-timeout", "-1"], {}, "--idle-timeout"),
+    (["--alert-cpu-avg", "mucho"], {}, "ALERT_CPU_AVG"),
+    ([], {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "KAFKA_SASL_MECHANISM"),
+    ([], {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN"}, "KAFKA_SASL_USERNAME"),
+    ([], {"KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL"),
+])
+def test_bad_consumer_values_name_the_setting(argv, env, setting) -> None:
+    with pytest.raises(SettingsError) as caught:
+        consumer(argv, env)
+    assert setting in str(caught.value)
+
+
+@pytest.mark.parametrize("argv, setting", [
+    (["--interval", "-1"], "PRODUCER_INTERVAL_SECONDS"),
+    (["--servers", "web01,,db01"], "SERVER_IDS"),
+    (["--servers", "web01,web01"], "SERVER_IDS"),
+    (["--rounds", "0"], "--rounds"),
+    (["--seed", "x"], "--seed"),
+    (["--source", "snmp"], "METRICS_SOURCE"),
+    (["--source", "psutil", "--servers", "a,b"], "SERVER_IDS"),
+])
+def test_bad_producer_values_name_the_setting(argv, setting) -> None:
+    with pytest.raises(SettingsError) as caught:
+        producer(argv)
+    assert setting in str(caught.value)
+
+
+def test_error_names_the_environment_variable_when_the_value_came_from_there() -> None:
+    with pytest.raises(SettingsError) as caught:
+        consumer([], {"KPI_WINDOW_SIZE": "-3"})
+    assert str(caught.value).startswith("KPI_WINDOW_SIZE (o --window-size)")
+
+
+def test_alert_thresholds_can_be_switched_off() -> None:
+    c = consumer(["--alert-cpu-avg", "off", "--alert-error-sum", "3"])
+    assert c.alerts.cpu_percent_avg is None
+    assert c.alerts.memory_percent_avg == 90
+    assert c.alerts.error_count_sum == 3
+
+
+def test_psutil_source_keeps_one_given_server_id() -> None:
+    p = producer(["--source", "psutil", "--servers", "mi-portatil"])
+    assert p.server_ids == ("mi-portatil",) and p.server_ids_given
+    assert not producer(["--source", "psutil"]).server_ids_given
+
+
+def test_secrets_are_known_and_never_in_repr() -> None:
+    c = consumer([], {"MONGODB_URI": "mongodb+srv://ana:S3cr%40to@cluster0.example.net/",
+                      "KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN",
+                      "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "kafka-pass-123"})
+    assert set(c.secrets) == {"S3cr@to", "kafka-pass-123"}
+    assert "S3cr" not in repr(c) and "kafka-pass" not in repr(c)
+    # Registered as soon as read: any later line masks them.
+    assert Redactor()("fallo con kafka-pass-123 y S3cr%40to") == "fallo con *** y ***"
+
+
+def test_help_lists_every_flag_with_its_default(capsys: pytest.CaptureFixture[str]) -> None:
+    for loader, options in ((load_consumer_settings, CONSUMER_OPTIONS), (load_producer_settings, PRODUCER_OPTIONS)):
+        with pytest.raises(SystemExit) as caught:
+            loader(["--help"], environ={}, dotenv_path="")
+        assert caught.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert text.startswith("uso:")
+        for option in options:
+            assert option.flag in text
+            if option.env:
+                assert option.env in text
+            default = option.default if option.default is not None else "sin valor"
+            assert f"por defecto: {default}" in text, option.flag
+
+
+def test_unknown_flag_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        consumer(["--windowsize", "3"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--windowsize" in err
+
+
+def test_report_settings() -> None:
+    r = load_report_settings(["--last", "5", "--since", "2026-11-26"], environ={}, dotenv_path="")
+    assert r.last == 5 and r.since.isoformat() == "2026-11-26T00:00:00+00:00" and r.chart
+    with pytest.raises(SettingsError):
+        load_report_settings(["--since", "ayer"], environ={}, dotenv_path="")

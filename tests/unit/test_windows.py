@@ -1,0 +1,89 @@
+"""Per-partition window bookkeeping and commit positions (SPEC §5)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from metrics_pipeline.windows import PartitionWindows, WindowMember, WindowTracker
+
+T0 = datetime(2026, 11, 26, tzinfo=timezone.utc)
+
+
+def member(offset: int) -> WindowMember:
+    return WindowMember(offset, f"id-{offset}", "web01", T0, 1.0, 2.0, 3.0, 4.0, 0)
+
+
+def test_a_window_closes_at_its_size_with_its_first_receive_and_last_store_times() -> None:
+    p = PartitionWindows("t", 0, size=3)
+    assert p.add(member(0), received_at=1.0, stored_at=1.5) is None
+    assert p.add(member(1), received_at=2.0, stored_at=2.5) is None
+    window = p.add(member(2), received_at=3.0, stored_at=3.5)
+    assert window is not None
+    assert [m.offset for m in window.members] == [0, 1, 2]
+    assert (window.received_at, window.stored_at) == (1.0, 3.5)
+    assert (window.first_offset, window.last_offset, window.partition) == (0, 2, 0)
+    assert p.open_count == 0 and p.commit_position() == 3
+
+
+def test_commit_position_is_the_first_offset_of_the_open_window() -> None:
+    p = PartitionWindows("t", 0, size=3)
+    assert p.commit_position() is None
+    p.skip(10)  # an invalid message before any window: done, commit past it
+    assert p.commit_position() == 11
+    p.add(member(11), 0, 0)
+    p.skip(12)  # invalid inside the open window: not committed yet
+    p.add(member(13), 0, 0)
+    assert p.commit_position() == 11
+    assert p.add(member(14), 0, 0) is not None
+    assert p.commit_position() == 15
+    p.skip(15)
+    assert p.commit_position() == 16
+
+
+def test_offsets_already_handled_are_recognised_and_refused() -> None:
+    p = PartitionWindows("t", 0, size=3)
+    p.add(member(5), 0, 0)
+    assert p.already_done(5) and p.already_done(4) and not p.already_done(6)
+    with pytest.raises(ValueError):
+        p.add(member(5), 0, 0)
+
+
+def test_windows_never_mix_partitions() -> None:
+    tracker = WindowTracker("t", size=2)
+    closed = [tracker.partition(0).add(member(0), 0, 0), tracker.partition(1).add(member(0), 0, 0),
+              tracker.partition(0).add(member(1), 0, 0)]
+    assert closed[0] is None and closed[1] is None and closed[2].partition == 0
+    assert tracker.open_messages() == 1
+    assert tracker.positions_to_commit() == {0: 2, 1: 0}
+
+
+def test_positions_to_commit_only_report_what_moved() -> None:
+    tracker = WindowTracker("t", size=2)
+    tracker.partition(0).add(member(0), 0, 0)
+    tracker.partition(0).add(member(1), 0, 0)
+    assert tracker.positions_to_commit() == {0: 2}
+    tracker.mark_committed({0: 2})
+    assert tracker.positions_to_commit() == {}
+    tracker.partition(0).add(member(2), 0, 0)  # opens a window at 2: position unchanged
+    assert tracker.positions_to_commit() == {}
+    tracker.partition(0).add(member(3), 0, 0)
+    assert tracker.positions_to_commit() == {0: 4}
+
+
+def test_dropping_a_revoked_partition_forgets_its_open_window() -> None:
+    tracker = WindowTracker("t", size=5)
+    for offset in range(3):
+        tracker.partition(0).add(member(offset), 0, 0)
+    tracker.partition(1).add(member(0), 0, 0)
+    assert tracker.drop([0]) == 3
+    assert tracker.open_messages() == 1
+    # The partition comes back later (reassigned): it starts afresh from the commit.
+    assert tracker.partition(0).commit_position() is None
+    assert tracker.drop_all() == 1
+
+
+def test_window_size_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        PartitionWindows("t", 0, size=0)

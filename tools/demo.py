@@ -1,0 +1,139 @@
+"""The one-command demo (``make demo``): the whole pipeline on this machine.
+
+1. starts the local Kafka (Tansu) on 29092 and MongoDB (SecantusDB) on 27017, the
+   ports the scripts use by default (it stops if a port is taken, saying which);
+2. starts the consumer and the producer, exactly as a user would;
+3. shows every KPI window as it is written (full logs in .demo-data/);
+4. on Ctrl-C (or after ``--rounds``) stops the producer, lets the consumer finish,
+   prints the KPI report and its chart, and stops everything it started.
+
+Each demo starts with an empty MongoDB (``--keep-data`` keeps the previous one):
+the local Kafka keeps nothing between runs, so old and new data would not match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools.local_stack import SecantusServer, TansuServer, port_in_use  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHOW = ("Ventana KPI", "Alerta", "WARNING", "ERROR", "CRITICAL", "Particiones asignadas", "Fin del")
+
+
+def _pump(name: str, process: subprocess.Popen[bytes], log_path: Path, show_all: bool) -> threading.Thread:
+    def run() -> None:
+        assert process.stdout is not None
+        with open(log_path, "ab") as log:
+            for raw in iter(process.stdout.readline, b""):
+                log.write(raw)
+                log.flush()
+                line = raw.decode("utf-8", "replace").rstrip()
+                if show_all or any(word in line for word in SHOW):
+                    print(f"[{name}] {line}", flush=True)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _start(script: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, str(REPO / script), *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen[bytes], name: str, timeout: float = 20) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            print(f"{name} no terminó en {timeout:g} s; se fuerza", flush=True)
+            process.kill()
+            process.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Demo del pipeline completo en esta máquina.")
+    parser.add_argument("--rounds", type=int, default=None, help="rondas del productor (por defecto: hasta Ctrl-C)")
+    parser.add_argument("--interval", type=float, default=1.0, help="segundos entre rondas (por defecto 1)")
+    parser.add_argument("--data-dir", default=str(REPO / ".demo-data"))
+    parser.add_argument("--keep-data", action="store_true", help="no vaciar el MongoDB de la demo anterior")
+    parser.add_argument("--kafka-port", type=int, default=29092)
+    parser.add_argument("--mongo-port", type=int, default=27017)
+    args = parser.parse_args()
+
+    data = Path(args.data_dir)
+    for port, what, hint in ((args.kafka_port, "Kafka", "¿un 'docker compose up' en marcha?"),
+                             (args.mongo_port, "MongoDB", "¿un mongod o un contenedor mongo en marcha?")):
+        if port_in_use(port):
+            print(f"El puerto {port} ({what}) ya está en uso {hint} Párelo antes de la demo.", file=sys.stderr)
+            return 1
+    if not args.keep_data and (data / "mongo").exists():
+        shutil.rmtree(data / "mongo")
+    data.mkdir(parents=True, exist_ok=True)
+
+    interrupted = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    signal.signal(signal.SIGTERM, lambda *_: interrupted.set())
+
+    kafka = TansuServer(args.kafka_port, data)
+    mongo = SecantusServer(args.mongo_port, data / "mongo", data)
+    producer = consumer = None
+    try:
+        print(f"Arrancando Kafka (Tansu) en localhost:{args.kafka_port} y MongoDB (SecantusDB) en "
+              f"localhost:{args.mongo_port}...", flush=True)
+        kafka.start()
+        mongo.start()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1",
+               "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{args.kafka_port}",
+               "MONGODB_URI": f"mongodb://localhost:{args.mongo_port}", "LOG_LEVEL": "INFO"}
+        consumer_args = ["--idle-timeout", "8"] if args.rounds else []
+        producer_args = ["--interval", str(args.interval)] + (["--rounds", str(args.rounds)] if args.rounds else [])
+        consumer = _start("consumidor_metrics_iabd06.py", consumer_args, env)
+        pumps = [_pump("consumidor", consumer, data / "consumidor.log", show_all=False)]
+        producer = _start("productor_metrics_iabd06.py", producer_args, env)
+        pumps.append(_pump("productor", producer, data / "productor.log", show_all=False))
+        print(f"Productor y consumidor en marcha (una ronda cada {args.interval:g} s, una ventana KPI cada "
+              f"20 mensajes). Logs completos en {data}/. "
+              + ("Espere al final de las rondas." if args.rounds else "Ctrl-C para parar."), flush=True)
+
+        while not interrupted.is_set() and producer.poll() is None:
+            interrupted.wait(0.2)
+        _stop(producer, "el productor")
+        if interrupted.is_set():
+            _stop(consumer, "el consumidor")
+        else:
+            while consumer.poll() is None and not interrupted.is_set():
+                interrupted.wait(0.2)
+            _stop(consumer, "el consumidor")
+        for pump in pumps:
+            pump.join(5)
+        print(f"Productor: código {producer.returncode}; consumidor: código {consumer.returncode}", flush=True)
+
+        report = REPO / "informe_kpis_iabd06.py"
+        if report.exists():
+            print("\nInforme de KPIs:", flush=True)
+            subprocess.run([sys.executable, str(report), "--output", str(data / "informe_kpis_iabd06.png")],
+                           cwd=REPO, env=env)
+        return 0 if producer.returncode == 0 and consumer.returncode == 0 else 1
+    finally:
+        for process in (producer, consumer):
+            if process is not None and process.poll() is None:
+                process.kill()
+        kafka.stop()
+        mongo.stop()
+        print("Servidores locales parados.", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
