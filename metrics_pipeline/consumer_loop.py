@@ -8,8 +8,9 @@ batch and *whose* partitions it belongs to:
   the earliest offset, so nothing sent before the first consumer started is lost;
 * rebalance callbacks (kafka-python runs them on its I/O thread, while our thread
   waits inside ``poll()``) only queue events; they are applied right after ``poll()``
-  returns, before its records: revoked or lost partitions drop their open windows,
-  which their next owner rebuilds from the committed offset;
+  returns, before its records: partitions that leave this consumer drop their open
+  windows, which their next owner rebuilds from the committed offset (a partition
+  revoked and handed straight back keeps its window, see _apply_rebalance_events);
 * if the topic is created again under a running consumer (a broker that lost its
   data, a topic deleted by hand), its offsets start again from 0: open windows are
   dropped and the new topic is read from its beginning;
@@ -45,6 +46,9 @@ from metrics_pipeline.windows import WindowTracker
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 500
+# How soon a topic that appears (or is created again) is noticed; kafka-python's
+# default is five minutes.
+METADATA_MAX_AGE_MS = 10_000
 COMMIT_TIMEOUT_MS = 10_000
 
 
@@ -89,6 +93,7 @@ class MetricsConsumer:
         self.tracker = WindowTracker(self.topic, settings.window_size)
         self.ingestor = BatchIngestor(store, self.tracker, settings.alerts, self._commit, stop, self.clock)
         self._listener = _RebalanceEvents()
+        self._pending_revoked: set[int] = set()
         self._consumer: KafkaConsumer | None = None
         self._assigned_at: float | None = None
         self._last_message_at: float | None = None
@@ -108,6 +113,8 @@ class MetricsConsumer:
                 session_timeout_ms=session_ms,
                 heartbeat_interval_ms=max(min(3000, session_ms // 3), 100),
                 max_poll_records=self.settings.batch_size,
+                allow_auto_create_topics=False,
+                metadata_max_age_ms=METADATA_MAX_AGE_MS,
                 bootstrap_timeout_ms=int(self.settings.kafka.startup_timeout * 1000),
             )
         except kafka_errors.KafkaError as exc:
@@ -129,19 +136,35 @@ class MetricsConsumer:
         return True
 
     def _apply_rebalance_events(self) -> None:
+        """Revoked partitions drop their open windows, except those handed back to us
+        in the same rebalance: kafka-python keeps their fetch position, so the open
+        window continues exactly where it was (dropping it would skip its messages).
+        Lost partitions (our membership expired) always drop theirs: kafka-python
+        resets their position to the committed offset."""
         while self._listener.events:
             kind, partitions = self._listener.events.popleft()
             numbers = sorted(tp.partition for tp in partitions if tp.topic == self.topic)
-            if kind == "assigned":
-                log.info("Particiones asignadas del tema %s: %s", self.topic, numbers or "ninguna")
-                if self._assigned_at is None:
-                    self._assigned_at = time.monotonic()
+            if kind == "revoked":
+                self._pending_revoked.update(numbers)
                 continue
-            dropped = self.tracker.drop(numbers)
-            if numbers:
-                log.info("Particiones %s del tema %s: %s; %d mensajes de ventanas abiertas se descartan "
-                         "(su nuevo dueño los relee desde el último offset confirmado)",
-                         "perdidas" if kind == "lost" else "revocadas", self.topic, numbers, dropped)
+            if kind == "lost":
+                self._drop(numbers, "perdidas")
+                self._pending_revoked.difference_update(numbers)
+                continue
+            # assigned
+            gone = sorted(self._pending_revoked.difference(numbers))
+            self._pending_revoked.clear()
+            self._drop(gone, "revocadas")
+            log.info("Particiones asignadas del tema %s: %s", self.topic, numbers or "ninguna")
+            if self._assigned_at is None:
+                self._assigned_at = time.monotonic()
+
+    def _drop(self, partitions: list[int], how: str) -> None:
+        if not partitions:
+            return
+        dropped = self.tracker.drop(partitions)
+        log.info("Particiones %s del tema %s: %s; %d mensajes de ventanas abiertas se descartan (su nuevo "
+                 "dueño los relee desde el último offset confirmado)", how, self.topic, partitions, dropped)
 
     def _topic_recreated(self) -> bool:
         """True once when the topic's id changes under us (see module doc)."""

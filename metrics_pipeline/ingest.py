@@ -6,7 +6,8 @@ every batch returned by one ``poll()``, in this order:
 1. **Classify.** Each record is parsed and validated. A valid one becomes a raw
    document (``_id`` = message_uuid); an invalid one a dead-letter document
    (``_id`` = ``topic:partition:offset``). A record at an offset this consumer has
-   already handled since it got the partition is ignored.
+   already handled since it got the partition (or earlier in the same batch) is
+   ignored.
 2. **Store raw.** One ``insert_many(ordered=False)``. A duplicate ``_id`` means the
    message is already stored: from this same offset (a replay after a crash: it
    counts in its window again, to rebuild the window exactly) or from another
@@ -114,10 +115,15 @@ class BatchIngestor:
         # 1. Classify.
         entries: list[_Entry] = []
         raw_docs: list[dict[str, Any]] = []
+        next_offset: dict[int, int] = {}
         for record in records:
-            if self.tracker.partition(record.partition).already_done(record.offset):
+            # Kafka hands out each partition in offset order; after a seek or a topic
+            # created again a fetcher may still return an offset already handled.
+            if (self.tracker.partition(record.partition).already_done(record.offset)
+                    or record.offset < next_offset.get(record.partition, -1)):
                 result.ignored += 1
                 continue
+            next_offset[record.partition] = record.offset + 1
             entry = _Entry(record)
             try:
                 entry.message = parse_message(record.value)

@@ -5,7 +5,10 @@ Both scripts call :func:`ensure_topic` before anything else: it waits for Kafka
 ``--startup-timeout`` seconds) and creates the topic with ``KAFKA_TOPIC_PARTITIONS``
 partitions when it is missing. Brokers differ in how many partitions they give an
 auto-created topic, and the consumer's windows are per partition, so the scripts do
-not leave that to the broker. An existing topic is used as it is.
+not leave that to the broker: their clients are built with
+``allow_auto_create_topics=False``, and the producer calls
+:func:`recreate_topic_if_missing` if the topic vanishes under it. An existing topic is
+used as it is.
 """
 
 from __future__ import annotations
@@ -78,6 +81,24 @@ def _ensure_once(settings: KafkaSettings, client_id: str, timeout_ms: int) -> tu
         return _partition_count(admin, settings.topic) or settings.partitions, True
     finally:
         admin.close()
+
+
+def recreate_topic_if_missing(settings: KafkaSettings, client_id: str, timeout_seconds: float = 5.0) -> None:
+    """Mid-run check, after sends failed for lack of the topic: create it again.
+
+    The clients never let the broker auto-create the topic (it would choose the
+    partition count); a topic that vanished (a broker restarted without its data, a
+    topic deleted) is created here with ``KAFKA_TOPIC_PARTITIONS``, like at start-up.
+    Failing is not fatal: the caller keeps retrying its sends.
+    """
+    try:
+        count, created = _ensure_once(settings, client_id, int(timeout_seconds * 1000))
+    except (kafka_errors.KafkaError, OSError) as exc:
+        log.warning("No se pudo comprobar el tema %s en Kafka: %s", settings.topic, _reason(exc))
+        return
+    if created:
+        log.warning("El tema %s no existía (¿un broker reiniciado sin sus datos o un tema borrado?): "
+                    "creado de nuevo (particiones: %d)", settings.topic, count)
 
 
 def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event) -> int:

@@ -11,6 +11,10 @@
   message_uuid, up to :data:`MAX_ATTEMPTS` times; the consumer stores a message
   once whatever the number of copies. A message that fails every attempt is logged
   at ERROR and counted, never dropped silently, and the script then exits 1.
+* If the topic vanishes (a broker restarted without its data, a topic deleted), the
+  sends fail for lack of it; the producer then creates it again with
+  ``KAFKA_TOPIC_PARTITIONS`` partitions (at most every :data:`TOPIC_CHECK_SECONDS`)
+  instead of letting the broker auto-create it with a partition count of its own.
 * The idempotent producer is off on purpose: with it, kafka-python treats a broker
   that lost its producer state (a restart of a broker without persistence) as a
   fatal error and refuses every later send; duplicates are handled downstream.
@@ -32,7 +36,7 @@ import kafka.errors as kafka_errors
 from kafka import KafkaProducer
 
 from metrics_pipeline.errors import StartupError
-from metrics_pipeline.kafka_connection import client_config
+from metrics_pipeline.kafka_connection import client_config, recreate_topic_if_missing
 from metrics_pipeline.log_setup import KafkaStatus, quiet_kafka_client
 from metrics_pipeline.settings import KafkaSettings
 
@@ -42,6 +46,8 @@ MAX_ATTEMPTS = 3
 DELIVERY_TIMEOUT_MS = 120_000
 MAX_BLOCK_MS = 10_000
 STOP_FLUSH_SECONDS = 6.0
+TOPIC_CHECK_SECONDS = 5.0
+_TOPIC_MISSING = (kafka_errors.UnknownTopicOrPartitionError, kafka_errors.KafkaTimeoutError)
 _NOT_WORTH_RETRYING = (kafka_errors.MessageSizeTooLargeError, kafka_errors.InvalidTopicError,
                        kafka_errors.AuthorizationError, kafka_errors.UnsupportedVersionError)
 
@@ -83,6 +89,7 @@ def open_producer(settings: KafkaSettings) -> KafkaProducer:
             delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
             request_timeout_ms=30_000,
             max_block_ms=MAX_BLOCK_MS,
+            allow_auto_create_topics=False,
             bootstrap_timeout_ms=int(settings.startup_timeout * 1000),
         )
     except kafka_errors.KafkaError as exc:
@@ -92,10 +99,11 @@ def open_producer(settings: KafkaSettings) -> KafkaProducer:
 class MetricsProducer:
     """Sends rounds of messages until ``rounds`` is reached or ``stop`` is set."""
 
-    def __init__(self, producer: KafkaProducer, topic: str, source: MetricsSource, stop: threading.Event,
-                 kafka_status: KafkaStatus, interval: float, rounds: int | None) -> None:
+    def __init__(self, producer: KafkaProducer, settings: KafkaSettings, source: MetricsSource,
+                 stop: threading.Event, kafka_status: KafkaStatus, interval: float, rounds: int | None) -> None:
         self.producer = producer
-        self.topic = topic
+        self.settings = settings
+        self.topic = settings.topic
         self.source = source
         self.stop = stop
         self.kafka_status = kafka_status
@@ -104,6 +112,8 @@ class MetricsProducer:
         self.stats = ProducerStats()
         self._lock = threading.Lock()
         self._failed: deque[_Pending] = deque()
+        self._topic_suspect = False
+        self._topic_checked_at = -TOPIC_CHECK_SECONDS
 
     # -- sending --------------------------------------------------------------------
 
@@ -113,6 +123,8 @@ class MetricsProducer:
         except kafka_errors.KafkaError as exc:  # no metadata within max_block_ms, buffer full...
             self._failed.append(_Pending(item.key, item.value, item.server_id, item.message_id,
                                          item.attempt, exc))
+            if isinstance(exc, _TOPIC_MISSING):
+                self._check_topic()
             return
         future.add_callback(self._on_sent, item)
         future.add_errback(self._on_error, item)
@@ -130,8 +142,20 @@ class MetricsProducer:
         # Runs on kafka-python's I/O thread: never send from here, just queue.
         self._failed.append(_Pending(item.key, item.value, item.server_id, item.message_id,
                                      item.attempt, exc))
+        if isinstance(exc, kafka_errors.UnknownTopicOrPartitionError):
+            self._topic_suspect = True
+
+    def _check_topic(self) -> None:
+        """Create the topic again if it vanished (rate-limited; see module doc)."""
+        self._topic_suspect = False
+        if time.monotonic() - self._topic_checked_at < TOPIC_CHECK_SECONDS:
+            return
+        self._topic_checked_at = time.monotonic()
+        recreate_topic_if_missing(self.settings, "productor_metrics_iabd06")
 
     def _retry_failed(self) -> None:
+        if self._topic_suspect:
+            self._check_topic()
         for _ in range(len(self._failed)):
             item = self._failed.popleft()
             worth_it = not isinstance(item.error, _NOT_WORTH_RETRYING)
@@ -162,7 +186,8 @@ class MetricsProducer:
         while not self.stop.is_set() and (self.rounds is None or self.stats.rounds < self.rounds):
             self.send_round()
             self._retry_failed()
-            if self.interval > 0:
+            last_round = self.rounds is not None and self.stats.rounds >= self.rounds
+            if self.interval > 0 and not last_round:
                 next_start += self.interval
                 now = time.monotonic()
                 if next_start < now:  # the round overran: start the next one now

@@ -13,6 +13,14 @@ failure. What happens to the other answers:
   (the retry is idempotent, for the same reason as a replay);
 * anything else (authentication, authorisation) is :class:`StorageFatal`: retrying
   cannot cure it, so the consumer stops without committing.
+
+Every write asks for ``j: true``: MongoDB acknowledges it only once it is in the
+on-disk journal. Offsets are committed right after the acknowledgement, so a write
+acknowledged from memory and lost in a crash of the database (``kill -9`` of a
+standalone ``mongod`` loses up to its last 100 ms of such writes) would be a message
+lost for good. Atlas already journals majority writes; a standalone server, like the
+compose ``mongo``, does not unless asked. The fault tests kill the database right
+after a commit to check this.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from typing import Any
 import bson
 import pymongo
 from bson.binary import Binary
-from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo import ASCENDING, DESCENDING, MongoClient, WriteConcern
 from pymongo.collection import Collection
 from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailure, InvalidURI,
                             OperationFailure, PyMongoError)
@@ -46,7 +54,14 @@ TRANSIENT_CODES = {
 }
 MAX_BSON_SIZE = 16 * 1024 * 1024
 MAX_DEADLETTER_VALUE = 15 * 1024 * 1024
-OPERATION_TIMEOUT_SECONDS = 30.0
+# Writes get no overall deadline on purpose: a large batch to a distant cluster may
+# take a while. A MongoDB that is down fails server selection within
+# SERVER_SELECTION_MS, and a connection that hangs fails after SOCKET_TIMEOUT_MS.
+SERVER_SELECTION_MS = 5000
+SOCKET_TIMEOUT_MS = 60000
+STARTUP_OPERATION_SECONDS = 30.0
+PING_ATTEMPT_SECONDS = 3.0  # one WARNING per failed attempt at start-up
+JOURNALED = WriteConcern(j=True)  # see the module doc: acknowledged means on disk
 
 
 class StorageUnavailable(Exception):
@@ -83,7 +98,8 @@ def open_client(settings: MongoSettings, app_name: str) -> MongoClient:
     try:
         return MongoClient(
             settings.uri, connect=False, appname=app_name, tz_aware=True,
-            serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, socketTimeoutMS=60000)
+            serverSelectionTimeoutMS=SERVER_SELECTION_MS, connectTimeoutMS=SERVER_SELECTION_MS,
+            socketTimeoutMS=SOCKET_TIMEOUT_MS)
     except (InvalidURI, ConfigurationError, ValueError, TypeError) as exc:
         raise SettingsError("MONGODB_URI (--mongodb-uri)", f"no es una URI de MongoDB válida: {exc}") from None
 
@@ -96,7 +112,7 @@ def wait_until_reachable(client: MongoClient, settings: MongoSettings, stop: thr
     while True:
         remaining = deadline - time.monotonic()
         try:
-            with pymongo.timeout(max(min(5.0, remaining), 0.5)):
+            with pymongo.timeout(max(min(PING_ATTEMPT_SECONDS, remaining), 0.5)):
                 client.admin.command("ping")
             return
         except OperationFailure as exc:
@@ -146,7 +162,7 @@ class MetricsStore:
 
     def __init__(self, client: MongoClient, settings: MongoSettings) -> None:
         self.client = client
-        database = client[settings.database]
+        database = client.get_database(settings.database, write_concern=JOURNALED)
         self.raw: Collection = database[settings.raw_collection]
         self.kpis: Collection = database[settings.kpi_collection]
         self.deadletter: Collection = database[settings.deadletter_collection]
@@ -156,7 +172,7 @@ class MetricsStore:
     def ensure_indexes(self) -> None:
         """Create the indexes of SPEC §3 (a no-op when they exist)."""
         try:
-            with pymongo.timeout(OPERATION_TIMEOUT_SECONDS):
+            with pymongo.timeout(STARTUP_OPERATION_SECONDS):
                 self.raw.create_index([("server_id", ASCENDING), ("timestamp", DESCENDING)],
                                       name="server_id_1_timestamp_-1")
                 self.kpis.create_index([("window_end", DESCENDING)], name="window_end_-1")
@@ -177,8 +193,7 @@ class MetricsStore:
         if not documents:
             return [], {}
         try:
-            with pymongo.timeout(OPERATION_TIMEOUT_SECONDS):
-                collection.insert_many(documents, ordered=False)
+            collection.insert_many(documents, ordered=False)
             return [], {}
         except BulkWriteError as exc:
             duplicates: list[int] = []
@@ -211,8 +226,7 @@ class MetricsStore:
     def _find_by_ids(self, collection: Collection, ids: list[Any], projection: dict[str, Any]
                      ) -> dict[Any, dict[str, Any]]:
         try:
-            with pymongo.timeout(OPERATION_TIMEOUT_SECONDS):
-                return {doc["_id"]: doc for doc in collection.find({"_id": {"$in": ids}}, projection)}
+            return {doc["_id"]: doc for doc in collection.find({"_id": {"$in": ids}}, projection)}
         except PyMongoError as exc:
             raise classify(exc) from None
 
