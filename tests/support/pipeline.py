@@ -101,11 +101,14 @@ class Pipeline:
         return f"g_{self.name}"
 
     def env(self, **extra: str) -> dict[str, str]:
-        return clean_env(
+        settings = dict(
             KAFKA_BOOTSTRAP_SERVERS=self.bootstrap, KAFKA_TOPIC=self.topic, KAFKA_GROUP_ID=self.group,
             KAFKA_TOPIC_PARTITIONS=str(self.partitions), MONGODB_URI=self.mongo_uri,
             MONGODB_DATABASE=self.database, KPI_WINDOW_SIZE=str(self.window_size),
-            KAFKA_SESSION_TIMEOUT_MS="6000", STARTUP_TIMEOUT_SECONDS="30", **{**self.extra_env, **extra})
+            KAFKA_SESSION_TIMEOUT_MS="6000", STARTUP_TIMEOUT_SECONDS="30")
+        settings.update(self.extra_env)
+        settings.update(extra)
+        return clean_env(**settings)
 
     # -- running the scripts -------------------------------------------------------
 

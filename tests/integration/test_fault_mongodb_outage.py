@@ -1,0 +1,53 @@
+"""Scenario 2: MongoDB killed (kill -9) for more than 10 s while the producer keeps sending."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+
+import pytest
+
+from tests.support.audit import RAW, audit
+from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline
+from tests.support.waiting import committed_offsets, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def test_consumer_survives_a_mongodb_outage_commits_nothing_meanwhile_and_loses_nothing(
+        kafka_server, own_mongo, tmp_path, request) -> None:
+    mongo = own_mongo()
+    p = Pipeline.for_test(kafka_server.address, mongo.uri, tmp_path, request.node.name)
+    rounds = 150  # 750 messages over ~30 s
+    producer = p.start(PRODUCER, "--rounds", str(rounds), "--interval", "0.2")
+    consumer = p.start(CONSUMER)
+    consumer.wait_for("Ventana KPI", timeout=60, count=2)
+
+    mongo.kill()  # kill -9: no shutdown, no goodbye
+    outage_started = time.monotonic()
+    consumer.wait_for("MongoDB no disponible al guardar", timeout=30)
+    committed_at_start = committed_offsets(p.bootstrap, p.group, p.topic, 1)
+    time.sleep(max(0.0, 11 - (time.monotonic() - outage_started)))
+    assert consumer.process.poll() is None, "the consumer died during the outage"
+    assert committed_offsets(p.bootstrap, p.group, p.topic, 1) == committed_at_start, \
+        "the consumer committed while MongoDB was down"
+
+    mongo.start()  # same port, same data directory
+    assert producer.wait(120) == 0
+    sent = int(re.search(r"(\d+) métricas enviadas", producer.text()).group(1))
+    assert sent == rounds * 5
+    wait_until(lambda: p.db[RAW].count_documents({}) == sent, 60, "the consumer to catch up")
+    consumer.wait_for("MongoDB responde de nuevo", timeout=30)
+    consumer.signal(signal.SIGTERM)
+    assert consumer.wait(15) == 0
+
+    log = consumer.text()
+    assert "Traceback" not in log
+    warnings = [line for line in log.splitlines() if "MongoDB no disponible al guardar" in line]
+    assert warnings and all(" WARNING " in line for line in warnings)
+    assert all(re.search(r"guardar .+: \S+", line) for line in warnings), "each WARNING gives the reason"
+    report = audit(p.db, valid=sent)
+    assert report.windows == sent // 20
+    # What was complete is committed: the position is the first offset of the open window.
+    assert committed_offsets(p.bootstrap, p.group, p.topic, 1) == {0: report.windows * 20}

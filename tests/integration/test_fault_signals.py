@@ -1,0 +1,55 @@
+"""Scenario 6: SIGTERM and SIGINT to both scripts mid-run.
+
+Both exit 0 within 10 s; the consumer commits exactly the complete windows; after a
+restart nothing is lost or doubled."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+
+import pytest
+
+from tests.support.audit import RAW, audit
+from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline
+from tests.support.waiting import committed_offsets, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("consumer_signal, producer_signal", [
+    (signal.SIGTERM, signal.SIGINT),
+    (signal.SIGINT, signal.SIGTERM),
+])
+def test_signals_stop_both_scripts_cleanly(pipeline: Pipeline, consumer_signal, producer_signal) -> None:
+    producer = pipeline.start(PRODUCER, "--interval", "0.05")  # runs until stopped
+    consumer = pipeline.start(CONSUMER, "--batch-size", "13")
+    consumer.wait_for("Ventana KPI", timeout=60, count=3)
+
+    started = time.monotonic()
+    consumer.signal(consumer_signal)
+    assert consumer.wait(10) == 0
+    assert time.monotonic() - started < 10
+    log = consumer.text()
+    assert f"Señal {consumer_signal.name} recibida" in log and "Fin del consumidor (señal de parada)" in log
+    stored = pipeline.db[RAW].count_documents({})
+    windows = len(re.findall(r"Ventana KPI", log))
+    # Committed exactly the complete windows: the position is the first offset of the open one.
+    assert committed_offsets(pipeline.bootstrap, pipeline.group, pipeline.topic, 1) == {0: windows * 20}
+    assert windows * 20 <= stored < windows * 20 + 20 + 13
+
+    started = time.monotonic()
+    producer.signal(producer_signal)
+    assert producer.wait(10) == 0
+    assert time.monotonic() - started < 10
+    plog = producer.text()
+    assert f"Señal {producer_signal.name} recibida" in plog
+    sent = int(re.search(r"(\d+) métricas enviadas, \d+ reenvíos, 0 fallidas", plog).group(1))
+    assert sent == plog.count("Enviada métrica de")
+
+    done = pipeline.consume()
+    assert "Traceback" not in log + plog + done.stderr
+    wait_until(lambda: pipeline.db[RAW].count_documents({}) == sent, 5, "everything stored")
+    report = audit(pipeline.db, valid=sent)
+    assert report.windows == sent // 20

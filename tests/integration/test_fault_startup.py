@@ -1,0 +1,104 @@
+"""Scenario 7: unreachable servers or refused credentials at start-up, and bad settings.
+
+Exit 1 after --startup-timeout with one clear ERROR line naming what could not be
+reached; exit 2 with one line for a bad setting; never a traceback; and a password
+given in MONGODB_URI or KAFKA_SASL_PASSWORD appears in no output, error paths included.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.support.pipeline import CONSUMER, PRODUCER, REPORT, Pipeline
+from tools.local_stack import free_port
+
+pytestmark = pytest.mark.slow
+
+MONGO_SECRET = "Mongo-S3cret-Pw!"
+KAFKA_SECRET = "Kafka-S3cret-Pw!"
+
+
+def _closed_port_uri() -> str:
+    return f"mongodb://ana:{MONGO_SECRET.replace('!', '%21')}@127.0.0.1:{free_port()}/?authSource=admin"
+
+
+def _no_secret(text: str) -> None:
+    for secret in (MONGO_SECRET, KAFKA_SECRET, MONGO_SECRET.replace("!", "%21"), KAFKA_SECRET.replace("!", "%21")):
+        assert secret not in text
+
+
+def _error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if " ERROR " in line or " CRITICAL " in line]
+
+
+def test_consumer_exits_1_when_mongodb_is_unreachable(pipeline: Pipeline) -> None:
+    env = pipeline.env(MONGODB_URI=_closed_port_uri(), STARTUP_TIMEOUT_SECONDS="5", LOG_LEVEL="DEBUG")
+    started = time.monotonic()
+    done = pipeline.run(CONSUMER, env=env, timeout=60)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 1
+    assert 5 <= elapsed < 15
+    output = done.stdout + done.stderr
+    _no_secret(output)
+    assert "Traceback" not in output
+    [line] = _error_lines(output)
+    assert "No se pudo conectar a MongoDB (mongodb://127.0.0.1:" in line and "en 5 s" in line
+    assert "WARNING" in output and "MongoDB (mongodb://127.0.0.1:" in output  # the retries were logged
+
+
+@pytest.mark.parametrize("script", [PRODUCER, CONSUMER], ids=["productor", "consumidor"])
+def test_scripts_exit_1_when_kafka_is_unreachable_and_never_show_the_sasl_password(pipeline: Pipeline, script) -> None:
+    env = pipeline.env(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}", STARTUP_TIMEOUT_SECONDS="3",
+                       KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT", KAFKA_SASL_MECHANISM="PLAIN",
+                       KAFKA_SASL_USERNAME="ana", KAFKA_SASL_PASSWORD=KAFKA_SECRET, LOG_LEVEL="DEBUG")
+    started = time.monotonic()
+    done = pipeline.run(script, "--rounds", "1", env=env, timeout=60) if script == PRODUCER else \
+        pipeline.run(script, env=env, timeout=60)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 1
+    assert 3 <= elapsed < 20
+    output = done.stdout + done.stderr
+    _no_secret(output)
+    assert "Traceback" not in output
+    [line] = _error_lines(output)
+    assert "No se pudo conectar a Kafka (127.0.0.1:" in line
+    assert " WARNING " in output  # the retries were logged
+
+
+def test_refused_mongodb_credentials_exit_1_at_once_without_the_password(own_mongo, kafka_server, tmp_path,
+                                                                         request) -> None:
+    mongo = own_mongo()
+    from pymongo import MongoClient
+    MongoClient(mongo.uri).admin.command("createUser", "ana", pwd="la-buena", roles=["root"])
+    p = Pipeline.for_test(kafka_server.address, mongo.uri, tmp_path, request.node.name)
+    uri = f"mongodb://ana:{MONGO_SECRET.replace('!', '%21')}@127.0.0.1:{mongo.port}/?authSource=admin"
+    done = p.run(CONSUMER, env=p.env(MONGODB_URI=uri, LOG_LEVEL="DEBUG"), timeout=60)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    _no_secret(output)
+    assert "Traceback" not in output
+    [line] = _error_lines(output)
+    assert "rechazó las credenciales" in line
+
+
+@pytest.mark.parametrize("script, args, env, setting", [
+    (CONSUMER, [], {"MONGODB_URI": f"mongodb://ana:{MONGO_SECRET}@host:notaport/"}, "MONGODB_URI"),
+    (CONSUMER, [], {"MONGODB_URI": f"postgres://ana:{MONGO_SECRET}@host/"}, "MONGODB_URI"),
+    (CONSUMER, ["--window-size", "-4"], {}, "KPI_WINDOW_SIZE"),
+    (CONSUMER, [], {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_PASSWORD": KAFKA_SECRET}, "KAFKA_SASL_MECHANISM"),
+    (PRODUCER, ["--interval", "pronto"], {}, "PRODUCER_INTERVAL_SECONDS"),
+    (PRODUCER, ["--bogus"], {}, "--bogus"),
+    (REPORT, ["--last", "0"], {}, "--last"),
+], ids=["uri-port", "uri-scheme", "window", "sasl", "interval", "unknown-flag", "report-last"])
+def test_bad_settings_exit_2_with_one_line_naming_the_setting(pipeline: Pipeline, script, args, env, setting) -> None:
+    if not script.exists():
+        pytest.skip("script not built yet")
+    done = pipeline.run(script, *args, env=pipeline.env(**env), timeout=60)
+    assert done.returncode == 2
+    output = done.stdout + done.stderr
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    assert setting in lines[0]
+    _no_secret(output)

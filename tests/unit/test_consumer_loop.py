@@ -1,0 +1,80 @@
+"""The consumer loop's bookkeeping that needs no server: rebalance events, stop rules.
+
+Delivery itself is tested against real servers in tests/integration; here only the
+decisions taken from kafka-python's callbacks are checked.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timezone
+
+from kafka import TopicPartition
+
+from metrics_pipeline.consumer_loop import MetricsConsumer
+from metrics_pipeline.log_setup import KafkaStatus
+from metrics_pipeline.settings import load_consumer_settings
+from metrics_pipeline.windows import WindowMember
+
+T0 = datetime(2026, 11, 26, tzinfo=timezone.utc)
+
+
+def consumer(*argv: str) -> MetricsConsumer:
+    settings = load_consumer_settings(["--topic", "t", "--window-size", "5", *argv], environ={}, dotenv_path="")
+    return MetricsConsumer(settings, store=None, stop=threading.Event(), kafka_status=KafkaStatus())  # type: ignore[arg-type]
+
+
+def open_window(c: MetricsConsumer, partition: int, messages: int) -> None:
+    for offset in range(messages):
+        c.tracker.partition(partition).add(WindowMember(offset, f"{partition}-{offset}", "s", T0, 1, 1, 1, 1, 0), 0, 0)
+
+
+def events(c: MetricsConsumer, *items: tuple[str, set[int]]) -> None:
+    for kind, partitions in items:
+        getattr(c._listener, f"on_partitions_{kind}")({TopicPartition("t", p) for p in partitions})
+    c._apply_rebalance_events()
+
+
+def test_a_partition_handed_straight_back_keeps_its_window() -> None:
+    c = consumer()
+    open_window(c, 0, 3)
+    open_window(c, 1, 2)
+    events(c, ("revoked", {0, 1}), ("assigned", {0}))
+    assert c.tracker.partition(0).open_count == 3  # kafka-python kept its position
+    assert c.tracker.partition(1).open_count == 0  # gone to another consumer: dropped
+
+
+def test_revoke_and_assign_may_arrive_in_different_polls() -> None:
+    c = consumer()
+    open_window(c, 2, 4)
+    events(c, ("revoked", {2}))
+    assert c.tracker.partition(2).open_count == 4  # nothing decided until the assignment
+    events(c, ("assigned", set()))
+    assert c.tracker.open_messages() == 0
+
+
+def test_lost_partitions_always_drop_their_window() -> None:
+    c = consumer()
+    open_window(c, 0, 3)
+    events(c, ("lost", {0}), ("assigned", {0}))
+    assert c.tracker.open_messages() == 0
+
+
+def test_idle_timeout_counts_from_the_assignment() -> None:
+    c = consumer("--idle-timeout", "0.2")
+    time.sleep(0.3)
+    assert c._should_stop() is None  # no partitions yet: the clock has not started
+    events(c, ("assigned", {0}))
+    assert c._should_stop() is None
+    time.sleep(0.25)
+    assert "idle-timeout" in c._should_stop()
+
+
+def test_max_messages_and_signals_stop_the_loop() -> None:
+    c = consumer("--max-messages", "10")
+    c.summary.consumed = 10
+    assert "max-messages" in c._should_stop()
+    c = consumer()
+    c.stop.set()
+    assert c._should_stop() == "señal de parada"

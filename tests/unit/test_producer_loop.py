@@ -1,0 +1,188 @@
+"""The producer loop's retry bookkeeping, with a scripted stand-in for KafkaProducer.
+
+What reaches Kafka is tested against a real broker in tests/integration; here only
+the loop's decisions are checked: resend a failed message (same bytes, same
+message_uuid) up to MAX_ATTEMPTS, count and log what still fails, create the topic
+again when sends fail for lack of it, keep the round schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import kafka.errors as kafka_errors
+import pytest
+
+from metrics_pipeline import producer_loop
+from metrics_pipeline.log_setup import KafkaStatus
+from metrics_pipeline.producer_loop import MAX_ATTEMPTS, MetricsProducer
+from metrics_pipeline.settings import KafkaSettings
+
+SETTINGS = KafkaSettings("localhost:1", "t", 1)
+
+
+class Future:
+    def __init__(self) -> None:
+        self.callbacks: list[tuple[Callable, tuple]] = []
+        self.errbacks: list[tuple[Callable, tuple]] = []
+
+    def add_callback(self, fn: Callable, *args: Any) -> None:
+        self.callbacks.append((fn, args))
+
+    def add_errback(self, fn: Callable, *args: Any) -> None:
+        self.errbacks.append((fn, args))
+
+
+class ScriptedProducer:
+    """Answers each send with the next outcome of a script (default: success)."""
+
+    def __init__(self, outcomes: list[BaseException | None] | None = None) -> None:
+        self.outcomes = list(outcomes or [])
+        self.sent: list[tuple[bytes, bytes]] = []
+        self.pending: list[tuple[Future, BaseException | None]] = []
+        self.closed = False
+
+    def send(self, topic: str, key: bytes, value: bytes) -> Future:
+        self.sent.append((key, value))
+        future = Future()
+        self.pending.append((future, self.outcomes.pop(0) if self.outcomes else None))
+        return future
+
+    def flush(self, timeout: float | None = None) -> None:
+        pending, self.pending = self.pending, []
+        for future, error in pending:
+            if error is None:
+                metadata = type("M", (), {"partition": 0, "offset": len(self.sent)})()
+                for fn, args in future.callbacks:
+                    fn(*args, metadata)
+            else:
+                for fn, args in future.errbacks:
+                    fn(*args, error)
+
+    def close(self, timeout: float | None = None) -> None:
+        self.closed = True
+
+
+class OneServer:
+    server_ids = ("web01",)
+
+    def next_round(self) -> list[dict[str, Any]]:
+        return [{"server_id": "web01", "message_uuid": f"uuid-{time.monotonic_ns()}", "metrics": {}}]
+
+    def close(self) -> None:
+        pass
+
+
+def run(producer: ScriptedProducer, rounds: int = 1, interval: float = 0.0) -> MetricsProducer:
+    loop = MetricsProducer(producer, SETTINGS, OneServer(), threading.Event(), KafkaStatus(), interval, rounds)  # type: ignore[arg-type]
+    loop.run()
+    return loop
+
+
+@pytest.fixture(autouse=True)
+def no_topic_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record topic checks instead of contacting a broker."""
+    calls: list[str] = []
+    monkeypatch.setattr(producer_loop, "recreate_topic_if_missing",
+                        lambda settings, client: calls.append(settings.topic))
+    return calls
+
+
+def test_every_send_confirmed_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        loop = run(ScriptedProducer(), rounds=3)
+    assert (loop.stats.sent, loop.stats.failed, loop.stats.rounds) == (3, 0, 3)
+    assert sum("Enviada métrica de web01 a Kafka (partición 0, offset" in r.getMessage() for r in caplog.records) == 3
+
+
+def test_a_failed_send_is_resent_with_the_same_bytes() -> None:
+    producer = ScriptedProducer([kafka_errors.KafkaTimeoutError("expired")])
+    loop = run(producer)
+    assert (loop.stats.sent, loop.stats.resent, loop.stats.failed) == (1, 1, 0)
+    assert producer.sent[0] == producer.sent[1]
+
+
+def test_a_message_that_fails_every_attempt_is_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    producer = ScriptedProducer([kafka_errors.KafkaConnectionError("down")] * MAX_ATTEMPTS)
+    with caplog.at_level(logging.INFO):
+        loop = run(producer)
+    assert (loop.stats.sent, loop.stats.failed) == (0, 1)
+    assert len(producer.sent) == MAX_ATTEMPTS
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "No se pudo enviar la métrica de web01" in errors[0].getMessage()
+    assert json.loads(producer.sent[0][1])["server_id"] == "web01"
+
+
+def test_errors_not_worth_retrying_fail_at_once() -> None:
+    producer = ScriptedProducer([kafka_errors.MessageSizeTooLargeError("too big")])
+    loop = run(producer)
+    assert (loop.stats.failed, len(producer.sent)) == (1, 1)
+
+
+def test_a_missing_topic_is_created_again(no_topic_checks: list[str]) -> None:
+    loop = run(ScriptedProducer([kafka_errors.UnknownTopicOrPartitionError("t")]))
+    assert no_topic_checks == ["t"] and loop.stats.sent == 1
+
+
+def test_an_outage_does_not_look_like_a_missing_topic(no_topic_checks: list[str]) -> None:
+    run(ScriptedProducer([kafka_errors.KafkaTimeoutError("batch expired")]))
+    assert no_topic_checks == []
+
+
+class FakeTime:
+    """A clock that only moves when the loop waits (or when a round 'takes' time)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.waits: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class WaitingStop(threading.Event):
+    def __init__(self, clock: FakeTime) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.clock.waits.append(round(timeout or 0.0, 6))
+        self.clock.now += timeout or 0.0
+        return self.is_set()
+
+
+def test_rounds_start_on_schedule_without_drift(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeTime()
+    monkeypatch.setattr(producer_loop.time, "monotonic", clock.monotonic)
+
+    class SlowRound(OneServer):
+        def next_round(self) -> list[dict[str, Any]]:
+            clock.now += 0.3  # each round takes 0.3 s of the 10 s interval
+            return super().next_round()
+
+    loop = MetricsProducer(ScriptedProducer(), SETTINGS, SlowRound(), WaitingStop(clock), KafkaStatus(),  # type: ignore[arg-type]
+                           10.0, 4)
+    loop.run()
+    # Start to start: 10 s minus the round's own 0.3 s; no wait after the last round.
+    assert clock.waits == [9.7, 9.7, 9.7]
+    assert loop.stats.rounds == 4
+
+
+def test_an_overrunning_round_starts_the_next_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeTime()
+    monkeypatch.setattr(producer_loop.time, "monotonic", clock.monotonic)
+
+    class VerySlowRound(OneServer):
+        def next_round(self) -> list[dict[str, Any]]:
+            clock.now += 12.0
+            return super().next_round()
+
+    loop = MetricsProducer(ScriptedProducer(), SETTINGS, VerySlowRound(), WaitingStop(clock), KafkaStatus(),  # type: ignore[arg-type]
+                           10.0, 3)
+    loop.run()
+    assert clock.waits == [0.0, 0.0]
