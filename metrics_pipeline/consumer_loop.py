@@ -46,6 +46,7 @@ from metrics_pipeline.windows import WindowTracker
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 500
+JOIN_WARNING_SECONDS = 30.0  # a group join slower than this gets a WARNING (and reminders)
 # How soon a topic that appears (or is created again) is noticed; kafka-python's
 # default is five minutes.
 METADATA_MAX_AGE_MS = 10_000
@@ -94,6 +95,8 @@ class MetricsConsumer:
         self.ingestor = BatchIngestor(store, self.tracker, settings.alerts, self._commit, stop, self.clock)
         self._listener = _RebalanceEvents()
         self._pending_revoked: set[int] = set()
+        self._joining_since: float | None = time.monotonic()
+        self._join_warned_at = 0.0
         self._consumer: KafkaConsumer | None = None
         self._assigned_at: float | None = None
         self._last_message_at: float | None = None
@@ -146,18 +149,31 @@ class MetricsConsumer:
             numbers = sorted(tp.partition for tp in partitions if tp.topic == self.topic)
             if kind == "revoked":
                 self._pending_revoked.update(numbers)
+                if self._joining_since is None:
+                    self._joining_since = time.monotonic()
                 continue
             if kind == "lost":
                 self._drop(numbers, "perdidas")
                 self._pending_revoked.difference_update(numbers)
                 continue
             # assigned
+            self._joining_since = None
             gone = sorted(self._pending_revoked.difference(numbers))
             self._pending_revoked.clear()
             self._drop(gone, "revocadas")
             log.info("Particiones asignadas del tema %s: %s", self.topic, numbers or "ninguna")
             if self._assigned_at is None:
                 self._assigned_at = time.monotonic()
+
+    def _warn_if_join_is_slow(self) -> None:
+        if self._joining_since is None:
+            return
+        now = time.monotonic()
+        waited = now - self._joining_since
+        if waited >= JOIN_WARNING_SECONDS and now - self._join_warned_at >= JOIN_WARNING_SECONDS:
+            self._join_warned_at = now
+            log.warning("El consumidor lleva %.0f s sin particiones: el reparto del grupo %s no termina "
+                        "(¿Kafka no responde, o un miembro del grupo no contesta?)", waited, self.settings.group_id)
 
     def _drop(self, partitions: list[int], how: str) -> None:
         if not partitions:
@@ -224,6 +240,7 @@ class MetricsConsumer:
             batch = self._consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=limit)
             received_at = self.clock.now()
             self._apply_rebalance_events()
+            self._warn_if_join_is_slow()
             if self._topic_recreated() or not batch:
                 continue
             owned = self._consumer.assignment()

@@ -12,8 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.pipeline import Pipeline
+from tests.support.pipeline import STARTED, Pipeline
 from tools.local_stack import SecantusServer, ServerProcess, TansuServer, free_port
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_scripts() -> Iterator[None]:
+    """A failed test must not leave producers or consumers running."""
+    yield
+    while STARTED:
+        STARTED.pop().kill()
 
 
 @pytest.fixture(scope="session")

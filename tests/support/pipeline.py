@@ -32,6 +32,7 @@ REPORT = REPO / "informe_kpis_iabd06.py"
 
 _SETTING_VARS = {o.env for o in PRODUCER_OPTIONS + CONSUMER_OPTIONS + REPORT_OPTIONS if o.env}
 _counter = itertools.count()
+STARTED: list["Running"] = []  # every background script, killed after each test
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -123,7 +124,9 @@ class Pipeline:
         process = subprocess.Popen([sys.executable, str(script), *args], cwd=self.workdir,
                                    env=env or self.env(), stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        return Running(process, log_path)
+        running = Running(process, log_path)
+        STARTED.append(running)
+        return running
 
     def produce(self, rounds: int, *args: str, servers: str | None = None) -> subprocess.CompletedProcess[str]:
         extra = ["--servers", servers] if servers else []

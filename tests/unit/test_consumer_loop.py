@@ -78,3 +78,20 @@ def test_max_messages_and_signals_stop_the_loop() -> None:
     c = consumer()
     c.stop.set()
     assert c._should_stop() == "señal de parada"
+
+
+def test_a_slow_group_join_is_reported(caplog, monkeypatch) -> None:
+    import logging
+
+    from metrics_pipeline import consumer_loop
+
+    c = consumer()
+    monkeypatch.setattr(consumer_loop, "JOIN_WARNING_SECONDS", 0.05)
+    time.sleep(0.06)
+    with caplog.at_level(logging.WARNING):
+        c._warn_if_join_is_slow()
+        c._warn_if_join_is_slow()  # not again before the reminder interval
+        events(c, ("assigned", {0}))
+        time.sleep(0.06)
+        c._warn_if_join_is_slow()  # joined: nothing to report
+    assert [r.getMessage()[:40] for r in caplog.records] == ["El consumidor lleva 0 s sin particiones:"]
