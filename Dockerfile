@@ -8,7 +8,7 @@ COPY requirements.txt .
 RUN pip install -r requirements.txt
 
 COPY metrics_pipeline/ metrics_pipeline/
-COPY productor_metrics_iabd06.py consumidor_metrics_iabd06.py ./
+COPY productor_metrics_iabd06.py consumidor_metrics_iabd06.py informe_kpis_iabd06.py ./
 
 RUN useradd --create-home --uid 10001 pipeline
 USER pipeline

@@ -35,10 +35,11 @@ def evaluate_alerts(kpis: WindowKpis, thresholds: AlertThresholds) -> list[dict[
         threshold = getattr(thresholds, kpi)
         value = getattr(kpis, kpi)
         if threshold is not None and value > threshold:
+            shown = f"{value:.2f}" if isinstance(value, float) else str(value)
             alerts.append({
                 "kpi": kpi,
                 "value": value,
                 "threshold": threshold,
-                "message": f"{_LABELS[kpi]} {value:.2f} supera el umbral {threshold:g}",
+                "message": f"{_LABELS[kpi]} {shown} supera el umbral {threshold:g}",
             })
     return alerts

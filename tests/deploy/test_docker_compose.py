@@ -74,7 +74,8 @@ def test_app_profile_runs_the_scripts_against_the_compose_services() -> None:
 def test_dockerfile_copies_the_scripts_and_their_package() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     assert "pip install -r requirements.txt" in dockerfile
-    for path in ("metrics_pipeline/", "productor_metrics_iabd06.py", "consumidor_metrics_iabd06.py"):
+    for path in ("metrics_pipeline/", "productor_metrics_iabd06.py", "consumidor_metrics_iabd06.py",
+                 "informe_kpis_iabd06.py"):
         assert path in dockerfile
         assert (REPO / path.rstrip("/")).exists()
     assert ".env" in (REPO / ".dockerignore").read_text().split()

@@ -93,8 +93,6 @@ def test_refused_mongodb_credentials_exit_1_at_once_without_the_password(own_mon
     (REPORT, ["--last", "0"], {}, "--last"),
 ], ids=["uri-port", "uri-scheme", "window", "sasl", "interval", "unknown-flag", "report-last"])
 def test_bad_settings_exit_2_with_one_line_naming_the_setting(pipeline: Pipeline, script, args, env, setting) -> None:
-    if not script.exists():
-        pytest.skip("script not built yet")
     done = pipeline.run(script, *args, env=pipeline.env(**env), timeout=60)
     assert done.returncode == 2
     output = done.stdout + done.stderr

@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""KPI report: the last windows as a table, a per-server summary and a PNG chart.
+
+Reads MongoDB with the same settings as the consumer (MONGODB_URI, database,
+collections). --last N windows in the table, --since DATE to look only at recent
+data, --output for the chart's file. Run with --help for every setting.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from metrics_pipeline import report
+from metrics_pipeline.cli import exit_with
+from metrics_pipeline.log_setup import configure_logging
+from metrics_pipeline.settings import load_report_settings
+from metrics_pipeline.storage import MetricsStore, open_client, wait_until_reachable
+
+log = logging.getLogger("informe_kpis_iabd06")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = load_report_settings(argv)
+    configure_logging(settings.log_level, settings.secrets)
+    client = open_client(settings.mongo, "informe_kpis_iabd06")
+    wait_until_reachable(client, settings.mongo, threading.Event())
+    store = MetricsStore(client, settings.mongo)
+
+    windows = report.recent_windows(store.kpis, settings.since, settings.last)
+    total = report.count_windows(store.kpis, settings.since)
+    print(report.format_windows(windows, total))
+    print()
+    print(report.format_summary(report.server_summary(store.raw, settings.since), settings.since))
+
+    if not windows:
+        print(f"\nNo hay ventanas KPI en {settings.mongo.database}.{settings.mongo.kpi_collection}"
+              + (" desde esa fecha" if settings.since else "") + ": ¿está el consumidor en marcha? "
+              "No se dibuja el gráfico.")
+    elif settings.chart:
+        shown = report.chart_windows(store.kpis, settings.since)
+        width, height = report.draw_chart(shown, settings.output,
+                                          f"KPIs por ventana · {settings.mongo.database} ({len(shown)} ventanas)")
+        print(f"\nGráfico de {len(shown)} ventanas guardado en {settings.output} ({width}x{height} px)")
+    client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    exit_with(main, "informe_kpis_iabd06.py")

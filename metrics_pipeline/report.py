@@ -1,0 +1,170 @@
+"""The KPI report: recent windows, a per-server summary, and a chart.
+
+* :func:`recent_windows` reads the KPI collection (newest first, limited);
+* :func:`server_summary` asks MongoDB for the per-server figures with an
+  aggregation pipeline over the raw collection (the database does the maths);
+* :func:`format_windows` / :func:`format_summary` turn them into aligned text tables
+  (pure functions, so their output is tested exactly);
+* :func:`draw_chart` writes a PNG of the KPIs over time with matplotlib's Agg
+  backend (no screen needed): CPU and memory averages, disk and network averages,
+  error sums and processing rate, one point per window; windows with alerts are
+  marked in red.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from pymongo.collection import Collection
+
+CHART_SIZE_INCHES = (12.0, 9.0)
+CHART_DPI = 100  # 1200 x 900 pixels
+CHART_MAX_WINDOWS = 2000
+
+_ALERT_SHORT = {"cpu_percent_avg": "CPU", "memory_percent_avg": "memoria", "error_count_sum": "errores"}
+
+
+def _since_filter(field: str, since: datetime | None) -> dict[str, Any]:
+    return {field: {"$gte": since}} if since is not None else {}
+
+
+def recent_windows(kpis: Collection, since: datetime | None, limit: int) -> list[dict[str, Any]]:
+    """The most recent ``limit`` windows (since ``since``), oldest first."""
+    cursor = kpis.find(_since_filter("window_end", since), {"message_uuids": 0}).sort("window_end", -1).limit(limit)
+    return list(cursor)[::-1]
+
+
+def count_windows(kpis: Collection, since: datetime | None) -> int:
+    return kpis.count_documents(_since_filter("window_end", since))
+
+
+def server_summary(raw: Collection, since: datetime | None) -> list[dict[str, Any]]:
+    """Per-server figures computed by MongoDB (aggregation pipeline)."""
+    pipeline: list[dict[str, Any]] = []
+    if since is not None:
+        pipeline.append({"$match": {"timestamp": {"$gte": since}}})
+    pipeline += [
+        {"$group": {
+            "_id": "$server_id",
+            "messages": {"$sum": 1},
+            "cpu_avg": {"$avg": "$metrics.cpu_percent"},
+            "cpu_max": {"$max": "$metrics.cpu_percent"},
+            "memory_avg": {"$avg": "$metrics.memory_percent"},
+            "disk_avg": {"$avg": "$metrics.disk_io_mbps"},
+            "network_avg": {"$avg": "$metrics.network_mbps"},
+            "errors": {"$sum": "$metrics.error_count"},
+            "first": {"$min": "$timestamp"},
+            "last": {"$max": "$timestamp"},
+        }},
+        {"$sort": {"_id": 1}},
+    ]
+    return list(raw.aggregate(pipeline))
+
+
+def _utc(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence[int] = (0,)) -> list[str]:
+    """Aligned columns: text columns (``left``) to the left, numbers to the right."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        return "  ".join(parts).rstrip()
+
+    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def format_windows(windows: Sequence[dict[str, Any]], total: int) -> str:
+    if not windows:
+        return "No hay ventanas KPI que mostrar."
+    rows = []
+    for w in windows:
+        k = w["kpis"]
+        alerts = ",".join(_ALERT_SHORT.get(a["kpi"], a["kpi"]) for a in w.get("alerts") or []) or "-"
+        rows.append([
+            _utc(w["window_end"]), str(w["kafka"]["partition"]), str(w["message_count"]),
+            f"{k['cpu_percent_avg']:.2f}", f"{k['memory_percent_avg']:.2f}", f"{k['disk_io_mbps_avg']:.2f}",
+            f"{k['network_mbps_avg']:.2f}", str(k["error_count_sum"]), f"{k['tasa_procesamiento_msg_seg']:.2f}",
+            alerts,
+        ])
+    headers = ["fin de ventana (UTC)", "partición", "mensajes", "CPU %", "memoria %", "disco MB/s",
+               "red Mbps", "errores", "tasa msg/s", "alertas"]
+    lines = _table(headers, rows, left=(0, len(headers) - 1))
+    title = f"Últimas {len(windows)} ventanas KPI (de {total})"
+    return "\n".join([title, "", *lines])
+
+
+def format_summary(summary: Sequence[dict[str, Any]], since: datetime | None) -> str:
+    scope = f"mensajes desde {_utc(since)} UTC" if since is not None else "todos los mensajes guardados"
+    if not summary:
+        return f"Resumen por servidor ({scope}): no hay mensajes."
+    rows = [[
+        str(s["_id"]), str(s["messages"]), f"{s['cpu_avg']:.2f}", f"{s['cpu_max']:.2f}", f"{s['memory_avg']:.2f}",
+        f"{s['disk_avg']:.2f}", f"{s['network_avg']:.2f}", str(s["errors"]), _utc(s["last"]),
+    ] for s in summary]
+    headers = ["servidor", "mensajes", "CPU % media", "CPU % máx", "memoria % media", "disco MB/s media",
+               "red Mbps media", "errores", "último mensaje (UTC)"]
+    return "\n".join([f"Resumen por servidor ({scope}), calculado por MongoDB", "", *_table(headers, rows)])
+
+
+def draw_chart(windows: Sequence[dict[str, Any]], path: str, title: str) -> tuple[int, int]:
+    """Write the PNG; returns its size in pixels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = [w["window_end"] for w in windows]
+    k = [w["kpis"] for w in windows]
+    alerted = [i for i, w in enumerate(windows) if w.get("alerts")]
+
+    fig, axes = plt.subplots(4, 1, figsize=CHART_SIZE_INCHES, dpi=CHART_DPI, sharex=True, layout="constrained")
+    fig.suptitle(title)
+    cpu = [x["cpu_percent_avg"] for x in k]
+    memory = [x["memory_percent_avg"] for x in k]
+    axes[0].plot(times, cpu, marker=".", label="CPU media (%)")
+    axes[0].plot(times, memory, marker=".", label="memoria media (%)")
+    if alerted:
+        axes[0].scatter([times[i] for i in alerted], [max(cpu[i], memory[i]) for i in alerted],
+                        color="red", zorder=3, label="ventana con alerta")
+    axes[0].set_ylim(0, 100)
+    axes[0].set_ylabel("%")
+    axes[1].plot(times, [x["disk_io_mbps_avg"] for x in k], marker=".", label="disco medio (MB/s)")
+    axes[1].plot(times, [x["network_mbps_avg"] for x in k], marker=".", label="red media (Mbps)")
+    axes[1].set_ylabel("MB/s · Mbps")
+    width = _bar_width(times)
+    axes[2].bar(times, [x["error_count_sum"] for x in k], width=width, color="tab:red", label="errores (suma)")
+    axes[2].set_ylabel("errores")
+    rates = [x["tasa_procesamiento_msg_seg"] for x in k]
+    axes[3].plot(times, rates, marker=".", color="tab:green", label="tasa de procesamiento (msg/s)")
+    if rates and min(rates) > 0 and max(rates) / min(rates) > 50:
+        axes[3].set_yscale("log")  # a drained backlog (thousands) next to live traffic (units)
+    axes[3].set_ylabel("msg/s")
+    axes[3].set_xlabel("fin de la ventana (UTC)")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper left", fontsize="small")
+    axes[3].tick_params(axis="x", labelrotation=20)
+    fig.savefig(path, dpi=CHART_DPI)
+    plt.close(fig)
+    return int(CHART_SIZE_INCHES[0] * CHART_DPI), int(CHART_SIZE_INCHES[1] * CHART_DPI)
+
+
+def _bar_width(times: Sequence[datetime]) -> float:
+    """Bar width in days (matplotlib's date unit): most of the gap between windows."""
+    if len(times) < 2:
+        return 1 / 86400
+    gaps = sorted((b - a).total_seconds() for a, b in zip(times, times[1:]) if b > a)
+    typical = gaps[len(gaps) // 2] if gaps else 1.0
+    return max(typical * 0.8, 0.001) / 86400
+
+
+def chart_windows(kpis: Collection, since: datetime | None) -> list[dict[str, Any]]:
+    """The windows the chart shows: all since ``since``, at most the latest CHART_MAX_WINDOWS."""
+    return recent_windows(kpis, since, CHART_MAX_WINDOWS)

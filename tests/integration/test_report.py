@@ -1,0 +1,99 @@
+"""The KPI report script against a real MongoDB-wire server, on a known data set."""
+
+from __future__ import annotations
+
+import struct
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from tests.support.audit import KPIS, RAW
+from tests.support.pipeline import REPORT, Pipeline
+
+T0 = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
+
+RAW_DOCS = [
+    # server, cpu, memory, disk, network, errors
+    ("web01", 10.0, 50.0, 1.0, 10.0, 0),
+    ("web01", 20.0, 60.0, 2.0, 20.0, 1),
+    ("web01", 30.0, 70.0, 3.0, 30.0, 2),
+    ("db01", 90.0, 20.0, 0.5, 5.0, 3),
+    ("db01", 95.0, 20.0, 0.5, 5.0, 0),
+    ("db01", 100.0, 20.0, 0.5, 5.0, 0),
+]
+
+
+def _load(p: Pipeline) -> None:
+    db = p.db
+    db[RAW].insert_many([{
+        "_id": f"00000000-0000-4000-8000-00000000000{i}", "server_id": server,
+        "metrics": {"cpu_percent": cpu, "memory_percent": mem, "disk_io_mbps": disk, "network_mbps": net,
+                    "error_count": errors},
+        "timestamp": T0 + timedelta(seconds=i),
+    } for i, (server, cpu, mem, disk, net, errors) in enumerate(RAW_DOCS)])
+    windows = []
+    for n in range(3):
+        windows.append({
+            "_id": f"t:0:{n * 20}", "window_start": T0 + timedelta(minutes=n + 1) - timedelta(seconds=40),
+            "window_end": T0 + timedelta(minutes=n + 1), "message_count": 20,
+            "kpis": {"cpu_percent_avg": 40.0 + n * 25.125, "memory_percent_avg": 55.5, "disk_io_mbps_avg": 25.0,
+                     "network_mbps_avg": 50.25, "error_count_sum": n * 6, "tasa_procesamiento_msg_seg": 0.5},
+            "alerts": [{"kpi": "cpu_percent_avg", "value": 90.25, "threshold": 80, "message": "x"},
+                       {"kpi": "error_count_sum", "value": 12, "threshold": 10, "message": "y"}] if n == 2 else [],
+            "kafka": {"topic": "t", "partition": 0, "first_offset": n * 20, "last_offset": n * 20 + 19},
+        })
+    db[KPIS].insert_many(windows)
+
+
+EXPECTED_TABLE = """\
+Últimas 2 ventanas KPI (de 3)
+
+fin de ventana (UTC)  partición  mensajes  CPU %  memoria %  disco MB/s  red Mbps  errores  tasa msg/s  alertas
+--------------------  ---------  --------  -----  ---------  ----------  --------  -------  ----------  -----------
+2026-11-26 10:02:00           0        20  65.12      55.50       25.00     50.25        6        0.50  -
+2026-11-26 10:03:00           0        20  90.25      55.50       25.00     50.25       12        0.50  CPU,errores
+"""
+
+EXPECTED_SUMMARY = """\
+Resumen por servidor (todos los mensajes guardados), calculado por MongoDB
+
+servidor  mensajes  CPU % media  CPU % máx  memoria % media  disco MB/s media  red Mbps media  errores  último mensaje (UTC)
+--------  --------  -----------  ---------  ---------------  ----------------  --------------  -------  --------------------
+db01             3        95.00     100.00            20.00              0.50            5.00        3   2026-11-26 10:00:05
+web01            3        20.00      30.00            60.00              2.00           20.00        3   2026-11-26 10:00:02
+"""
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_report_prints_the_exact_table_and_summary_and_draws_the_chart(pipeline: Pipeline, tmp_path: Path) -> None:
+    _load(pipeline)
+    chart = tmp_path / "kpis.png"
+    done = pipeline.run(REPORT, "--last", "2", "--output", str(chart))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (EXPECTED_TABLE + "\n" + EXPECTED_SUMMARY
+                           + f"\nGráfico de 3 ventanas guardado en {chart} (1200x900 px)\n")
+    assert chart.stat().st_size > 10_000
+    assert _png_size(chart) == (1200, 900)
+
+
+def test_since_narrows_windows_and_summary(pipeline: Pipeline, tmp_path: Path) -> None:
+    _load(pipeline)
+    done = pipeline.run(REPORT, "--since", "2026-11-26T10:00:03", "--chart", "no")
+    assert done.returncode == 0, done.stderr
+    assert "Últimas 3 ventanas KPI (de 3)" in done.stdout
+    assert "mensajes desde 2026-11-26 10:00:03 UTC" in done.stdout
+    assert "\ndb01 " in done.stdout and "\nweb01 " not in done.stdout
+    assert "Gráfico" not in done.stdout and not list(tmp_path.glob("*.png"))
+
+
+def test_nothing_to_show_is_said_clearly(pipeline: Pipeline, tmp_path: Path) -> None:
+    chart = tmp_path / "none.png"
+    done = pipeline.run(REPORT, "--output", str(chart))
+    assert done.returncode == 0, done.stderr
+    assert "No hay ventanas KPI que mostrar." in done.stdout
+    assert "no hay mensajes" in done.stdout
+    assert "No se dibuja el gráfico" in done.stdout and not chart.exists()

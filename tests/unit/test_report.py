@@ -1,0 +1,30 @@
+"""Report formatting (pure): tables line up, empty inputs say so."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from metrics_pipeline.report import _table, format_summary, format_windows
+
+
+def test_columns_line_up_text_left_numbers_right() -> None:
+    lines = _table(["name", "n", "note"], [["a", "1", "x"], ["bbb", "100", "long note"]], left=(0, 2))
+    assert lines == [
+        "name    n  note",
+        "----  ---  ---------",
+        "a       1  x",
+        "bbb   100  long note",
+    ]
+
+
+def test_empty_inputs_are_said_plainly() -> None:
+    assert format_windows([], 0) == "No hay ventanas KPI que mostrar."
+    assert format_summary([], None) == "Resumen por servidor (todos los mensajes guardados): no hay mensajes."
+    since = datetime(2026, 11, 26, 8, 30, tzinfo=timezone.utc)
+    assert "desde 2026-11-26 08:30:00 UTC" in format_summary([], since)
+
+
+def test_naive_datetimes_from_the_driver_are_read_as_utc() -> None:
+    row = {"_id": "web01", "messages": 2, "cpu_avg": 1.0, "cpu_max": 2.0, "memory_avg": 3.0, "disk_avg": 4.0,
+           "network_avg": 5.0, "errors": 6, "last": datetime(2026, 11, 26, 9, 0)}
+    assert format_summary([row], None).splitlines()[-1].endswith("2026-11-26 09:00:00")
