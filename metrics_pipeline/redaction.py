@@ -75,7 +75,8 @@ class Redactor:
         return self._variants
 
     def __call__(self, text: str) -> str:
-        text = _CREDENTIALS_RE.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+        if "@" in text:  # cheap test first: most lines hold no URL with credentials
+            text = _CREDENTIALS_RE.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
         for secret in self._current_variants():
             if secret in text:
                 text = text.replace(secret, MASK)
