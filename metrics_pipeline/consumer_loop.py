@@ -1,14 +1,23 @@
 """The consumer's Kafka loop: group membership, polling, rebalances, stopping.
 
 What to do with a batch lives in :mod:`metrics_pipeline.ingest` (store, close
-windows, write KPIs, commit, in that order). This module decides *when* there is a
-batch and *whose* partitions it belongs to:
+windows, write KPIs, then commit, in that order). This module decides *when* there
+is a batch and *whose* partitions it belongs to, and overlaps the two halves of the
+work:
 
+* the main thread polls Kafka and hands each batch to one writer thread, which runs
+  steps 1-5 of the commit path (MongoDB); while MongoDB works on a batch, the main
+  thread already fetches the next one. Batches are written one at a time, in order,
+  and at most :data:`MAX_IN_FLIGHT` are in memory;
+* the main thread commits each batch's positions (step 6) once its steps 1-5 have
+  returned, in order: kafka-python's consumer is used from this thread only;
+* before anything changes ownership (a rebalance, a topic created again, a stop),
+  the main thread waits for the writer to finish what it has (and commits it);
 * it joins the group ``KAFKA_GROUP_ID`` with manual commits; a new group starts at
   the earliest offset, so nothing sent before the first consumer started is lost;
 * rebalance callbacks (kafka-python runs them on its I/O thread, while our thread
   waits inside ``poll()``) only queue events; they are applied right after ``poll()``
-  returns, before its records: partitions that leave this consumer drop their open
+  returns, once the writer is idle, before the new records: partitions that leave this consumer drop their open
   windows, which their next owner rebuilds from the committed offset (a partition
   revoked and handed straight back keeps its window, see _apply_rebalance_events);
 * if the topic is created again under a running consumer (a broker that lost its
@@ -25,6 +34,7 @@ import logging
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +45,7 @@ from kafka.structs import OffsetAndMetadata
 
 from metrics_pipeline.clock import Clock
 from metrics_pipeline.errors import StartupError
-from metrics_pipeline.ingest import BatchIngestor, describe
+from metrics_pipeline.ingest import BatchIngestor, BatchResult, describe
 from metrics_pipeline.kafka_connection import client_config
 from metrics_pipeline.log_setup import KafkaStatus, quiet_kafka_client
 from metrics_pipeline.retry import Stopped
@@ -46,6 +56,8 @@ from metrics_pipeline.windows import WindowTracker
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 500
+POLL_BUSY_MS = 50  # while the writer has work, come back soon to commit what it finished
+MAX_IN_FLIGHT = 2  # batches handed to the writer and not yet committed
 JOIN_WARNING_SECONDS = 30.0  # a group join slower than this gets a WARNING (and reminders)
 # How soon a topic that appears (or is created again) is noticed; kafka-python's
 # default is five minutes.
@@ -92,7 +104,10 @@ class MetricsConsumer:
         self.kafka_status = kafka_status
         self.clock = clock or Clock()
         self.tracker = WindowTracker(self.topic, settings.window_size)
-        self.ingestor = BatchIngestor(store, self.tracker, settings.alerts, self._commit, stop, self.clock)
+        self.ingestor = BatchIngestor(store, self.tracker, settings.alerts, stop, self.clock)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="escritor-mongodb")
+        self._in_flight: deque[Future[BatchResult]] = deque()
+        self._submitted = 0
         self._listener = _RebalanceEvents()
         self._pending_revoked: set[int] = set()
         self._joining_since: float | None = time.monotonic()
@@ -182,7 +197,7 @@ class MetricsConsumer:
         log.info("Particiones %s del tema %s: %s; %d mensajes de ventanas abiertas se descartan (su nuevo "
                  "dueño los relee desde el último offset confirmado)", how, self.topic, partitions, dropped)
 
-    def _topic_recreated(self) -> bool:
+    def _topic_id_changed(self) -> bool:
         """True once when the topic's id changes under us (see module doc)."""
         # kafka-python keeps topic ids in its cluster metadata (KIP-516); the
         # consumer does not expose it publicly, so read it defensively.
@@ -196,6 +211,10 @@ class MetricsConsumer:
         if topic_id == self._topic_id:
             return False
         self._topic_id = topic_id
+        return True
+
+    def _restart_topic(self) -> None:
+        """Read a topic created again from its beginning (writer idle)."""
         assert self._consumer is not None
         dropped = self.tracker.drop_all()
         assignment = list(self._consumer.assignment())
@@ -204,7 +223,46 @@ class MetricsConsumer:
         log.warning("El tema %s se ha vuelto a crear (un broker que perdió sus datos o un tema borrado): "
                     "sus offsets empiezan de nuevo. Se descartan %d mensajes de ventanas abiertas y se lee "
                     "desde el principio", self.topic, dropped)
-        return True
+
+    # -- the writer ---------------------------------------------------------------
+
+    def _submit(self, records: list[Any], received_at: float) -> None:
+        while len(self._in_flight) >= MAX_IN_FLIGHT:
+            self._finish_batches(wait=True, at_most=1)
+        self._in_flight.append(self._writer.submit(self.ingestor.ingest, records, received_at))
+
+    def _finish_batches(self, wait: bool, at_most: int | None = None) -> None:
+        """Commit the batches the writer finished, oldest first (step 6).
+
+        Raises what the writer raised (retry.Stopped, storage.StorageFatal) after
+        cancelling the batches queued behind it: none of them is committed.
+        """
+        finished = 0
+        while self._in_flight and (wait or self._in_flight[0].done()):
+            if at_most is not None and finished >= at_most:
+                return
+            future = self._in_flight.popleft()
+            try:
+                result = future.result()
+            except BaseException:
+                for queued in self._in_flight:
+                    queued.cancel()
+                self._in_flight.clear()
+                raise
+            finished += 1
+            if result.positions and self._commit(result.positions):
+                self.tracker.mark_committed(result.positions)
+                result.committed = True
+            self.summary.consumed += result.consumed
+            self.summary.stored_new += result.stored_new
+            self.summary.replayed += result.replayed
+            self.summary.duplicates += result.duplicates
+            self.summary.deadlettered += result.deadlettered
+            self.summary.windows += result.windows
+            log.info(describe(result))
+
+    def _drain(self) -> None:
+        self._finish_batches(wait=True)
 
     # -- the loop -----------------------------------------------------------------
 
@@ -212,7 +270,7 @@ class MetricsConsumer:
         if self.stop.is_set():
             return "señal de parada"
         limit = self.settings.max_messages
-        if limit is not None and self.summary.consumed >= limit:
+        if limit is not None and self._submitted >= limit:
             return f"--max-messages {limit} alcanzado"
         idle = self.settings.idle_timeout
         if idle is not None and self._assigned_at is not None:
@@ -233,39 +291,44 @@ class MetricsConsumer:
 
     def _loop(self) -> None:
         assert self._consumer is not None
-        while (reason := self._should_stop()) is None:
-            limit = self.settings.batch_size
-            if self.settings.max_messages is not None:
-                limit = min(limit, self.settings.max_messages - self.summary.consumed)
-            batch = self._consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=limit)
-            received_at = self.clock.now()
-            self._apply_rebalance_events()
-            self._warn_if_join_is_slow()
-            if self._topic_recreated() or not batch:
-                continue
-            owned = self._consumer.assignment()
-            records = [r for tp in sorted(batch, key=lambda t: t.partition) if tp in owned
-                       for r in batch[tp]]
-            if not records:
-                continue
-            self.kafka_status.mark_up()
-            self._last_message_at = time.monotonic()
-            try:
-                result = self.ingestor.ingest(records, received_at)
-            except Stopped:
-                log.warning("Parada pedida con un lote sin guardar: no se confirma; se releerá al reiniciar")
-                self.summary.reason = "señal de parada"
-                return
-            self.summary.consumed += len(records)
-            self.summary.stored_new += result.stored_new
-            self.summary.replayed += result.replayed
-            self.summary.duplicates += result.duplicates
-            self.summary.deadlettered += result.deadlettered
-            self.summary.windows += result.windows
-            log.info(describe(result))
+        try:
+            while (reason := self._should_stop()) is None:
+                self._finish_batches(wait=False)
+                limit = self.settings.batch_size
+                if self.settings.max_messages is not None:
+                    limit = min(limit, self.settings.max_messages - self._submitted)
+                timeout = POLL_BUSY_MS if self._in_flight else POLL_TIMEOUT_MS
+                batch = self._consumer.poll(timeout_ms=timeout, max_records=limit)
+                received_at = self.clock.now()
+                if self._listener.events:
+                    self._drain()
+                    self._apply_rebalance_events()
+                self._warn_if_join_is_slow()
+                if self._topic_id_changed():
+                    self._drain()
+                    self._restart_topic()
+                    continue
+                if not batch:
+                    continue
+                owned = self._consumer.assignment()
+                records = [r for tp in sorted(batch, key=lambda t: t.partition) if tp in owned
+                           for r in batch[tp]]
+                if not records:
+                    continue
+                self.kafka_status.mark_up()
+                self._last_message_at = time.monotonic()
+                self._submitted += len(records)
+                self._submit(records, received_at)
+            self._drain()
+        except Stopped:
+            log.warning("Parada pedida con un lote sin guardar: no se confirma; se releerá al reiniciar")
+            reason = "señal de parada"
         self.summary.reason = reason
 
     def _close(self) -> None:
+        for queued in self._in_flight:
+            queued.cancel()
+        self._writer.shutdown(wait=True, cancel_futures=True)
         open_messages = self.tracker.open_messages()
         log.info("Fin del consumidor (%s): %d mensajes leídos, %d guardados nuevos, %d ya guardados, "
                  "%d duplicados, %d a dead-letter, ventanas KPI: %d. Mensajes en ventanas incompletas, que "

@@ -1,13 +1,15 @@
 """The commit path: one polled batch, from Kafka records to committed offsets.
 
-:class:`BatchIngestor` is where the delivery guarantees of SPEC §5 are made. For
-every batch returned by one ``poll()``, in this order:
+The delivery guarantees of SPEC §5 are made here and in the consumer loop. For every
+batch returned by one ``poll()``, in this order:
 
 1. **Classify.** Each record is parsed and validated. A valid one becomes a raw
    document (``_id`` = message_uuid); an invalid one a dead-letter document
-   (``_id`` = ``topic:partition:offset``). A record at an offset this consumer has
-   already handled since it got the partition (or earlier in the same batch) is
-   ignored.
+   (``_id`` = ``topic:partition:offset``). A record identical to one this consumer
+   already handled at the same offset is a duplicate delivery and is ignored; a
+   different record at an offset already handled means the partition's log was
+   replaced, and the partition starts afresh from there (see
+   :mod:`metrics_pipeline.windows`).
 2. **Store raw.** One ``insert_many(ordered=False)``. A duplicate ``_id`` means the
    message is already stored: from this same offset (a replay after a crash: it
    counts in its window again, to rebuild the window exactly) or from another
@@ -24,8 +26,11 @@ every batch returned by one ``poll()``, in this order:
    Retried like steps 2-3.
 6. **Commit.** Per partition, the first offset of its open window (or the offset
    after its last record when no window is open). Everything before it is stored,
-   and so is the KPI document of every window it closes. A failed commit (a
-   rebalance, Kafka down) is logged and left to the next batch or the next owner.
+   and so is the KPI document of every window it closes. :meth:`BatchIngestor.ingest`
+   returns these positions; the consumer loop commits them on its own thread
+   (kafka-python's consumer is not thread-safe) once steps 1-5 of the batch have
+   returned, batch after batch in order. A failed commit (a rebalance, Kafka down)
+   is logged and left to the next batch or the next owner.
 
 If the process dies between any two steps, the next owner of the partition reads
 again from the last commit: step 2 finds the raw documents already stored from the
@@ -39,7 +44,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -66,9 +71,6 @@ class Record(Protocol):
     value: bytes | None
 
 
-CommitFn = Callable[[dict[int, int]], bool]
-
-
 @dataclass
 class BatchResult:
     consumed: int = 0
@@ -78,8 +80,9 @@ class BatchResult:
     deadlettered: int = 0
     ignored: int = 0
     windows: int = 0
-    seconds: float = 0.0  # from receiving the batch to its commit
-    committed: dict[int, int] = field(default_factory=dict)
+    seconds: float = 0.0  # from receiving the batch to the end of step 5
+    positions: dict[int, int] = field(default_factory=dict)  # step 6: to commit
+    committed: bool = False  # set by the consumer loop once the commit succeeded
 
 
 @dataclass
@@ -87,6 +90,8 @@ class _Entry:
     """One record through the steps."""
 
     record: Record
+    fingerprint: int = 0
+    restart: bool = False  # the partition's log was replaced: start afresh here
     message: MetricMessage | None = None
     error: str | None = None
     raw_index: int = -1
@@ -94,45 +99,61 @@ class _Entry:
 
 
 class BatchIngestor:
-    """Stores one batch, closes its windows, writes their KPIs, commits. See module doc."""
+    """Stores one batch, closes its windows, writes their KPIs (steps 1-5 of the
+    module doc) and returns the positions to commit (step 6)."""
 
     def __init__(self, store: MetricsStore, tracker: WindowTracker, thresholds: AlertThresholds,
-                 commit: CommitFn, stop: threading.Event, clock: Clock | None = None) -> None:
+                 stop: threading.Event, clock: Clock | None = None) -> None:
         self.store = store
         self.tracker = tracker
         self.thresholds = thresholds
-        self.commit = commit
         self.stop = stop
         self.clock = clock or Clock()
 
     def ingest(self, records: Sequence[Record], received_at: float) -> BatchResult:
-        """Steps 1-6 for records in offset order per partition. May raise
-        retry.Stopped (nothing committed) or storage.StorageFatal."""
+        """Steps 1-5 for records in offset order per partition; the result carries the
+        positions of step 6. May raise retry.Stopped or storage.StorageFatal (then
+        nothing of this batch is committed)."""
         result = BatchResult(consumed=len(records))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("Lote recibido: %s", _offset_ranges(records))
         received = datetime_from_ms(int(received_at * 1000))
         ingested = utc_now_ms(self.clock)
 
         # 1. Classify.
         entries: list[_Entry] = []
         raw_docs: list[dict[str, Any]] = []
-        next_offset: dict[int, int] = {}
+        batch_next: dict[int, int] = {}               # partition -> offset after its last entry here
+        batch_prints: dict[tuple[int, int], int] = {}  # (partition, offset) -> fingerprint, this batch
+        restarted: set[int] = set()
         for record in records:
-            # Kafka hands out each partition in offset order; after a seek or a topic
-            # created again a fetcher may still return an offset already handled.
-            if (self.tracker.partition(record.partition).already_done(record.offset)
-                    or record.offset < next_offset.get(record.partition, -1)):
-                result.ignored += 1
-                continue
-            next_offset[record.partition] = record.offset + 1
-            entry = _Entry(record)
+            partition, offset = record.partition, record.offset
+            fingerprint = hash(record.value)
+            state = self.tracker.partition(partition)
+            behind = offset < batch_next.get(partition, -1) or (
+                partition not in restarted and state.already_done(offset))
+            restart = False
+            if behind:
+                if batch_prints.get((partition, offset), None) == fingerprint or (
+                        (partition, offset) not in batch_prints and partition not in restarted
+                        and state.seen_before(offset, fingerprint)):
+                    result.ignored += 1  # the same record delivered again
+                    continue
+                restart = True
+                restarted.add(partition)
+                log.warning("Partición %d: el offset %d ya se había procesado con otro mensaje; el log de la "
+                            "partición se ha sustituido (¿tema recreado?) y se empieza de nuevo desde ahí",
+                            partition, offset)
+            batch_next[partition] = offset + 1
+            batch_prints[(partition, offset)] = fingerprint
+            entry = _Entry(record, fingerprint, restart)
             try:
                 entry.message = parse_message(record.value)
             except InvalidMessage as exc:
                 entry.error = str(exc)
             else:
                 entry.raw_index = len(raw_docs)
-                raw_docs.append(raw_document(entry.message, record.topic, record.partition,
-                                             record.offset, ingested))
+                raw_docs.append(raw_document(entry.message, record.topic, partition, offset, ingested))
             entries.append(entry)
 
         # 2. Store raw.
@@ -176,10 +197,15 @@ class BatchIngestor:
         closed: list[ClosedWindow] = []
         for entry in entries:
             state = self.tracker.partition(entry.record.partition)
+            if entry.restart:
+                dropped = state.reset()
+                if dropped:
+                    log.warning("Partición %d: se descartan %d mensajes de la ventana abierta del log anterior",
+                                entry.record.partition, dropped)
             if entry.member is None:
-                state.skip(entry.record.offset)
+                state.skip(entry.record.offset, entry.fingerprint)
             else:
-                window = state.add(entry.member, received_at, stored_at)
+                window = state.add(entry.member, received_at, stored_at, entry.fingerprint)
                 if window is not None:
                     closed.append(window)
 
@@ -192,11 +218,8 @@ class BatchIngestor:
                 _log_window(doc)
             result.windows = len(closed)
 
-        # 6. Commit.
-        positions = self.tracker.positions_to_commit()
-        if positions and self.commit(positions):
-            self.tracker.mark_committed(positions)
-            result.committed = positions
+        # 6. What to commit: the consumer loop commits it (see module doc).
+        result.positions = self.tracker.positions_to_commit()
         result.seconds = max(self.clock.now() - received_at, 1e-6)
         return result
 
@@ -218,6 +241,23 @@ def _log_window(doc: dict[str, Any]) -> None:
         log.warning("Alerta en la ventana %s: %s", doc["_id"], alert["message"])
 
 
+def _offset_ranges(records: Sequence[Record]) -> str:
+    """'p0 0-79, p2 0-40' (runs of consecutive offsets), for DEBUG lines."""
+    runs: list[str] = []
+    start = previous = None
+    partition = None
+    for record in records:
+        if record.partition == partition and previous is not None and record.offset == previous + 1:
+            previous = record.offset
+            continue
+        if partition is not None:
+            runs.append(f"p{partition} {start}-{previous}")
+        partition, start, previous = record.partition, record.offset, record.offset
+    if partition is not None:
+        runs.append(f"p{partition} {start}-{previous}")
+    return ", ".join(runs)
+
+
 def describe(result: BatchResult) -> str:
     parts = [f"{result.consumed} mensajes", f"{result.stored_new} nuevos"]
     if result.replayed:
@@ -229,6 +269,8 @@ def describe(result: BatchResult) -> str:
     if result.ignored:
         parts.append(f"{result.ignored} repetidos por Kafka")
     parts.append(f"ventanas KPI: {result.windows}")
-    committed = ", ".join(f"p{p}→{o}" for p, o in sorted(result.committed.items())) or "nada nuevo"
+    committed = ", ".join(f"p{p}→{o}" for p, o in sorted(result.positions.items())) or "nada nuevo"
+    if result.positions and not result.committed:
+        committed = f"ninguno (falló el commit de {committed})"
     return (f"Lote guardado en {result.seconds:.3f} s ({result.consumed / result.seconds:.0f} msg/s): "
             + ", ".join(parts) + f"; offsets confirmados: {committed}")

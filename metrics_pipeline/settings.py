@@ -256,7 +256,7 @@ CONSUMER_OPTIONS = KAFKA_OPTIONS + (
     Option("session_timeout_ms", "--session-timeout-ms", "KAFKA_SESSION_TIMEOUT_MS", "10000", _int(1000),
            "timeout de sesión del grupo en ms (una incorporación al grupo tarda del orden de la mitad)",
            "MS"),
-    Option("batch_size", "--batch-size", "CONSUMER_BATCH_SIZE", "1000", _int(1),
+    Option("batch_size", "--batch-size", "CONSUMER_BATCH_SIZE", "2000", _int(1),
            "máximo de mensajes por lectura de Kafka (y por escritura en bloque en MongoDB)", "N"),
 ) + MONGO_OPTIONS + (
     DEADLETTER_OPTION,

@@ -12,6 +12,14 @@ A window holds ``size`` members of one partition; when it fills, it closes and i
 returned so its KPI document can be written. Windows never mix partitions: only
 then is a window the same set of messages after a restart or a rebalance (SPEC §5).
 
+Offsets of a partition only go forward, unless the partition's log was replaced (a
+topic deleted and created again, a broker that lost its data). To tell a record
+delivered twice from a new record at a recycled offset, each partition remembers a
+fingerprint of the last :data:`REMEMBERED_OFFSETS` records it handled
+(:meth:`PartitionWindows.seen_before`): a record identical to the one handled at that
+offset is a duplicate delivery and is ignored; any other record at an old offset
+means a new log, and the partition starts afresh (:meth:`PartitionWindows.reset`).
+
 The commit position of a partition is the first offset of its open window, or, when
 no window is open, the offset after the last record done. Everything before that
 position is stored and belongs to a window whose KPI document is written before the
@@ -24,6 +32,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+
+REMEMBERED_OFFSETS = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,16 +87,31 @@ class PartitionWindows:
         self.size = size
         self._open = _OpenWindow()
         self.next_offset: int | None = None  # offset after the last record done
+        self._fingerprints: dict[int, int] = {}  # offset -> fingerprint of the record handled
 
     def already_done(self, offset: int) -> bool:
-        """True for a record at or before one this partition has already handled."""
+        """True for an offset at or before one this partition has already handled."""
         return self.next_offset is not None and offset < self.next_offset
 
-    def skip(self, offset: int) -> None:
-        self._advance(offset)
+    def seen_before(self, offset: int, fingerprint: int) -> bool:
+        """True if this very record (same fingerprint) was handled at this offset."""
+        return self._fingerprints.get(offset) == fingerprint
 
-    def add(self, member: WindowMember, received_at: float, stored_at: float) -> ClosedWindow | None:
-        self._advance(member.offset)
+    def reset(self) -> int:
+        """Start afresh (the partition's log was replaced). Returns the messages of
+        the open window dropped."""
+        dropped = self.open_count
+        self._open = _OpenWindow()
+        self.next_offset = None
+        self._fingerprints.clear()
+        return dropped
+
+    def skip(self, offset: int, fingerprint: int = 0) -> None:
+        self._advance(offset, fingerprint)
+
+    def add(self, member: WindowMember, received_at: float, stored_at: float,
+            fingerprint: int = 0) -> ClosedWindow | None:
+        self._advance(member.offset, fingerprint)
         if not self._open.members:
             self._open.received_at = received_at
         self._open.members.append(member)
@@ -97,10 +122,14 @@ class PartitionWindows:
         self._open = _OpenWindow()
         return closed
 
-    def _advance(self, offset: int) -> None:
+    def _advance(self, offset: int, fingerprint: int) -> None:
         if self.already_done(offset):
             raise ValueError(f"offset {offset} of partition {self.partition} was already handled")
         self.next_offset = offset + 1
+        self._fingerprints[offset] = fingerprint
+        if len(self._fingerprints) > 2 * REMEMBERED_OFFSETS:
+            oldest = offset - REMEMBERED_OFFSETS
+            self._fingerprints = {o: f for o, f in self._fingerprints.items() if o > oldest}
 
     @property
     def open_count(self) -> int:

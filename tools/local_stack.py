@@ -113,12 +113,30 @@ class ServerProcess:
 
 
 class TansuServer(ServerProcess):
-    def __init__(self, port: int, log_dir: Path) -> None:
+    """Tansu on ``port``; ``advertised_port`` when clients reach it through a proxy."""
+
+    def __init__(self, port: int, log_dir: Path, advertised_port: int | None = None) -> None:
         url = f"tcp://127.0.0.1:{port}"
+        advertised = f"tcp://127.0.0.1:{advertised_port or port}"
         super().__init__("Tansu (Kafka)", [tansu_binary(), "broker", "--listener-url", url,
-                                           "--advertised-listener-url", url,
+                                           "--advertised-listener-url", advertised,
                                            "--storage-engine", "memory://tansu/"],
                          port, log_dir / f"tansu-{port}.log")
+        self.advertised_port = advertised_port or port
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.advertised_port}"
+
+
+class TcpProxy(ServerProcess):
+    """tools/tcp_proxy.py: forwards ``port`` to ``target_port`` (optionally with delay)."""
+
+    def __init__(self, port: int, target_port: int, log_dir: Path, delay_ms: float = 0.0) -> None:
+        super().__init__("proxy TCP", [sys.executable, str(Path(__file__).with_name("tcp_proxy.py")),
+                                       "--listen", f"127.0.0.1:{port}", "--target", f"127.0.0.1:{target_port}",
+                                       "--delay-ms", str(delay_ms)],
+                         port, log_dir / f"proxy-{port}.log")
 
 
 class SecantusServer(ServerProcess):

@@ -73,7 +73,7 @@ def test_idle_timeout_counts_from_the_assignment() -> None:
 
 def test_max_messages_and_signals_stop_the_loop() -> None:
     c = consumer("--max-messages", "10")
-    c.summary.consumed = 10
+    c._submitted = 10
     assert "max-messages" in c._should_stop()
     c = consumer()
     c.stop.set()

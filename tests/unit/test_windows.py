@@ -87,3 +87,31 @@ def test_dropping_a_revoked_partition_forgets_its_open_window() -> None:
 def test_window_size_must_be_positive() -> None:
     with pytest.raises(ValueError):
         PartitionWindows("t", 0, size=0)
+
+
+def test_a_partition_remembers_what_it_handled_at_each_offset() -> None:
+    p = PartitionWindows("t", 0, size=3)
+    p.add(member(0), 0, 0, fingerprint=111)
+    p.skip(1, fingerprint=222)
+    assert p.seen_before(0, 111) and p.seen_before(1, 222)
+    assert not p.seen_before(0, 999) and not p.seen_before(2, 111)
+
+
+def test_reset_starts_the_partition_afresh() -> None:
+    p = PartitionWindows("t", 0, size=5)
+    for offset in range(3):
+        p.add(member(offset), 0, 0, fingerprint=offset)
+    assert p.reset() == 3
+    assert p.commit_position() is None and not p.already_done(0) and not p.seen_before(0, 0)
+    p.add(member(0), 0, 0)  # offset 0 again, from the new log
+    assert p.commit_position() == 0
+
+
+def test_fingerprints_are_bounded() -> None:
+    from metrics_pipeline.windows import REMEMBERED_OFFSETS
+
+    p = PartitionWindows("t", 0, size=10**9)
+    for offset in range(3 * REMEMBERED_OFFSETS):
+        p.skip(offset, fingerprint=offset)
+    assert len(p._fingerprints) <= 2 * REMEMBERED_OFFSETS
+    assert p.seen_before(3 * REMEMBERED_OFFSETS - 1, 3 * REMEMBERED_OFFSETS - 1)

@@ -1,0 +1,65 @@
+"""The commit path (metrics_pipeline.ingest) against a real MongoDB, fed records directly.
+
+Kafka is not needed to check what the ingestor decides for a given sequence of
+records; these sequences are the odd ones a broker can hand out, made exact here.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from pymongo import MongoClient
+
+from metrics_pipeline.alerts import AlertThresholds
+from metrics_pipeline.ingest import BatchIngestor
+from metrics_pipeline.settings import MongoSettings
+from metrics_pipeline.storage import MetricsStore
+from metrics_pipeline.windows import WindowTracker
+from tests.support.audit import KPIS, RAW
+from tests.support.pipeline import encode, valid_message
+
+
+@dataclass(frozen=True)
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def ingestor(mongo_server, name: str, window: int = 5) -> tuple[BatchIngestor, object]:
+    settings = MongoSettings(mongo_server.uri, f"ingest_{name}", RAW, KPIS, "system_metrics_deadletter_iabd06")
+    store = MetricsStore(MongoClient(settings.uri, tz_aware=True), settings)
+    return BatchIngestor(store, WindowTracker("t", window), AlertThresholds(), threading.Event()), store
+
+
+def records(messages: list[dict], start: int = 0) -> list[Rec]:
+    return [Rec("t", 0, start + i, b"k", encode(m)) for i, m in enumerate(messages)]
+
+
+def test_the_same_records_delivered_twice_are_ignored(mongo_server) -> None:
+    ing, store = ingestor(mongo_server, "twice")
+    batch = records([valid_message() for _ in range(8)])
+    result = ing.ingest(batch + batch[2:6], received_at=1000.0)  # offsets 2-5 again, same bytes
+    assert (result.stored_new, result.ignored, result.windows) == (8, 4, 1)
+    again = ing.ingest(batch[5:8], received_at=1001.0)  # and again in the next batch
+    assert (again.ignored, again.stored_new) == (3, 0)
+    assert result.positions == {0: 5}
+    assert store.raw.count_documents({}) == 8
+
+
+def test_other_records_at_old_offsets_mean_a_new_log_and_are_not_lost(mongo_server) -> None:
+    ing, store = ingestor(mongo_server, "newlog")
+    old = records([valid_message() for _ in range(8)])
+    new = records([valid_message() for _ in range(7)], start=3)  # offsets 3-9 of a replaced log
+    result = ing.ingest(old + new, received_at=1000.0)
+    assert result.stored_new == 15 and result.ignored == 0
+    assert store.raw.count_documents({}) == 15
+    # Old log: window 0-4 written, 5-7 dropped with the old log. New log: window 3-7 written.
+    windows = sorted((k["kafka"]["first_offset"], k["kafka"]["last_offset"]) for k in store.kpis.find())
+    assert windows == [(0, 4), (3, 7)]
+    assert result.positions == {0: 8}
+    # Both windows keep their own id: the second one is not mistaken for a rebuild.
+    assert store.kpis.count_documents({}) == 2

@@ -1,0 +1,80 @@
+"""A TCP proxy, optionally adding a fixed delay each way.
+
+    python tools/tcp_proxy.py --listen 127.0.0.1:PORT --target 127.0.0.1:27017 --delay-ms 20
+
+* The benchmark puts it in front of MongoDB with 20 ms each way, like a database in
+  another region (a 40 ms round trip, as a remote Atlas cluster): every chunk of
+  bytes is forwarded ``delay`` after it arrived, in order, without holding back the
+  next chunk, so latency goes up and bandwidth does not go down.
+* The fault tests put it in front of the broker and stop and start it: to the
+  clients that is a broker restart that keeps its data, as Apache Kafka does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import time
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
+    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+    async def deliver() -> None:
+        while True:
+            due, data = await queue.get()
+            if not data:
+                break
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    sender = asyncio.create_task(deliver())
+    try:
+        while True:
+            data = await reader.read(65536)
+            queue.put_nowait((time.monotonic() + delay, data))
+            if not data:
+                break
+        await sender
+    except (ConnectionError, asyncio.CancelledError):
+        sender.cancel()
+        writer.close()
+
+
+async def serve(listen_host: str, listen_port: int, target_host: str, target_port: int, delay: float) -> None:
+    async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            server_reader, server_writer = await asyncio.open_connection(target_host, target_port)
+        except OSError:
+            client_writer.close()
+            return
+        await asyncio.gather(_pipe(client_reader, server_writer, delay), _pipe(server_reader, client_writer, delay),
+                             return_exceptions=True)
+
+    server = await asyncio.start_server(handle, listen_host, listen_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        await stop.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Proxy TCP con latencia fija en cada sentido.")
+    parser.add_argument("--listen", required=True, help="host:puerto donde escuchar")
+    parser.add_argument("--target", required=True, help="host:puerto de destino")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="retardo en cada sentido (ms)")
+    args = parser.parse_args()
+    listen_host, listen_port = args.listen.rsplit(":", 1)
+    target_host, target_port = args.target.rsplit(":", 1)
+    asyncio.run(serve(listen_host, int(listen_port), target_host, int(target_port), args.delay_ms / 1000))
+
+
+if __name__ == "__main__":
+    main()
