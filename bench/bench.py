@@ -1,0 +1,272 @@
+"""Throughput benchmark (``make bench``): ours against the naive consumer and the database.
+
+In one run, on the same local servers (Tansu for Kafka, SecantusDB for MongoDB) and
+the same backlog of ``--messages`` messages built by our producer with --interval 0:
+
+1. the producer's send rate with --interval 0 (first to last confirmed send);
+2. the database's ceiling: insert_many of the same raw documents in batches of
+   1,000, with our write concern (j: true), no Kafka;
+3. our consumer's drain rate, from the first record received to the last batch
+   committed (KPI windows included, start-up and group join excluded);
+4. the naive reference consumer (bench/naive_consumer.py: insert_one and a commit
+   per message) over the first ``--naive-messages`` of the same backlog;
+5. 3 and 4 again through tools/tcp_proxy.py, 20 ms each way in front of
+   MongoDB, like a remote Atlas cluster (the naive one over ``--naive-proxy-messages``);
+6. our consumer's peak memory (VmHWM) while draining ``--memory-messages``
+   (100,000) and while draining the first backlog, to show it does not grow with it.
+
+Prints a table and writes it, with the machine, versions and command, to
+BENCHMARKS.md (between the result markers; the analysis below them is kept).
+Rates are ratios within one run: the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kafka import KafkaConsumer, TopicPartition  # noqa: E402
+from pymongo import ASCENDING, DESCENDING, MongoClient  # noqa: E402
+
+from metrics_pipeline.documents import raw_document  # noqa: E402
+from metrics_pipeline.message import parse_message  # noqa: E402
+from metrics_pipeline.storage import JOURNALED  # noqa: E402
+from tests.support.audit import KPIS, RAW  # noqa: E402
+from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, Running  # noqa: E402
+from tools.local_stack import SecantusServer, TansuServer, free_port, port_in_use, tansu_binary  # noqa: E402
+
+BEGIN, END = "<!-- resultados:inicio -->", "<!-- resultados:fin -->"
+_TS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
+_BATCH = re.compile(r"Lote guardado en ([\d.]+) s \(\d+ msg/s\): (\d+) mensajes")
+
+
+def _ts(line: str) -> float:
+    return datetime.strptime(_TS.match(line).group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def producer_rate(log: str) -> tuple[int, float]:
+    sent = [line for line in log.splitlines() if "Enviada métrica de" in line]
+    return len(sent), len(sent) / max(_ts(sent[-1]) - _ts(sent[0]), 1e-3)
+
+
+def consumer_rate(log: str) -> tuple[int, float]:
+    batches = [(line, _BATCH.search(line)) for line in log.splitlines() if _BATCH.search(line)]
+    first_line, first = batches[0]
+    start = _ts(first_line) - float(first.group(1))
+    end = _ts(batches[-1][0])
+    messages = sum(int(m.group(2)) for _, m in batches)
+    return messages, messages / max(end - start, 1e-3)
+
+
+def peak_rss_mb(running: Running, timeout: float) -> float:
+    """Poll the high-water mark of the resident set until the process exits."""
+    peak = 0
+    deadline = time.monotonic() + timeout
+    path = f"/proc/{running.process.pid}/status"
+    while running.process.poll() is None and time.monotonic() < deadline:
+        try:
+            for line in open(path):
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except OSError:
+            break
+        time.sleep(0.1)
+    running.wait(max(deadline - time.monotonic(), 1))
+    return peak / 1024
+
+
+@dataclass
+class Row:
+    name: str
+    value: str
+    target: str = ""
+    verdict: str = ""
+
+
+def _check(ok: bool) -> str:
+    return "cumple" if ok else "NO cumple"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Benchmark de rendimiento del consumidor.")
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--servers", type=int, default=100, help="ids de servidor del productor")
+    parser.add_argument("--naive-messages", type=int, default=3_000)
+    parser.add_argument("--naive-proxy-messages", type=int, default=300)
+    parser.add_argument("--memory-messages", type=int, default=100_000)
+    parser.add_argument("--delay-ms", type=float, default=20.0)
+    parser.add_argument("--data-dir", default=str(ROOT / ".bench-data"))
+    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    args = parser.parse_args()
+    command = "make bench" if len(sys.argv) == 1 else "python bench/bench.py " + " ".join(sys.argv[1:])
+
+    data = Path(args.data_dir)
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    kafka = TansuServer(free_port(), data).start()
+    mongo = SecantusServer(free_port(), data / "mongo", data).start()
+    proxy_port = free_port()
+    proxy = subprocess.Popen([sys.executable, str(ROOT / "tools" / "tcp_proxy.py"), "--listen",
+                              f"127.0.0.1:{proxy_port}", "--target", f"127.0.0.1:{mongo.port}",
+                              "--delay-ms", str(args.delay_ms)])
+    proxy_uri = f"mongodb://127.0.0.1:{proxy_port}/?directConnection=true"
+    servers = ",".join(f"srv{i:03d}" for i in range(args.servers))
+    rows: list[Row] = []
+
+    def say(message: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+    try:
+        while not port_in_use(proxy_port):
+            time.sleep(0.05)
+        backlog = Pipeline(kafka.address, mongo.uri, data, "bench")
+        # 1. Producer.
+        rounds = args.messages // args.servers
+        say(f"productor: {rounds * args.servers} mensajes con --interval 0")
+        done = backlog.run(PRODUCER, "--rounds", str(rounds), "--interval", "0", "--servers", servers, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        sent, producer = producer_rate(done.stderr)
+        total = sent
+
+        # 2. Database ceiling: the same raw documents, insert_many, our write concern.
+        say("techo de la base de datos: insert_many de los mismos documentos")
+        reader = KafkaConsumer(bootstrap_servers=kafka.address, enable_auto_commit=False,
+                               auto_offset_reset="earliest", consumer_timeout_ms=3000, max_poll_records=5000)
+        reader.assign([TopicPartition(backlog.topic, 0)])
+        records = [r for r in reader][:total]
+        reader.close()
+        now = datetime.now().astimezone()
+        docs = [raw_document(parse_message(r.value), r.topic, r.partition, r.offset, now) for r in records]
+        client = MongoClient(mongo.uri)
+        ceiling_col = client["bench_ceiling"].get_collection(RAW, write_concern=JOURNALED)
+        ceiling_col.create_index([("server_id", ASCENDING), ("timestamp", DESCENDING)])
+        started = time.perf_counter()
+        for i in range(0, len(docs), 1000):
+            ceiling_col.insert_many(docs[i:i + 1000], ordered=False)
+        ceiling = len(docs) / (time.perf_counter() - started)
+
+        # 3. Ours, local MongoDB, with the peak memory of this smaller backlog.
+        say("nuestro consumidor contra MongoDB local")
+        ours_local = Pipeline(kafka.address, mongo.uri, data, "bench")
+        ours_local.extra_env = {"MONGODB_DATABASE": "bench_ours", "KAFKA_GROUP_ID": "bench_ours"}
+        running = ours_local.start(CONSUMER, "--max-messages", str(total), label="-ours-local")
+        rss_small = peak_rss_mb(running, 600)
+        assert running.process.returncode == 0, running.text()[-2000:]
+        _, ours = consumer_rate(running.text())
+        stored = client["bench_ours"][RAW].count_documents({})
+        windows = client["bench_ours"][KPIS].count_documents({})
+        assert (stored, windows) == (total, total // 20), (stored, windows)
+
+        # 4. Naive, local MongoDB.
+        say(f"consumidor ingenuo contra MongoDB local ({args.naive_messages} mensajes)")
+        naive = _naive(kafka.address, backlog.topic, "bench_naive", mongo.uri, args.naive_messages)
+
+        # 5. Through the latency proxy.
+        say(f"nuestro consumidor a través del proxy ({args.delay_ms:g} ms por sentido)")
+        ours_remote = Pipeline(kafka.address, proxy_uri, data, "bench")
+        ours_remote.extra_env = {"MONGODB_DATABASE": "bench_ours_proxy", "KAFKA_GROUP_ID": "bench_ours_proxy"}
+        running = ours_remote.start(CONSUMER, "--max-messages", str(total), label="-ours-proxy")
+        running.wait(900)
+        assert running.process.returncode == 0, running.text()[-2000:]
+        _, ours_proxy = consumer_rate(running.text())
+        assert client["bench_ours_proxy"][RAW].count_documents({}) == total
+        say(f"consumidor ingenuo a través del proxy ({args.naive_proxy_messages} mensajes)")
+        naive_proxy = _naive(kafka.address, backlog.topic, "bench_naive_proxy", proxy_uri, args.naive_proxy_messages)
+
+        # 6. Peak memory on the big backlog.
+        big = Pipeline(kafka.address, mongo.uri, data, "bench_big")
+        rounds_big = args.memory_messages // args.servers
+        say(f"productor: {rounds_big * args.servers} mensajes para medir la memoria")
+        done = big.run(PRODUCER, "--rounds", str(rounds_big), "--interval", "0", "--servers", servers,
+                       env=big.env(LOG_LEVEL="WARNING"), timeout=900)
+        assert done.returncode == 0, done.stderr[-2000:]
+        say("nuestro consumidor vaciando ese atraso")
+        running = big.start(CONSUMER, "--max-messages", str(rounds_big * args.servers), label="-memory")
+        rss_big = peak_rss_mb(running, 900)
+        assert running.process.returncode == 0, running.text()[-2000:]
+        _, ours_big = consumer_rate(running.text())
+    finally:
+        proxy.terminate()
+        kafka.kill()
+        mongo.stop()
+
+    rows = [
+        Row("productor, --interval 0", f"{producer:,.0f} msg/s", ">= 5.000 msg/s", _check(producer >= 5000)),
+        Row("techo de la base de datos (insert_many)", f"{ceiling:,.0f} docs/s"),
+        Row("nuestro consumidor, MongoDB local", f"{ours:,.0f} msg/s"),
+        Row(f"consumidor ingenuo, MongoDB local ({args.naive_messages} msgs)", f"{naive:,.1f} msg/s"),
+        Row("nuestro / ingenuo, local", f"{ours / naive:,.1f}x", ">= 40x", _check(ours / naive >= 40)),
+        Row("nuestro / techo de la base de datos", f"{ours / ceiling:.2f}", ">= 0,7", _check(ours / ceiling >= 0.7)),
+        Row(f"nuestro consumidor, proxy {args.delay_ms:g} ms", f"{ours_proxy:,.0f} msg/s"),
+        Row(f"consumidor ingenuo, proxy {args.delay_ms:g} ms ({args.naive_proxy_messages} msgs)",
+            f"{naive_proxy:,.1f} msg/s"),
+        Row("nuestro / ingenuo, proxy", f"{ours_proxy / naive_proxy:,.0f}x", ">= 100x",
+            _check(ours_proxy / naive_proxy >= 100)),
+        Row(f"memoria máxima, atraso de {total:,} msgs", f"{rss_small:.0f} MB"),
+        Row(f"memoria máxima, atraso de {rounds_big * args.servers:,} msgs ({ours_big:,.0f} msg/s)",
+            f"{rss_big:.0f} MB", "<= 200 MB", _check(rss_big <= 200)),
+    ]
+    table = _table(rows)
+    print()
+    print(table)
+    _write(Path(args.output), table, command, total)
+    print(f"\nResultados escritos en {args.output}. Para repetir: {command}")
+    return 0
+
+
+def _naive(bootstrap: str, topic: str, database: str, uri: str, messages: int) -> float:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "naive_consumer.py"), "--bootstrap-servers",
+                           bootstrap, "--topic", topic, "--group-id", database, "--mongodb-uri", uri,
+                           "--database", database, "--max-messages", str(messages)],
+                          capture_output=True, text=True, timeout=1800)
+    match = re.search(r"NAIVE_RESULT messages=(\d+) seconds=([\d.]+)", done.stdout)
+    assert match, done.stdout[-2000:] + done.stderr[-2000:]
+    return int(match.group(1)) / float(match.group(2))
+
+
+def _table(rows: list[Row]) -> str:
+    lines = ["| medida | resultado | objetivo | |", "| --- | ---: | ---: | --- |"]
+    lines += [f"| {r.name} | {r.value} | {r.target} | {r.verdict} |" for r in rows]
+    return "\n".join(lines)
+
+
+def _machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    memory = next((int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
+    tansu = subprocess.run([tansu_binary(), "--version"], capture_output=True, text=True).stdout.strip()
+    versions = ", ".join(f"{name} {importlib.metadata.version(name)}"
+                         for name in ("kafka-python", "pymongo", "secantusdb"))
+    return (f"- máquina: {cpu}, {os.cpu_count()} núcleos, {memory / 1024 / 1024:.0f} GiB, "
+            f"{platform.system()} {platform.release()}\n"
+            f"- Python {platform.python_version()}; {versions}; {tansu}\n"
+            f"- servidores: Tansu (Kafka, memoria) y SecantusDB (MongoDB, WiredTiger, --standalone) en "
+            f"127.0.0.1, en la misma máquina que los clientes")
+
+
+def _write(path: Path, table: str, command: str, messages: int) -> None:
+    block = (f"{BEGIN}\n\nÚltima ejecución: {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, "
+             f"atraso de {messages:,} mensajes. Orden: `{command}`\n\n{_machine()}\n\n{table}\n\n{END}")
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
