@@ -12,8 +12,11 @@ import logging
 import threading
 from collections.abc import Sequence
 
+from pymongo.errors import PyMongoError
+
 from metrics_pipeline import report
 from metrics_pipeline.cli import exit_with
+from metrics_pipeline.errors import RunFailure
 from metrics_pipeline.log_setup import configure_logging
 from metrics_pipeline.settings import load_report_settings
 from metrics_pipeline.storage import MetricsStore, open_client, wait_until_reachable
@@ -28,20 +31,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     wait_until_reachable(client, settings.mongo, threading.Event())
     store = MetricsStore(client, settings.mongo)
 
-    windows = report.recent_windows(store.kpis, settings.since, settings.last)
-    total = report.count_windows(store.kpis, settings.since)
+    try:
+        windows = report.recent_windows(store.kpis, settings.since, settings.last)
+        total = report.count_windows(store.kpis, settings.since)
+        summary = report.server_summary(store.raw, settings.since)
+        shown = report.chart_windows(store.kpis, settings.since) if settings.chart and windows else []
+    except PyMongoError as exc:
+        raise RunFailure(f"MongoDB falló al leer los datos del informe: {exc}") from None
     print(report.format_windows(windows, total))
     print()
-    print(report.format_summary(report.server_summary(store.raw, settings.since), settings.since))
+    print(report.format_summary(summary, settings.since))
 
     if not windows:
         print(f"\nNo hay ventanas KPI en {settings.mongo.database}.{settings.mongo.kpi_collection}"
               + (" desde esa fecha" if settings.since else "") + ": ¿está el consumidor en marcha? "
               "No se dibuja el gráfico.")
     elif settings.chart:
-        shown = report.chart_windows(store.kpis, settings.since)
-        width, height = report.draw_chart(shown, settings.output,
-                                          f"KPIs por ventana · {settings.mongo.database} ({len(shown)} ventanas)")
+        title = f"KPIs por ventana · {settings.mongo.database} ({len(shown)} ventanas)"
+        try:
+            width, height = report.draw_chart(shown, settings.output, title)
+        except OSError as exc:
+            raise RunFailure(f"No se pudo escribir el gráfico en {settings.output}: {exc.strerror or exc}") from None
         print(f"\nGráfico de {len(shown)} ventanas guardado en {settings.output} ({width}x{height} px)")
     client.close()
     return 0

@@ -17,9 +17,10 @@ work:
   the earliest offset, so nothing sent before the first consumer started is lost;
 * rebalance callbacks (kafka-python runs them on its I/O thread, while our thread
   waits inside ``poll()``) only queue events; they are applied right after ``poll()``
-  returns, once the writer is idle, before the new records: partitions that leave this consumer drop their open
-  windows, which their next owner rebuilds from the committed offset (a partition
-  revoked and handed straight back keeps its window, see _apply_rebalance_events);
+  returns, once the writer is idle, before the new records: partitions that leave
+  this consumer drop their open windows, which their next owner rebuilds from the
+  committed offset (a partition revoked and handed straight back keeps its window,
+  see _apply_rebalance_events);
 * if the topic is created again under a running consumer (a broker that lost its
   data, a topic deleted by hand), its offsets start again from 0: open windows are
   dropped and the new topic is read from its beginning;
@@ -328,6 +329,10 @@ class MetricsConsumer:
     def _close(self) -> None:
         for queued in self._in_flight:
             queued.cancel()
+        # A batch still waiting for MongoDB must give up now (nothing of it is
+        # committed); without this, an error on this thread would leave close()
+        # waiting for a MongoDB that may never come back.
+        self.stop.set()
         self._writer.shutdown(wait=True, cancel_futures=True)
         open_messages = self.tracker.open_messages()
         log.info("Fin del consumidor (%s): %d mensajes leídos, %d guardados nuevos, %d ya guardados, "

@@ -170,14 +170,18 @@ class MetricsStore:
     # -- set-up ---------------------------------------------------------------
 
     def ensure_indexes(self) -> None:
-        """Create the indexes of SPEC §3 (a no-op when they exist)."""
+        """Create the indexes of SPEC §3 unless an index on the same keys exists
+        (whatever its name). Run at start-up: a failure is a StartupError."""
+        wanted = ((self.raw, [("server_id", ASCENDING), ("timestamp", DESCENDING)]),
+                  (self.kpis, [("window_end", DESCENDING)]))
         try:
             with pymongo.timeout(STARTUP_OPERATION_SECONDS):
-                self.raw.create_index([("server_id", ASCENDING), ("timestamp", DESCENDING)],
-                                      name="server_id_1_timestamp_-1")
-                self.kpis.create_index([("window_end", DESCENDING)], name="window_end_-1")
+                for collection, keys in wanted:
+                    existing = [list(ix["key"]) for ix in collection.index_information().values()]
+                    if [tuple(k) for k in keys] not in [[tuple(k) for k in ix] for ix in existing]:
+                        collection.create_index(keys)
         except PyMongoError as exc:
-            raise classify(exc) from None
+            raise StartupError(f"No se pudieron crear los índices en MongoDB: {classify(exc)}") from None
 
     def close(self) -> None:
         self.client.close()

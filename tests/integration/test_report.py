@@ -97,3 +97,11 @@ def test_nothing_to_show_is_said_clearly(pipeline: Pipeline, tmp_path: Path) -> 
     assert "No hay ventanas KPI que mostrar." in done.stdout
     assert "no hay mensajes" in done.stdout
     assert "No se dibuja el gráfico" in done.stdout and not chart.exists()
+
+
+def test_an_unwritable_output_is_one_clear_error(pipeline: Pipeline, tmp_path: Path) -> None:
+    _load(pipeline)
+    done = pipeline.run(REPORT, "--output", str(tmp_path / "no-such-dir" / "x.png"))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "No se pudo escribir el gráfico en" in done.stderr
