@@ -147,7 +147,7 @@ class MetricsConsumer:
         offsets = {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in positions.items()}
         try:
             self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
-        except (kafka_errors.KafkaError, AssertionError) as exc:
+        except kafka_errors.KafkaError as exc:
             log.warning("No se pudieron confirmar los offsets %s en Kafka: %s. Se releerán desde la última "
                         "confirmación sin duplicar nada", positions, exc)
             return False

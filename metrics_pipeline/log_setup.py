@@ -207,9 +207,9 @@ def quiet_kafka_client() -> None:
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
-def print_error_line(prog: str, message: str, secrets: Iterable[str] = ()) -> None:
+def print_error_line(prog: str, message: str) -> None:
     """One line on stderr, for errors before logging is set up (settings)."""
     for handler in logging.getLogger().handlers:
         handler.flush()  # keep the order of what was already logged
-    sys.stderr.write(Redactor(secrets)(f"{prog}: error: {message}") + "\n")
+    sys.stderr.write(Redactor()(f"{prog}: error: {message}") + "\n")
     sys.stderr.flush()

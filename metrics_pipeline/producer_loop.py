@@ -165,9 +165,12 @@ class MetricsProducer:
                 self.stats.resent += 1
                 self._send(_Pending(item.key, item.value, item.server_id, item.message_id, item.attempt + 1))
             else:
-                self.stats.failed += 1
-                log.error("No se pudo enviar la métrica de %s (message_uuid %s) tras %d intentos: %s",
-                          item.server_id, item.message_id, item.attempt, item.error)
+                self._give_up(item)
+
+    def _give_up(self, item: _Pending) -> None:
+        self.stats.failed += 1
+        log.error("No se pudo enviar la métrica de %s (message_uuid %s) tras %d intentos: %s",
+                  item.server_id, item.message_id, item.attempt, item.error)
 
     def send_round(self) -> None:
         for message in self.source.next_round():
@@ -219,8 +222,5 @@ class MetricsProducer:
             log.warning("Cierre del productor incompleto: %s", exc)
         # Sends aborted by close() report their error now; count them.
         while self._failed:
-            item = self._failed.popleft()
-            self.stats.failed += 1
-            log.error("No se pudo enviar la métrica de %s (message_uuid %s) tras %d intentos: %s",
-                      item.server_id, item.message_id, item.attempt, item.error)
+            self._give_up(self._failed.popleft())
         self.source.close()

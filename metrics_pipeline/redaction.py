@@ -60,18 +60,19 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._given = {s for s in secrets if s}
-        self._seen: frozenset[str] = frozenset()
+        self._registered_seen = -1
         self._variants: list[str] = []
 
     def _current_variants(self) -> list[str]:
-        secrets = frozenset(self._given | _REGISTERED)
-        if secrets != self._seen:
+        # Secrets are only ever added, so the registry's size says whether it changed;
+        # this runs for every log line.
+        if len(_REGISTERED) != self._registered_seen:
+            self._registered_seen = len(_REGISTERED)
             variants: set[str] = set()
-            for secret in secrets:
+            for secret in self._given | _REGISTERED:
                 variants.update({secret, quote_plus(secret), quote(secret, safe="")})
             # Longest first, so a secret that contains another is masked whole.
             self._variants = sorted(variants, key=len, reverse=True)
-            self._seen = secrets
         return self._variants
 
     def __call__(self, text: str) -> str:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,12 +134,11 @@ def wait_until_reachable(client: MongoClient, settings: MongoSettings, stop: thr
 class RawOutcome:
     """What became of one raw document of a batch."""
 
-    stored: bool                           # inserted now, or found already stored
     existing_kafka: dict[str, Any] | None  # for a document found already stored
     rejected: str | None                   # MongoDB cannot store it: why
 
 
-_INSERTED = RawOutcome(stored=True, existing_kafka=None, rejected=None)
+_INSERTED = RawOutcome(existing_kafka=None, rejected=None)
 
 
 def _encoding_problem(document: dict[str, Any]) -> str | None:
@@ -246,7 +245,7 @@ class MetricsStore:
         outcomes = [_INSERTED] * len(documents)
         duplicates, rejected = self._insert(self.raw, documents)
         for index, reason in rejected.items():
-            outcomes[index] = RawOutcome(stored=False, existing_kafka=None, rejected=reason)
+            outcomes[index] = RawOutcome(existing_kafka=None, rejected=reason)
         if duplicates:
             found = self._find_by_ids(self.raw, [documents[i]["_id"] for i in duplicates], {"kafka": 1})
             for index in duplicates:
@@ -256,64 +255,47 @@ class MetricsStore:
                     retry = self.insert_raw([documents[index]])[0]
                     outcomes[index] = retry
                 else:
-                    outcomes[index] = RawOutcome(stored=True, existing_kafka=existing.get("kafka"),
-                                                 rejected=None)
+                    outcomes[index] = RawOutcome(existing_kafka=existing.get("kafka"), rejected=None)
         return outcomes
 
-    def insert_deadletters(self, documents: Sequence[dict[str, Any]]) -> None:
-        """Store dead-letter documents; a replay of the same one is a no-op."""
-        documents = [_fit_deadletter(d) for d in documents]
-        duplicates, rejected = self._insert(self.deadletter, documents)
-        if rejected:
-            raise StorageFatal(f"MongoDB rechazó un documento dead-letter: {next(iter(rejected.values()))}")
-        if not duplicates:
-            return
-        ids = [documents[i]["_id"] for i in duplicates]
-        found = self._find_by_ids(self.deadletter, ids, {"value": 1, "kafka": 1})
-        reborn = []
-        for index in duplicates:
-            document = documents[index]
-            existing = found.get(document["_id"])
-            if existing is not None and _plain(existing.get("value")) == _plain(document["value"]):
-                continue  # the same message, written before a crash: keep the first
-            # Another life of the topic reused this offset: keep both.
-            content = _plain(document["value"])
-            key = content.hex() if isinstance(content, bytes) else f"text:{content}"
-            reborn.append({**document, "_id": reincarnated_id(document["_id"], key)})
-        if reborn:
-            duplicates, rejected = self._insert(self.deadletter, reborn)
-            if rejected:
-                raise StorageFatal(f"MongoDB rechazó un documento dead-letter: {next(iter(rejected.values()))}")
+    def _insert_keeping_first(self, collection: Collection, documents: Sequence[dict[str, Any]], what: str,
+                              projection: dict[str, Any], identity: Callable[[dict[str, Any]], Any]) -> None:
+        """Insert documents whose ``_id`` may already be taken.
 
-    def insert_kpis(self, documents: Sequence[dict[str, Any]]) -> int:
-        """Store KPI documents; returns how many were new.
-
-        A window rebuilt after a crash has the same id and the same first message:
-        the document written first is kept. The same id with another first message
-        means the topic's offsets started again: the new window gets its own id.
+        An existing document with the same ``identity`` is the same one written before
+        a crash: the first is kept. Another identity means the topic's offsets started
+        again: the new document is stored under :func:`reincarnated_id`, stable for its
+        content, so its own replays collide in turn.
         """
-        duplicates, rejected = self._insert(self.kpis, documents)
+        duplicates, rejected = self._insert(collection, documents)
+        if not rejected and duplicates:
+            found = self._find_by_ids(collection, [documents[i]["_id"] for i in duplicates], projection)
+            reborn = []
+            for index in duplicates:
+                document = documents[index]
+                existing = found.get(document["_id"])
+                if existing is not None and identity(existing) == identity(document):
+                    continue
+                reborn.append({**document, "_id": reincarnated_id(document["_id"], str(identity(document)))})
+            _, rejected = self._insert(collection, reborn)
         if rejected:
-            raise StorageFatal(f"MongoDB rechazó un documento KPI: {next(iter(rejected.values()))}")
-        if not duplicates:
-            return len(documents)
-        found = self._find_by_ids(self.kpis, [documents[i]["_id"] for i in duplicates],
-                                  {"message_uuids": {"$slice": 1}})
-        reborn = []
-        for index in duplicates:
-            document = documents[index]
-            existing = found.get(document["_id"])
-            first = (existing or {}).get("message_uuids") or [None]
-            if first[0] == document["message_uuids"][0]:
-                continue
-            reborn.append({**document, "_id": reincarnated_id(document["_id"], document["message_uuids"][0])})
-        new = len(documents) - len(duplicates)
-        if reborn:
-            again, rejected = self._insert(self.kpis, reborn)
-            if rejected:
-                raise StorageFatal(f"MongoDB rechazó un documento KPI: {next(iter(rejected.values()))}")
-            new += len(reborn) - len(again)
-        return new
+            raise StorageFatal(f"MongoDB rechazó un documento {what}: {next(iter(rejected.values()))}")
+
+    def insert_deadletters(self, documents: Sequence[dict[str, Any]]) -> None:
+        """Store dead-letter documents; the same message (same value) is kept once."""
+        self._insert_keeping_first(self.deadletter, [_fit_deadletter(d) for d in documents], "dead-letter",
+                                   {"value": 1}, _deadletter_identity)
+
+    def insert_kpis(self, documents: Sequence[dict[str, Any]]) -> None:
+        """Store KPI documents. A window rebuilt after a crash has the same id and the
+        same first message: the document written first is kept."""
+        self._insert_keeping_first(self.kpis, documents, "KPI", {"message_uuids": {"$slice": 1}},
+                                   lambda doc: (doc.get("message_uuids") or [None])[0])
+
+
+def _deadletter_identity(document: dict[str, Any]) -> str:
+    value = _plain(document.get("value"))
+    return value.hex() if isinstance(value, bytes) else f"text:{value}"
 
 
 def _fit_deadletter(document: dict[str, Any]) -> dict[str, Any]:

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,7 +34,7 @@ from kafka import KafkaProducer  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
 
 from tests.support.audit import DEADLETTER, KPIS, RAW, audit  # noqa: E402
-from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, Running  # noqa: E402
+from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, Running, producer_summary  # noqa: E402
 from tools.local_stack import SecantusServer, TansuServer, free_port  # noqa: E402
 
 POISON = [b"", b"null", b"[1,2]", b'{"server_id": "x"', b"\xff\xfe", b'{"a": NaN}',
@@ -146,11 +144,7 @@ def main() -> int:
                 faults["ráfaga de mensajes no válidos"] += 1
                 log(f"fallo: {len(burst)} mensajes no válidos")
         sent_text = producer.text()
-        match = re.search(r"(\d+) métricas enviadas, (\d+) reenvíos, (\d+) fallidas", sent_text)
-        if match is None:
-            log("el productor no escribió su resumen:\n" + sent_text[-2000:])
-            return 1
-        sent, failed = int(match.group(1)), int(match.group(3))
+        sent, _, failed = producer_summary(sent_text)
         log(f"productor terminado: {sent} enviadas, {failed} fallidas (código {producer.process.returncode})")
 
         db = MongoClient(mongo.uri, tz_aware=True)[p.database]

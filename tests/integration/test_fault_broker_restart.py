@@ -27,20 +27,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.support.audit import KPIS, RAW, _check_kpis, audit
-from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline
+from tests.support.audit import KPIS, RAW, check_kpis, audit
+from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, producer_summary
 from tests.support.waiting import wait_until
 from tools.local_stack import TansuServer, TcpProxy, free_port
 
 pytestmark = pytest.mark.slow
 
 _OUTAGE = re.compile(r"WARNING \S+: Kafka \(\S+\) no responde")
-
-
-def _sent(log: str) -> tuple[int, int]:
-    match = re.search(r"(\d+) métricas enviadas, \d+ reenvíos, (\d+) fallidas", log)
-    assert match, log[-2000:]
-    return int(match.group(1)), int(match.group(2))
 
 
 def test_a_broker_restart_that_keeps_the_data_loses_and_doubles_nothing(mongo_server, own_servers, tmp_path,
@@ -58,7 +52,7 @@ def test_a_broker_restart_that_keeps_the_data_loses_and_doubles_nothing(mongo_se
     time.sleep(5)
     proxy.start()  # and it is back, with its topic, messages and group offsets
     assert producer.wait(240) == 0, producer.text()[-2000:]
-    sent, failed = _sent(producer.text())
+    sent, _, failed = producer_summary(producer.text())
     assert (sent, failed) == (600, 0)
 
     wait_until(lambda: p.db[RAW].count_documents({}) == sent, 90, "every message to be stored")
@@ -84,7 +78,7 @@ def test_both_scripts_go_on_after_a_broker_that_lost_its_data(own_kafka, mongo_s
     kafka.start()  # same port, empty: the topic and the group are gone
     assert producer.wait(240) in (0, 1)
     log = producer.text()
-    sent, failed = _sent(log)
+    sent, _, failed = producer_summary(log)
     assert sent + failed == 600
     assert log.count("No se pudo enviar la métrica") == failed
     assert (producer.process.returncode == 1) == (failed > 0)
@@ -108,4 +102,4 @@ def test_both_scripts_go_on_after_a_broker_that_lost_its_data(own_kafka, mongo_s
         ids = kpi["message_uuids"]
         assert len(ids) == len(set(ids)) == 20 and seen.isdisjoint(ids)
         seen.update(ids)
-        _check_kpis(kpi, [raw_docs[i] for i in ids])
+        check_kpis(kpi, [raw_docs[i] for i in ids])

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.support.audit import RAW, audit
-from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline
+from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, producer_summary
 from tests.support.waiting import committed_offsets, wait_until
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ def test_consumer_survives_a_mongodb_outage_commits_nothing_meanwhile_and_loses_
 
     mongo.start()  # same port, same data directory
     assert producer.wait(120) == 0
-    sent = int(re.search(r"(\d+) métricas enviadas", producer.text()).group(1))
+    sent, _, _ = producer_summary(producer.text())
     assert sent == rounds * 5
     wait_until(lambda: p.db[RAW].count_documents({}) == sent, 60, "the consumer to catch up")
     consumer.wait_for("MongoDB responde de nuevo", timeout=30)

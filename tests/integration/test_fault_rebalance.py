@@ -4,14 +4,13 @@ window inside one partition and exact."""
 
 from __future__ import annotations
 
-import re
 import signal
 import time
 
 import pytest
 
 from tests.support.audit import KPIS, RAW, audit
-from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline
+from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, producer_summary
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -35,7 +34,7 @@ def test_rebalances_lose_nothing_and_double_nothing(pipeline: Pipeline) -> None:
     assert producer.process.poll() is None, "the stream ended before the restarted consumer joined"
 
     assert producer.wait(120) == 0
-    sent = int(re.search(r"(\d+) métricas enviadas", producer.text()).group(1))
+    sent, _, _ = producer_summary(producer.text())
     assert sent == rounds * 12
     raw = pipeline.db[RAW]
     wait_until(lambda: raw.count_documents({}) == sent, 90, "both consumers to store everything")

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.support.audit import RAW, audit
-from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline
+from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, producer_summary
 from tests.support.waiting import committed_offsets, wait_until
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,8 @@ def test_signals_stop_both_scripts_cleanly(pipeline: Pipeline, consumer_signal, 
     assert time.monotonic() - started < 10
     plog = producer.text()
     assert f"Señal {producer_signal.name} recibida" in plog
-    sent = int(re.search(r"(\d+) métricas enviadas, \d+ reenvíos, 0 fallidas", plog).group(1))
+    sent, _, failed = producer_summary(plog)
+    assert failed == 0
     assert sent == plog.count("Enviada métrica de")
 
     done = pipeline.consume()

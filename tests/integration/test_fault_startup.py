@@ -33,17 +33,25 @@ def _error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if " ERROR " in line or " CRITICAL " in line]
 
 
-def test_consumer_exits_1_when_mongodb_is_unreachable(pipeline: Pipeline) -> None:
-    env = pipeline.env(MONGODB_URI=_closed_port_uri(), STARTUP_TIMEOUT_SECONDS="5", LOG_LEVEL="DEBUG")
+def _exits_1_after(pipeline: Pipeline, script, args: list[str], env: dict[str, str], seconds: float,
+                   at_most: float) -> tuple[str, str]:
+    """Run a script that must give up after ``seconds``: exit 1, no secret, no
+    traceback, exactly one ERROR line. Returns (that line, the whole output)."""
     started = time.monotonic()
-    done = pipeline.run(CONSUMER, env=env, timeout=60)
+    done = pipeline.run(script, *args, env=env, timeout=60)
     elapsed = time.monotonic() - started
     assert done.returncode == 1
-    assert 5 <= elapsed < 15
+    assert seconds <= elapsed < at_most
     output = done.stdout + done.stderr
     _no_secret(output)
     assert "Traceback" not in output
     [line] = _error_lines(output)
+    return line, output
+
+
+def test_consumer_exits_1_when_mongodb_is_unreachable(pipeline: Pipeline) -> None:
+    env = pipeline.env(MONGODB_URI=_closed_port_uri(), STARTUP_TIMEOUT_SECONDS="5", LOG_LEVEL="DEBUG")
+    line, output = _exits_1_after(pipeline, CONSUMER, [], env, 5, 15)
     assert "No se pudo conectar a MongoDB (mongodb://127.0.0.1:" in line and "en 5 s" in line
     assert "WARNING" in output and "MongoDB (mongodb://127.0.0.1:" in output  # the retries were logged
 
@@ -53,16 +61,8 @@ def test_scripts_exit_1_when_kafka_is_unreachable_and_never_show_the_sasl_passwo
     env = pipeline.env(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}", STARTUP_TIMEOUT_SECONDS="3",
                        KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT", KAFKA_SASL_MECHANISM="PLAIN",
                        KAFKA_SASL_USERNAME="ana", KAFKA_SASL_PASSWORD=KAFKA_SECRET, LOG_LEVEL="DEBUG")
-    started = time.monotonic()
-    done = pipeline.run(script, "--rounds", "1", env=env, timeout=60) if script == PRODUCER else \
-        pipeline.run(script, env=env, timeout=60)
-    elapsed = time.monotonic() - started
-    assert done.returncode == 1
-    assert 3 <= elapsed < 20
-    output = done.stdout + done.stderr
-    _no_secret(output)
-    assert "Traceback" not in output
-    [line] = _error_lines(output)
+    args = ["--rounds", "1"] if script == PRODUCER else []
+    line, output = _exits_1_after(pipeline, script, args, env, 3, 20)
     assert "No se pudo conectar a Kafka (127.0.0.1:" in line
     assert " WARNING " in output  # the retries were logged
 

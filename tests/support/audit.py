@@ -75,7 +75,7 @@ def audit(db: Any, *, valid: int, invalid: int = 0, window_size: int = 20,
         assert offsets == sorted(offsets), f"window {kpi['_id']} is not in offset order"
         assert offsets[0] == kpi["kafka"]["first_offset"] and offsets[-1] == kpi["kafka"]["last_offset"]
         windows_by_partition[partition].append(kpi)
-        _check_kpis(kpi, members)
+        check_kpis(kpi, members)
     duplicated = [i for i, n in seen.items() if n > 1]
     assert not duplicated, f"{len(duplicated)} messages are in two windows"
 
@@ -93,7 +93,7 @@ def audit(db: Any, *, valid: int, invalid: int = 0, window_size: int = 20,
     return AuditReport(raw=len(raw_docs), windows=len(kpi_docs), deadletter=len(dead_docs), pending=pending)
 
 
-def _check_kpis(kpi: dict[str, Any], members: list[dict[str, Any]]) -> None:
+def check_kpis(kpi: dict[str, Any], members: list[dict[str, Any]]) -> None:
     n = len(members)
     k = kpi["kpis"]
     for name in ("cpu_percent", "memory_percent", "disk_io_mbps", "network_mbps"):

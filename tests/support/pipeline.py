@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -162,6 +163,13 @@ class Pipeline:
             return [(m.partition, m.offset) for m in (f.get(30) for f in futures)]
         finally:
             producer.close()
+
+
+def producer_summary(log: str) -> tuple[int, int, int]:
+    """(sent, resent, failed) from the producer's last line."""
+    match = re.search(r"(\d+) métricas enviadas, (\d+) reenvíos, (\d+) fallidas", log)
+    assert match, f"no producer summary in:\n{log[-2000:]}"
+    return int(match.group(1)), int(match.group(2)), int(match.group(3))
 
 
 def valid_message(server_id: str = "web01", **overrides: Any) -> dict[str, Any]:
