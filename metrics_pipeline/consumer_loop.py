@@ -25,8 +25,15 @@ work:
   data, a topic deleted by hand), its offsets start again from 0: open windows are
   dropped and the new topic is read from its beginning;
 * it stops on SIGINT/SIGTERM, after ``--max-messages`` messages, or after
-  ``--idle-timeout`` seconds without messages counted from the moment it has its
-  partitions, always at a batch boundary, with what is complete committed.
+  ``--idle-timeout`` seconds without messages counted from its last assignment,
+  always at a batch boundary, with what is complete committed. An *empty*
+  assignment waits at least :data:`EMPTY_ASSIGNMENT_SESSIONS` session timeouts:
+  the partitions of a member that crashed stay assigned to it until its session
+  expires, and only the rebalance after that hands them to us;
+* it leaves the group (LeaveGroup) only from a stable membership. Closing in the
+  middle of a rebalance skips it and lets the session expire, as after a crash:
+  leaving while our own JoinGroup is pending can make a broker elect the departed
+  member as leader and wait for it forever (seen with Tansu).
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ POLL_TIMEOUT_MS = 500
 POLL_BUSY_MS = 50  # while the writer has work, come back soon to commit what it finished
 MAX_IN_FLIGHT = 2  # batches handed to the writer and not yet committed
 JOIN_WARNING_SECONDS = 30.0  # a group join slower than this gets a WARNING (and reminders)
+EMPTY_ASSIGNMENT_SESSIONS = 2  # see the module doc (--idle-timeout)
 # How soon a topic that appears (or is created again) is noticed; kafka-python's
 # default is five minutes.
 METADATA_MAX_AGE_MS = 10_000
@@ -114,7 +122,8 @@ class MetricsConsumer:
         self._joining_since: float | None = time.monotonic()
         self._join_warned_at = 0.0
         self._consumer: KafkaConsumer | None = None
-        self._assigned_at: float | None = None
+        self._assigned_at: float | None = None  # the last assignment (see _should_stop)
+        self._assigned_count = 0
         self._last_message_at: float | None = None
         self._topic_id: Any = None
         self.summary = ConsumerSummary()
@@ -178,8 +187,8 @@ class MetricsConsumer:
             self._pending_revoked.clear()
             self._drop(gone, "revocadas")
             log.info("Particiones asignadas del tema %s: %s", self.topic, numbers or "ninguna")
-            if self._assigned_at is None:
-                self._assigned_at = time.monotonic()
+            self._assigned_at = time.monotonic()
+            self._assigned_count = len(numbers)
 
     def _warn_if_join_is_slow(self) -> None:
         if self._joining_since is None:
@@ -276,7 +285,10 @@ class MetricsConsumer:
         idle = self.settings.idle_timeout
         if idle is not None and self._assigned_at is not None:
             since = max(self._assigned_at, self._last_message_at or 0.0)
-            if time.monotonic() - since >= idle:
+            wait = idle
+            if not self._assigned_count:  # see the module doc
+                wait = max(idle, EMPTY_ASSIGNMENT_SESSIONS * self.settings.session_timeout_ms / 1000)
+            if time.monotonic() - since >= wait:
                 return f"{idle:g} s sin mensajes nuevos (--idle-timeout)"
         return None
 
@@ -343,7 +355,25 @@ class MetricsConsumer:
                  self.summary.windows, open_messages)
         if self._consumer is not None:
             quiet_kafka_client()
+            _skip_leave_group_unless_stable(self._consumer)
             try:
                 self._consumer.close(autocommit=False, timeout_ms=5000)
             except Exception as exc:  # closing must never hide the real outcome
                 log.warning("Cierre de la conexión con Kafka incompleto: %s", exc)
+
+
+def _skip_leave_group_unless_stable(consumer: KafkaConsumer) -> None:
+    """Make close() skip LeaveGroup when the membership is not stable (module doc).
+
+    kafka-python has no public switch for this; reach its coordinator defensively
+    and, if its shape is not the expected one, close the normal way.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    try:
+        stable = not coordinator.rebalance_in_progress() and not coordinator.need_rejoin()
+    except Exception:  # another kafka-python: keep its normal close
+        return
+    if not stable:
+        log.info("Cierre durante un reparto del grupo: no se envía LeaveGroup; el grupo dará por "
+                 "caído a este consumidor cuando caduque su sesión")
+        coordinator.maybe_leave_group = lambda *args, **kwargs: None

@@ -14,7 +14,8 @@ Rules (anything else is invalid):
 * ``timestamp_utc``: ISO 8601 text; without an offset it is read as UTC;
 * ``metrics.cpu_percent``, ``metrics.memory_percent``: finite numbers in [0, 100];
 * ``metrics.disk_io_mbps``, ``metrics.network_mbps``: finite numbers >= 0;
-* ``metrics.error_count``: an integer >= 0 that fits in 64 bits;
+* ``metrics.error_count``: an integer >= 0 that fits in 64 bits, written without a
+  fractional part (``2``, not ``2.0``);
 * ``message_uuid``: a UUID in its 8-4-4-4-12 hexadecimal form;
 * booleans are not numbers; extra fields are allowed and kept, except the names the
   consumer adds to the stored document (:data:`RESERVED_FIELDS`), which would be
@@ -159,6 +160,11 @@ def validate(obj: Any) -> MetricMessage:
     if "error_count" not in metrics:
         raise InvalidMessage("falta metrics.error_count")
     error_count = metrics["error_count"]
+    if isinstance(error_count, float) and error_count.is_integer():
+        # JSON has one number type; we still ask for integers written as such, so
+        # that the raw collection holds one BSON type for this field.
+        raise InvalidMessage(f"metrics.error_count debe ser un número entero escrito sin decimales "
+                             f"({int(error_count)}, no {error_count!r})")
     if isinstance(error_count, bool) or not isinstance(error_count, int):
         raise InvalidMessage("metrics.error_count debe ser un número entero")
     if not 0 <= error_count <= MAX_INT64:

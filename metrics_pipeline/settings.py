@@ -271,8 +271,8 @@ CONSUMER_OPTIONS = KAFKA_OPTIONS + (
     Option("max_messages", "--max-messages", None, None, _int(1),
            "parar tras consumir N mensajes (válidos o no) y guardar y confirmar lo que producen", "N"),
     Option("idle_timeout", "--idle-timeout", None, None, _float(0, strict=True),
-           "parar tras S segundos sin mensajes nuevos, contados desde que se tienen las particiones",
-           "S"),
+           "parar tras S segundos sin mensajes nuevos, contados desde la última asignación de "
+           "particiones (sin ninguna asignada, espera al menos 2 timeouts de sesión)", "S"),
 ) + COMMON_OPTIONS
 
 REPORT_OPTIONS = MONGO_OPTIONS + (

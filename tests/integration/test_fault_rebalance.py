@@ -4,13 +4,16 @@ window inside one partition and exact."""
 
 from __future__ import annotations
 
+import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 from tests.support.audit import KPIS, RAW, audit
-from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, producer_summary
+from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, clean_env, producer_summary
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -58,3 +61,44 @@ def _per_partition(raw) -> dict[int, int]:
     for doc in raw.aggregate([{"$group": {"_id": "$kafka.partition", "n": {"$sum": 1}}}]):
         counts[doc["_id"]] = doc["n"]
     return counts
+
+
+# A plain kafka-python member of the group. Its client id sorts before ours, so the
+# range assignor hands it the only partition while it is in the group.
+_FIRST_IN_LINE = """
+import sys, time
+from kafka import KafkaConsumer
+consumer = KafkaConsumer(bootstrap_servers=sys.argv[1], group_id=sys.argv[2], client_id="aaa-primero",
+                         enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=2000)
+consumer.subscribe([sys.argv[3]])
+printed = False
+while True:
+    consumer.poll(200)  # records are ignored: nothing is committed
+    if consumer.assignment() and not printed:
+        print("ASIGNADO", flush=True)
+        printed = True
+"""
+
+
+def test_idle_consumer_left_without_partitions_waits_for_a_dead_members_share(pipeline: Pipeline) -> None:
+    """A member that dies keeps its partitions until its session expires. A consumer
+    run with --idle-timeout that meanwhile gets nothing must wait for them, not exit
+    with the backlog untouched."""
+    pipeline.produce(10)  # 50 messages, one partition
+    first = subprocess.Popen([sys.executable, "-c", _FIRST_IN_LINE, pipeline.bootstrap, pipeline.group,
+                              pipeline.topic], stdout=subprocess.PIPE, env=clean_env())
+    try:
+        assert first.stdout is not None and first.stdout.readline().startswith(b"ASIGNADO")
+        ours = pipeline.start(CONSUMER, "--idle-timeout", "2",
+                              env=pipeline.env(KAFKA_SESSION_TIMEOUT_MS="10000"))
+        ours.wait_for("Particiones asignadas del tema", timeout=60)
+        assert "ninguna" in ours.text(), "precondition: the other member had the partition"
+    finally:
+        first.kill()  # kill -9: its partition stays assigned to it until its session expires
+        first.wait()
+
+    assert ours.wait(90) == 0
+    log = ours.text()
+    assert "Traceback" not in log
+    assert re.search(r"Fin del consumidor .*: 50 mensajes leídos, 50 guardados nuevos", log), log[-2000:]
+    audit(pipeline.db, valid=50)

@@ -71,6 +71,57 @@ def test_idle_timeout_counts_from_the_assignment() -> None:
     assert "idle-timeout" in c._should_stop()
 
 
+def test_an_empty_assignment_waits_for_dead_members_sessions(monkeypatch) -> None:
+    from metrics_pipeline import consumer_loop
+
+    c = consumer("--idle-timeout", "0.1", "--session-timeout-ms", "1000")
+    monkeypatch.setattr(consumer_loop, "EMPTY_ASSIGNMENT_SESSIONS", 0.3)  # 0.3 s here
+    events(c, ("assigned", set()))
+    time.sleep(0.15)
+    assert c._should_stop() is None  # past --idle-timeout, not past the sessions
+    time.sleep(0.2)
+    assert "idle-timeout" in c._should_stop()
+    # A later assignment with partitions restarts the clock, with --idle-timeout again.
+    events(c, ("revoked", set()), ("assigned", {0}))
+    assert c._should_stop() is None
+    time.sleep(0.15)
+    assert "idle-timeout" in c._should_stop()
+
+
+class _Coordinator:
+    def __init__(self, rebalancing: bool, rejoin: bool) -> None:
+        self.rebalancing, self.rejoin, self.left = rebalancing, rejoin, False
+
+    def rebalance_in_progress(self) -> bool:
+        return self.rebalancing
+
+    def need_rejoin(self) -> bool:
+        return self.rejoin
+
+    def maybe_leave_group(self, *args, **kwargs) -> None:
+        self.left = True
+
+
+class _Consumer:
+    def __init__(self, coordinator: object) -> None:
+        self._coordinator = coordinator
+
+    def close(self) -> None:
+        self._coordinator.maybe_leave_group()  # what kafka-python's close() does
+
+
+def test_leave_group_only_from_a_stable_membership() -> None:
+    from metrics_pipeline.consumer_loop import _skip_leave_group_unless_stable
+
+    for rebalancing, rejoin, leaves in ((False, False, True), (True, False, False), (False, True, False)):
+        coordinator = _Coordinator(rebalancing, rejoin)
+        kafka_consumer = _Consumer(coordinator)
+        _skip_leave_group_unless_stable(kafka_consumer)  # type: ignore[arg-type]
+        kafka_consumer.close()
+        assert coordinator.left is leaves, (rebalancing, rejoin)
+    _skip_leave_group_unless_stable(_Consumer(object()))  # type: ignore[arg-type]  # unknown shape: no error
+
+
 def test_max_messages_and_signals_stop_the_loop() -> None:
     c = consumer("--max-messages", "10")
     c._submitted = 10

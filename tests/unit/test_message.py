@@ -89,7 +89,7 @@ REJECTED = [
     ("network huge integer", variant("metrics.network_mbps", 10**400), "network_mbps"),
     ("error_count negative", variant("metrics.error_count", -1), "error_count"),
     ("error_count fractional", variant("metrics.error_count", 1.5), "error_count"),
-    ("error_count float", variant("metrics.error_count", 2.0), "error_count"),
+    ("error_count float", variant("metrics.error_count", 2.0), "sin decimales (2, no 2.0)"),
     ("error_count boolean", variant("metrics.error_count", True), "error_count"),
     ("error_count beyond 64 bits", variant("metrics.error_count", 2**63), "error_count"),
     ("error_count missing", variant("metrics.error_count", delete=True), "error_count"),
