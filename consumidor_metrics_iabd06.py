@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     wait_until_reachable(client, settings.mongo, stop)
     store = MetricsStore(client, settings.mongo)
     store.ensure_indexes()
-    ensure_topic(settings.kafka, "consumidor_metrics_iabd06", stop)
+    ensure_topic(settings.kafka, "consumidor_metrics_iabd06", stop, kafka_status)
 
     try:
         MetricsConsumer(settings, store, stop, kafka_status).run()

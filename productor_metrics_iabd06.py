@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         source = SimulatedSource(settings.server_ids, random.Random(settings.seed))
 
-    ensure_topic(settings.kafka, "productor_metrics_iabd06", stop)
+    ensure_topic(settings.kafka, "productor_metrics_iabd06", stop, kafka_status)
     producer = MetricsProducer(open_producer(settings.kafka), settings.kafka, source, stop,
                                kafka_status, settings.interval, settings.rounds)
     stats = producer.run()

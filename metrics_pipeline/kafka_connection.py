@@ -22,6 +22,7 @@ import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient
 
 from metrics_pipeline.errors import StartupError
+from metrics_pipeline.log_setup import KafkaStatus
 from metrics_pipeline.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,13 @@ def recreate_topic_if_missing(settings: KafkaSettings, client_id: str, timeout_s
                     "creado de nuevo (particiones: %d)", settings.topic, count)
 
 
-def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event) -> int:
-    """Wait for Kafka and make sure the topic exists. Returns its partition count."""
+def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
+                 status: KafkaStatus | None = None) -> int:
+    """Wait for Kafka and make sure the topic exists. Returns its partition count.
+
+    ``status`` (fed by kafka-python's log lines) tells a refused login, which
+    kafka-python itself only logs, from a broker that is not there yet.
+    """
     deadline = time.monotonic() + settings.startup_timeout
     delay = 0.5
     while True:
@@ -114,6 +120,11 @@ def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event)
                                f"{_reason(exc)}") from None
         except (kafka_errors.KafkaError, OSError) as exc:
             reason = _reason(exc)
+            if status is not None and status.auth_failure:
+                raise StartupError(f"Kafka ({settings.bootstrap_servers}) rechazó la autenticación: "
+                                   f"{status.auth_failure}") from None
+            if status is not None and status.last_error and status.last_error not in reason:
+                reason = f"{reason} (último error de kafka-python: {status.last_error})"
         else:
             if created:
                 log.info("Tema %s creado (particiones: %d)", settings.topic, count)

@@ -5,8 +5,8 @@
   :class:`KafkaLogBridge` folds them into :class:`KafkaStatus`, which logs one
   Spanish WARNING when Kafka stops answering, a reminder every
   :data:`KafkaStatus.REMINDER_SECONDS`, and one INFO line when it answers again.
-  Other kafka-python warnings and errors pass through, at most once a minute per
-  kind of message.
+  Other kafka-python warnings and errors pass through as WARNING lines, at most once
+  a minute per kind of message.
 * Python warnings (e.g. pymongo's "unknown URI option") become log lines too.
 """
 
@@ -30,6 +30,12 @@ _CONNECTION_TROUBLE = re.compile(
     r"|Connection lost|Unable to bootstrap|coordinator dead|NodeNotReady|Connection failed"
     r"|Metadata refresh: failed|ECONNRESET|timed out|KafkaTimeoutError",
     re.IGNORECASE)
+# kafka-python reports a refused login only as a log line, then keeps retrying the
+# bootstrap until its timeout: these say retrying cannot cure it.
+_AUTH_TROUBLE = re.compile(r"SaslAuthenticationFailed|UnsupportedSaslMechanism|IllegalSaslState"
+                           r"|AuthenticationFailed|Authentication failed")
+_ERROR_WORDS = re.compile(r"Error\b|failed", re.IGNORECASE)
+_BACKOFF = re.compile(r"\s*\(backoff [^)]*\)")
 
 
 class KafkaStatus:
@@ -45,6 +51,10 @@ class KafkaStatus:
         self._last_reminder = 0.0
         self.bootstrap = "Kafka"
         self.outages = 0
+        # What kafka-python last complained about, for the start-up error line:
+        # its own exception then only says "Unable to bootstrap".
+        self.last_error: str | None = None
+        self.auth_failure: str | None = None
 
     @property
     def is_down(self) -> bool:
@@ -90,6 +100,10 @@ class KafkaLogBridge(logging.Handler):
             text = record.getMessage()
         except Exception:  # a malformed library record must never break logging
             text = str(record.msg)
+        if _AUTH_TROUBLE.search(text):
+            self.status.auth_failure = _short(_BACKOFF.sub("", text))
+        if _ERROR_WORDS.search(text) and "Unable to bootstrap" not in text:
+            self.status.last_error = _short(_BACKOFF.sub("", text))
         if _CONNECTION_TROUBLE.search(text):
             self.status.mark_down(_short(text))
             return
@@ -98,7 +112,9 @@ class KafkaLogBridge(logging.Handler):
         if now - self._last_seen.get(template, -1e9) < self.PASS_THROUGH_EVERY_SECONDS:
             return
         self._last_seen[template] = now
-        self._log.log(record.levelno, "kafka-python: %s", _short(text, 300))
+        # At most WARNING: kafka-python retries what it reports, and our ERROR lines
+        # are kept for what the scripts themselves give up on.
+        self._log.log(min(record.levelno, logging.WARNING), "kafka-python: %s", _short(text, 300))
 
 
 def _short(text: str, limit: int = 160) -> str:

@@ -360,6 +360,14 @@ class ReportSettings:
         return _secrets(None, self.mongo)
 
 
+def _may_hold_a_secret(text: str) -> bool:
+    """A secret setting's whole text is masked, except a URI with no credentials in it
+    (``mongodb://localhost:27017``): error lines must be able to name the server."""
+    if "://" not in text:
+        return True
+    return "@" in text or re.search(r"(?i)password|token|secret|key", text) is not None
+
+
 def _secrets(kafka: KafkaSettings | None, mongo: MongoSettings | None) -> tuple[str, ...]:
     found: list[str] = []
     if kafka is not None and kafka.sasl_password:
@@ -424,7 +432,7 @@ def _resolve(options: Sequence[Option], args: argparse.Namespace, environ: Mappi
         else:
             given.add(option.name)
         if option.secret and text:
-            register_secret(text)
+            register_secret(text if _may_hold_a_secret(text) else None)
             register_secret(mongodb_uri_password(text) if "://" in text else None)
         if text is None:
             values[option.name] = None

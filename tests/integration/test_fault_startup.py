@@ -64,7 +64,20 @@ def test_scripts_exit_1_when_kafka_is_unreachable_and_never_show_the_sasl_passwo
     args = ["--rounds", "1"] if script == PRODUCER else []
     line, output = _exits_1_after(pipeline, script, args, env, 3, 20)
     assert "No se pudo conectar a Kafka (127.0.0.1:" in line
+    assert "ECONNREFUSED" in line  # kafka-python's own reason, not only "Unable to bootstrap"
     assert " WARNING " in output  # the retries were logged
+
+
+@pytest.mark.parametrize("script", [PRODUCER, CONSUMER], ids=["productor", "consumidor"])
+def test_a_sasl_login_the_broker_refuses_exits_1_without_waiting_out_the_timeout(pipeline: Pipeline, script) -> None:
+    # The local broker offers no SASL mechanism: kafka-python only logs the refusal
+    # and would retry until --startup-timeout; retrying cannot cure it.
+    env = pipeline.env(STARTUP_TIMEOUT_SECONDS="60", KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+                       KAFKA_SASL_MECHANISM="SCRAM-SHA-256", KAFKA_SASL_USERNAME="ana",
+                       KAFKA_SASL_PASSWORD=KAFKA_SECRET, LOG_LEVEL="DEBUG")
+    args = ["--rounds", "1"] if script == PRODUCER else []
+    line, _ = _exits_1_after(pipeline, script, args, env, 0, 30)
+    assert f"Kafka ({pipeline.bootstrap}) rechazó la autenticación" in line and "Sasl" in line
 
 
 def test_refused_mongodb_credentials_exit_1_at_once_without_the_password(own_mongo, kafka_server, tmp_path,

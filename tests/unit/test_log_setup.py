@@ -50,3 +50,16 @@ def test_other_library_warnings_pass_at_most_once_a_minute(caplog: pytest.LogCap
         clock.t = 61
         bridge.emit(record("Failed to produce messages: %s", logging.WARNING, "kafka.producer"))
     assert [r.getMessage().startswith("kafka-python:") for r in caplog.records] == [True, True]
+
+
+def test_kafka_python_reasons_are_kept_for_the_start_up_error() -> None:
+    status = KafkaStatus(clock=FakeClock())
+    bridge = KafkaLogBridge(status, clock=FakeClock())
+    bridge.emit(record("Bootstrap connection to bootstrap-0 failed: KafkaConnectionError: 111 ECONNREFUSED "
+                       "(backoff 0.05 secs)", logging.WARNING, "kafka.net.manager"))
+    bridge.emit(record("Bootstrap failed: KafkaTimeoutError: Unable to bootstrap from ['x:1']"))
+    assert status.last_error == "Bootstrap connection to bootstrap-0 failed: KafkaConnectionError: 111 ECONNREFUSED"
+    assert status.auth_failure is None
+    bridge.emit(record("Bootstrap connection to bootstrap-0 failed: [Error 33] UnsupportedSaslMechanismError "
+                       "(backoff 5.58 secs)", logging.WARNING, "kafka.net.manager"))
+    assert status.auth_failure == "Bootstrap connection to bootstrap-0 failed: [Error 33] UnsupportedSaslMechanismError"

@@ -131,6 +131,14 @@ def test_secrets_are_known_and_never_in_repr() -> None:
     assert Redactor()("fallo con kafka-pass-123 y S3cr%40to") == "fallo con *** y ***"
 
 
+def test_a_uri_without_credentials_is_not_a_secret() -> None:
+    consumer([], {"MONGODB_URI": "mongodb://db.example.net:27018/"})
+    assert Redactor()("MongoDB (mongodb://db.example.net:27018/) no responde") == \
+        "MongoDB (mongodb://db.example.net:27018/) no responde"
+    consumer([], {"MONGODB_URI": "mongodb://db.example.net/?authMechanismProperties=AWS_SESSION_TOKEN:tok-42"})
+    assert "tok-42" not in Redactor()("mongodb://db.example.net/?authMechanismProperties=AWS_SESSION_TOKEN:tok-42")
+
+
 def test_help_lists_every_flag_with_its_default(capsys: pytest.CaptureFixture[str]) -> None:
     for loader, options in ((load_consumer_settings, CONSUMER_OPTIONS), (load_producer_settings, PRODUCER_OPTIONS)):
         with pytest.raises(SystemExit) as caught:
