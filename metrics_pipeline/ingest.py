@@ -109,6 +109,7 @@ class BatchIngestor:
         self.thresholds = thresholds
         self.stop = stop
         self.clock = clock or Clock()
+        self.mongo_down = threading.Event()  # see metrics_pipeline.retry
 
     def ingest(self, records: Sequence[Record], received_at: float) -> BatchResult:
         """Steps 1-5 for records in offset order per partition; the result carries the
@@ -157,8 +158,11 @@ class BatchIngestor:
             entries.append(entry)
 
         # 2. Store raw.
-        outcomes = retry_while_unavailable(lambda: self.store.insert_raw(raw_docs),
-                                           f"{len(raw_docs)} documentos raw", self.stop) if raw_docs else []
+        outcomes = []
+        if raw_docs:
+            outcomes = retry_while_unavailable(lambda: self.store.insert_raw(raw_docs),
+                                               f"{len(raw_docs)} documentos raw", self.stop,
+                                               down=self.mongo_down)
         stored_at = self.clock.now()
         for entry in entries:
             if entry.message is None:
@@ -187,7 +191,7 @@ class BatchIngestor:
             docs = [deadletter_document(e.record.topic, e.record.partition, e.record.offset,
                                         e.record.key, e.record.value, e.error, received) for e in dead]
             retry_while_unavailable(lambda: self.store.insert_deadletters(docs),
-                                    f"{len(docs)} documentos dead-letter", self.stop)
+                                    f"{len(docs)} documentos dead-letter", self.stop, down=self.mongo_down)
             for e in dead:
                 log.warning("Mensaje no válido en partición %d, offset %d enviado a dead-letter: %s",
                             e.record.partition, e.record.offset, e.error)
@@ -213,7 +217,7 @@ class BatchIngestor:
         if closed:
             kpi_docs = [self._kpi_document(window) for window in closed]
             retry_while_unavailable(lambda: self.store.insert_kpis(kpi_docs),
-                                    f"{len(kpi_docs)} ventanas KPI", self.stop)
+                                    f"{len(kpi_docs)} ventanas KPI", self.stop, down=self.mongo_down)
             for doc in kpi_docs:
                 _log_window(doc)
             result.windows = len(closed)

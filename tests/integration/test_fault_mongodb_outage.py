@@ -51,3 +51,32 @@ def test_consumer_survives_a_mongodb_outage_commits_nothing_meanwhile_and_loses_
     assert report.windows == sent // 20
     # What was complete is committed: the position is the first offset of the open window.
     assert committed_offsets(p.bootstrap, p.group, p.topic, 1) == {0: report.windows * 20}
+
+
+def test_a_stop_during_a_mongodb_outage_exits_0_within_10_s_and_loses_nothing(
+        kafka_server, own_mongo, tmp_path, request) -> None:
+    mongo = own_mongo()
+    p = Pipeline.for_test(kafka_server.address, mongo.uri, tmp_path, request.node.name)
+    rounds = 100  # 500 messages over ~10 s
+    producer = p.start(PRODUCER, "--rounds", str(rounds), "--interval", "0.1")
+    consumer = p.start(CONSUMER, "--batch-size", "10")  # many small batches: some queue behind the writer
+    consumer.wait_for("Ventana KPI", timeout=60)
+
+    mongo.kill()
+    consumer.wait_for("MongoDB no disponible al guardar", timeout=30)
+    committed_at_stop = committed_offsets(p.bootstrap, p.group, p.topic, 1)
+    time.sleep(1)
+    stopped_at = time.monotonic()
+    consumer.signal(signal.SIGTERM)
+    assert consumer.wait(30) == 0
+    assert time.monotonic() - stopped_at < 10, "a stop must not wait for MongoDB batch after batch"
+    log = consumer.text()
+    assert "Traceback" not in log and "Parada pedida con un lote sin guardar" in log
+    assert committed_offsets(p.bootstrap, p.group, p.topic, 1) == committed_at_stop
+
+    mongo.start()
+    assert producer.wait(120) == 0
+    sent, _, _ = producer_summary(producer.text())
+    p.consume()
+    report = audit(p.db, valid=sent)
+    assert report.windows == sent // 20
