@@ -19,7 +19,9 @@
   that lost its producer state (a restart of a broker without persistence) as a
   fatal error and refuses every later send; duplicates are handled downstream.
 * SIGINT/SIGTERM: no new round; what was sent is flushed (up to
-  :data:`STOP_FLUSH_SECONDS`), then the producer closes.
+  :data:`STOP_FLUSH_SECONDS`), then the producer closes. A message Kafka has not
+  confirmed by then (Kafka down at the stop) is logged at ERROR and counted as
+  failed, like one that failed every attempt: the producer cannot know it arrived.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ class MetricsProducer:
         self.stats = ProducerStats()
         self._lock = threading.Lock()
         self._failed: deque[_Pending] = deque()
+        self._unconfirmed: dict[int, _Pending] = {}  # id(item) -> item: sent, no answer yet
         self._topic_suspect = False
         self._topic_checked_at = -TOPIC_CHECK_SECONDS
 
@@ -126,12 +129,15 @@ class MetricsProducer:
             if isinstance(exc, _TOPIC_MISSING):
                 self._check_topic()
             return
+        with self._lock:
+            self._unconfirmed[id(item)] = item
         future.add_callback(self._on_sent, item)
         future.add_errback(self._on_error, item)
 
     def _on_sent(self, item: _Pending, metadata: Any) -> None:
         with self._lock:
             self.stats.sent += 1
+            self._unconfirmed.pop(id(item), None)
         self.kafka_status.mark_up()
         log.info("Enviada métrica de %s a Kafka (partición %d, offset %d)",
                  item.server_id, metadata.partition, metadata.offset)
@@ -140,6 +146,8 @@ class MetricsProducer:
 
     def _on_error(self, item: _Pending, exc: BaseException) -> None:
         # Runs on kafka-python's I/O thread: never send from here, just queue.
+        with self._lock:
+            self._unconfirmed.pop(id(item), None)
         self._failed.append(_Pending(item.key, item.value, item.server_id, item.message_id,
                                      item.attempt, exc))
         if isinstance(exc, kafka_errors.UnknownTopicOrPartitionError):
@@ -220,7 +228,14 @@ class MetricsProducer:
             self.producer.close(timeout=2)
         except Exception as exc:  # closing must never hide the outcome
             log.warning("Cierre del productor incompleto: %s", exc)
-        # Sends aborted by close() report their error now; count them.
+        # Sends aborted by close() report their error now; count them. Those that
+        # never got an answer either way are lost to us as well (see module doc).
         while self._failed:
             self._give_up(self._failed.popleft())
+        with self._lock:
+            unanswered = list(self._unconfirmed.values())
+            self._unconfirmed.clear()
+        for item in unanswered:
+            self._give_up(_Pending(item.key, item.value, item.server_id, item.message_id, item.attempt,
+                                   kafka_errors.KafkaTimeoutError("Kafka no confirmó el envío antes del cierre")))
         self.source.close()

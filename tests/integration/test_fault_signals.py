@@ -54,3 +54,25 @@ def test_signals_stop_both_scripts_cleanly(pipeline: Pipeline, consumer_signal, 
     wait_until(lambda: pipeline.db[RAW].count_documents({}) == sent, 5, "everything stored")
     report = audit(pipeline.db, valid=sent)
     assert report.windows == sent // 20
+
+
+def test_a_producer_stopped_while_kafka_is_down_accounts_for_every_message(own_kafka, mongo_server, tmp_path,
+                                                                           request) -> None:
+    kafka = own_kafka()
+    p = Pipeline.for_test(kafka.address, mongo_server.uri, tmp_path, request.node.name)
+    producer = p.start(PRODUCER, "--interval", "0.2")
+    producer.wait_for("Enviada métrica", timeout=60, count=10)
+    kafka.kill()
+    producer.wait_for("no responde", timeout=30)
+    time.sleep(1)  # a few rounds that Kafka will never confirm
+    stopped_at = time.monotonic()
+    producer.signal(signal.SIGTERM)
+    assert producer.wait(30) == 1, "messages were not delivered: that is not a normal end"
+    assert time.monotonic() - stopped_at < 10
+    log = producer.text()
+    assert "Traceback" not in log
+    sent, _, failed = producer_summary(log)
+    rounds = int(re.search(r"Fin del productor: (\d+) rondas", log).group(1))
+    assert failed > 0 and sent + failed == rounds * 5, "every message is either confirmed or reported failed"
+    assert len(re.findall(r" ERROR \S+: No se pudo enviar la métrica de ", log)) == failed
+    assert log.count("Enviada métrica de ") == sent
