@@ -14,7 +14,11 @@ batch returned by one ``poll()``, in this order:
    message is already stored: from this same offset (a replay after a crash: it
    counts in its window again, to rebuild the window exactly) or from another
    offset (the same message sent twice: it is skipped, never counted twice). A
-   document MongoDB refuses is dead-lettered with MongoDB's reason.
+   "replay" of a message that this process has already put in a closed window is
+   skipped too: the same coordinates can come back with the same message in a new
+   log of the topic (offsets that start again and a producer that re-sent it), and
+   a rebuild of a closed window needs none of its members again. A document
+   MongoDB refuses is dead-lettered with MongoDB's reason.
 3. **Store dead letters.** One ``insert_many(ordered=False)``; a replayed one is a
    no-op. Steps 2 and 3 are retried while MongoDB is unreachable, with the batch
    in memory and nothing committed (see :mod:`metrics_pipeline.retry`).
@@ -56,9 +60,13 @@ from metrics_pipeline.kpis import compute_kpis, window_bounds
 from metrics_pipeline.message import InvalidMessage, MetricMessage, parse_message
 from metrics_pipeline.retry import retry_while_unavailable
 from metrics_pipeline.storage import MetricsStore
-from metrics_pipeline.windows import ClosedWindow, WindowMember, WindowTracker
+from metrics_pipeline.windows import ClosedWindow, RecentIds, WindowMember, WindowTracker
 
 log = logging.getLogger(__name__)
+
+# How many message ids of closed windows a consumer remembers (step 2): far more
+# than can come back after a rebalance or a replaced log, ~6 MB at most.
+REMEMBERED_WINDOW_MEMBERS = 65_536
 
 
 class Record(Protocol):
@@ -110,6 +118,7 @@ class BatchIngestor:
         self.stop = stop
         self.clock = clock or Clock()
         self.mongo_down = threading.Event()  # see metrics_pipeline.retry
+        self.in_closed_windows = RecentIds(REMEMBERED_WINDOW_MEMBERS)  # see step 2
 
     def ingest(self, records: Sequence[Record], received_at: float) -> BatchResult:
         """Steps 1-5 for records in offset order per partition; the result carries the
@@ -174,16 +183,20 @@ class BatchIngestor:
             elif outcome.existing_kafka is None:
                 result.stored_new += 1
                 entry.member = member_from_message(entry.message, record.offset)
-            elif outcome.existing_kafka == kafka_coordinates(record.topic, record.partition, record.offset):
-                result.replayed += 1
-                entry.member = member_from_message(entry.message, record.offset)
-            else:
+            elif outcome.existing_kafka != kafka_coordinates(record.topic, record.partition, record.offset):
                 result.duplicates += 1
                 where = outcome.existing_kafka
                 log.warning("Mensaje duplicado en partición %d, offset %d: el message_uuid %s ya está "
                             "guardado (partición %s, offset %s); no se cuenta dos veces",
                             record.partition, record.offset, entry.message.message_id,
                             where.get("partition"), where.get("offset"))
+            elif entry.message.message_id in self.in_closed_windows:
+                result.duplicates += 1
+                log.warning("Partición %d, offset %d: el message_uuid %s ya cuenta en una ventana KPI cerrada; "
+                            "no se cuenta dos veces", record.partition, record.offset, entry.message.message_id)
+            else:
+                result.replayed += 1
+                entry.member = member_from_message(entry.message, record.offset)
 
         # 3. Store dead letters.
         dead = [e for e in entries if e.error is not None]
@@ -212,6 +225,7 @@ class BatchIngestor:
                 window = state.add(entry.member, received_at, stored_at, entry.fingerprint)
                 if window is not None:
                     closed.append(window)
+                    self.in_closed_windows.add(m.message_id for m in window.members)
 
         # 5. Store KPIs.
         if closed:

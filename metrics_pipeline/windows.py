@@ -141,6 +141,27 @@ class PartitionWindows:
         return self.next_offset
 
 
+class RecentIds:
+    """A set that remembers the last ``capacity`` ids added (bounded memory)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._ids: dict[str, None] = {}  # insertion-ordered: the oldest first
+
+    def add(self, ids: Iterable[str]) -> None:
+        for item in ids:
+            self._ids.pop(item, None)
+            self._ids[item] = None
+        while len(self._ids) > self.capacity:
+            del self._ids[next(iter(self._ids))]
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
 class WindowTracker:
     """All partitions a consumer owns: windows, progress and commit positions."""
 

@@ -63,3 +63,19 @@ def test_other_records_at_old_offsets_mean_a_new_log_and_are_not_lost(mongo_serv
     assert result.positions == {0: 8}
     # Both windows keep their own id: the second one is not mistaken for a rebuild.
     assert store.kpis.count_documents({}) == 2
+
+
+def test_a_message_back_at_the_same_coordinates_in_a_new_log_is_not_counted_twice(mongo_server) -> None:
+    # A broker that lost its data starts the topic's offsets again, and a producer
+    # that re-sent a message may put it at the very offset it had in the old log.
+    ing, store = ingestor(mongo_server, "samecoords")
+    old = [valid_message() for _ in range(7)]
+    first = ing.ingest(records(old), received_at=1000.0)
+    assert first.windows == 1  # old[0:5], offsets 0-4
+    new = [valid_message() for _ in range(3)] + old[3:5] + [valid_message() for _ in range(5)]
+    again = ing.ingest(records(new), received_at=1001.0)  # new log: old[3] and old[4] at offsets 3 and 4 again
+    assert (again.stored_new, again.duplicates, again.replayed) == (8, 2, 0)
+    windows = list(store.kpis.find())
+    counted = [u for k in windows for u in k["message_uuids"]]
+    assert len(counted) == len(set(counted)) == 10, "a message in two windows"
+    assert {m["message_uuid"] for m in new[:3] + new[5:7]} == set(windows[1]["message_uuids"])

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from metrics_pipeline.windows import PartitionWindows, WindowMember, WindowTracker
+from metrics_pipeline.windows import PartitionWindows, RecentIds, WindowMember, WindowTracker
 
 T0 = datetime(2026, 11, 26, tzinfo=timezone.utc)
 
@@ -115,3 +115,10 @@ def test_fingerprints_are_bounded() -> None:
         p.skip(offset, fingerprint=offset)
     assert len(p._fingerprints) <= 2 * REMEMBERED_OFFSETS
     assert p.seen_before(3 * REMEMBERED_OFFSETS - 1, 3 * REMEMBERED_OFFSETS - 1)
+
+
+def test_recent_ids_remember_the_last_ones_only() -> None:
+    recent = RecentIds(3)
+    recent.add(["a", "b", "c"])
+    recent.add(["a", "d"])  # "a" is recent again; "b" is the oldest and goes
+    assert "b" not in recent and all(i in recent for i in "acd") and len(recent) == 3
