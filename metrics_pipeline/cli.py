@@ -39,6 +39,9 @@ def run_main(main: Callable[[Sequence[str] | None], int], prog: str,
         return 1
     except KeyboardInterrupt:  # a Ctrl-C before the signal handlers were installed
         return 0
+    except BrokenPipeError:  # the output went to a reader that stopped (`| head`)
+        _silence_stdout()
+        return 1
     except Exception:  # a bug: show it, redacted
         if logging.getLogger().handlers:
             log.critical("Error inesperado (es un fallo del programa, por favor avise):", exc_info=True)
@@ -46,6 +49,17 @@ def run_main(main: Callable[[Sequence[str] | None], int], prog: str,
             import traceback
             print_error_line(prog, "error inesperado:\n" + traceback.format_exc())
         return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so Python's own final flush does not fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def exit_with(main: Callable[[Sequence[str] | None], int], prog: str) -> None:

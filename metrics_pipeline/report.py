@@ -32,7 +32,9 @@ def _since_filter(field: str, since: datetime | None) -> dict[str, Any]:
 
 def recent_windows(kpis: Collection, since: datetime | None, limit: int) -> list[dict[str, Any]]:
     """The most recent ``limit`` windows (since ``since``), oldest first."""
-    cursor = kpis.find(_since_filter("window_end", since), {"message_uuids": 0}).sort("window_end", -1).limit(limit)
+    # Windows closed by one batch share their window_end: offsets break the tie.
+    order = [("window_end", -1), ("kafka.partition", -1), ("kafka.first_offset", -1)]
+    cursor = kpis.find(_since_filter("window_end", since), {"message_uuids": 0}).sort(order).limit(limit)
     return list(cursor)[::-1]
 
 
@@ -113,14 +115,24 @@ def format_summary(summary: Sequence[dict[str, Any]], since: datetime | None) ->
     return "\n".join([f"Resumen por servidor ({scope}), calculado por MongoDB", "", *_table(headers, rows)])
 
 
+def _event_time(window: dict[str, Any]) -> datetime:
+    return window.get("last_event_time") or window["window_end"]
+
+
 def draw_chart(windows: Sequence[dict[str, Any]], path: str, title: str) -> tuple[int, int]:
-    """Write the PNG; returns its size in pixels."""
+    """Write the PNG; returns its size in pixels.
+
+    The x axis is each window's last *event* time (the servers' clock), not the
+    consumer's: a backlog drained in a few batches closes hundreds of windows at the
+    same instant, but their messages were measured over the whole period.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    times = [w["window_end"] for w in windows]
+    windows = sorted(windows, key=lambda w: (_event_time(w), w["kafka"]["partition"], w["kafka"]["first_offset"]))
+    times = [_event_time(w) for w in windows]
     k = [w["kpis"] for w in windows]
     alerted = [i for i, w in enumerate(windows) if w.get("alerts")]
 
@@ -146,11 +158,15 @@ def draw_chart(windows: Sequence[dict[str, Any]], path: str, title: str) -> tupl
     if rates and min(rates) > 0 and max(rates) / min(rates) > 50:
         axes[3].set_yscale("log")  # a drained backlog (thousands) next to live traffic (units)
     axes[3].set_ylabel("msg/s")
-    axes[3].set_xlabel("fin de la ventana (UTC)")
+    axes[3].set_xlabel("hora del último mensaje de la ventana (UTC, reloj de los servidores)")
     for ax in axes:
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper left", fontsize="small")
-    axes[3].tick_params(axis="x", labelrotation=20)
+    import matplotlib.dates as mdates
+
+    locator = mdates.AutoDateLocator()
+    axes[3].xaxis.set_major_locator(locator)
+    axes[3].xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     fig.savefig(path, dpi=CHART_DPI)
     plt.close(fig)
     return int(CHART_SIZE_INCHES[0] * CHART_DPI), int(CHART_SIZE_INCHES[1] * CHART_DPI)

@@ -105,3 +105,45 @@ def test_an_unwritable_output_is_one_clear_error(pipeline: Pipeline, tmp_path: P
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert "No se pudo escribir el gráfico en" in done.stderr
+
+
+def test_windows_closed_together_are_listed_in_offset_order(pipeline: Pipeline, tmp_path: Path) -> None:
+    # A drained backlog: one batch closes many windows with the same window_end.
+    end = T0 + timedelta(minutes=5)
+    pipeline.db[KPIS].insert_many([{
+        "_id": f"t:0:{n * 20}", "window_start": end - timedelta(seconds=1), "window_end": end,
+        "message_count": 20, "first_event_time": T0 + timedelta(seconds=n),
+        "last_event_time": T0 + timedelta(seconds=n, milliseconds=500),
+        "kpis": {"cpu_percent_avg": float(n), "memory_percent_avg": 1.0, "disk_io_mbps_avg": 1.0,
+                 "network_mbps_avg": 1.0, "error_count_sum": 0, "tasa_procesamiento_msg_seg": 20.0},
+        "alerts": [], "kafka": {"topic": "t", "partition": 0, "first_offset": n * 20, "last_offset": n * 20 + 19},
+    } for n in (3, 0, 4, 1, 2)])  # stored in no particular order
+    chart = tmp_path / "kpis.png"
+    done = pipeline.run(REPORT, "--last", "3", "--output", str(chart))
+    assert done.returncode == 0, done.stderr
+    cpu_column = [line.split()[4] for line in done.stdout.splitlines()[4:7]]
+    assert cpu_column == ["2.00", "3.00", "4.00"], done.stdout  # the last three, oldest first
+    assert _png_size(chart) == (1200, 900)
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(pipeline: Pipeline, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    pipeline.db[KPIS].insert_many([{
+        "_id": f"t:0:{n * 20}", "window_start": T0, "window_end": T0 + timedelta(seconds=n), "message_count": 20,
+        "kpis": {"cpu_percent_avg": 1.0, "memory_percent_avg": 1.0, "disk_io_mbps_avg": 1.0,
+                 "network_mbps_avg": 1.0, "error_count_sum": 0, "tasa_procesamiento_msg_seg": 20.0},
+        "alerts": [], "kafka": {"topic": "t", "partition": 0, "first_offset": n * 20, "last_offset": n * 20 + 19},
+    } for n in range(1000)])
+    # Like `informe_kpis_iabd06.py | head -1`: the pipe closes after the first bytes,
+    # and the table (~110 KB) does not fit in the pipe's buffer.
+    process = subprocess.Popen([sys.executable, str(REPORT), "--last", "1000", "--chart", "no"],
+                               cwd=pipeline.workdir,
+                               env=pipeline.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               bufsize=0)
+    assert process.stdout is not None and process.stdout.read(10)
+    process.stdout.close()
+    _, err = process.communicate(timeout=60)
+    assert process.returncode in (0, 1)
+    assert b"Traceback" not in err and b"Error inesperado" not in err, err.decode()
