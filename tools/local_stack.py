@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -177,16 +178,22 @@ def main() -> int:
             print(f"El puerto {port} ({what}) ya está en uso: pare lo que lo ocupa "
                   f"(¿un docker compose o un mongod local?) o elija otro puerto.", file=sys.stderr)
             return 1
+    # Handlers (not the default action, which would end this process at once and
+    # leave the two servers running); the servers themselves do not inherit them.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     kafka = TansuServer(args.kafka_port, data).start()
-    mongo = SecantusServer(args.mongo_port, data / "mongo", data).start()
-    print(f"Kafka (Tansu) en {kafka.address}; MongoDB (SecantusDB) en {mongo.uri}. Ctrl-C para parar.")
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-    except KeyboardInterrupt:
-        pass
+        mongo = SecantusServer(args.mongo_port, data / "mongo", data).start()
+        try:
+            print(f"Kafka (Tansu) en {kafka.address}; MongoDB (SecantusDB) en {mongo.uri}. Ctrl-C para parar.")
+            while not stop.wait(1.0):
+                pass
+        finally:
+            mongo.stop()
     finally:
         kafka.stop()
-        mongo.stop()
     return 0
 
 
