@@ -65,7 +65,7 @@ from metrics_pipeline.windows import ClosedWindow, RecentIds, WindowMember, Wind
 log = logging.getLogger(__name__)
 
 # How many message ids of closed windows a consumer remembers (step 2): far more
-# than can come back after a rebalance or a replaced log, ~6 MB at most.
+# than can come back after a rebalance or a replaced log; ~8 MB when full.
 REMEMBERED_WINDOW_MEMBERS = 65_536
 
 
