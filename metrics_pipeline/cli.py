@@ -13,6 +13,7 @@ redacting formatter, so even then no secret is shown.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -53,8 +54,6 @@ def run_main(main: Callable[[Sequence[str] | None], int], prog: str,
 
 def _silence_stdout() -> None:
     """Point stdout at /dev/null, so Python's own final flush does not fail again."""
-    import os
-
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -48,9 +48,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from metrics_pipeline.alerts import AlertThresholds, evaluate_alerts
 from metrics_pipeline.clock import Clock, datetime_from_ms, utc_now_ms
@@ -63,6 +63,7 @@ from metrics_pipeline.storage import MetricsStore
 from metrics_pipeline.windows import ClosedWindow, RecentIds, WindowMember, WindowTracker
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # How many message ids of closed windows a consumer remembers (step 2): far more
 # than can come back after a rebalance or a replaced log; ~8 MB when full.
@@ -169,9 +170,7 @@ class BatchIngestor:
         # 2. Store raw.
         outcomes = []
         if raw_docs:
-            outcomes = retry_while_unavailable(lambda: self.store.insert_raw(raw_docs),
-                                               f"{len(raw_docs)} documentos raw", self.stop,
-                                               down=self.mongo_down)
+            outcomes = self._write(lambda: self.store.insert_raw(raw_docs), f"{len(raw_docs)} documentos raw")
         stored_at = self.clock.now()
         for entry in entries:
             if entry.message is None:
@@ -203,8 +202,7 @@ class BatchIngestor:
         if dead:
             docs = [deadletter_document(e.record.topic, e.record.partition, e.record.offset,
                                         e.record.key, e.record.value, e.error, received) for e in dead]
-            retry_while_unavailable(lambda: self.store.insert_deadletters(docs),
-                                    f"{len(docs)} documentos dead-letter", self.stop, down=self.mongo_down)
+            self._write(lambda: self.store.insert_deadletters(docs), f"{len(docs)} documentos dead-letter")
             for e in dead:
                 log.warning("Mensaje no válido en partición %d, offset %d enviado a dead-letter: %s",
                             e.record.partition, e.record.offset, e.error)
@@ -230,8 +228,7 @@ class BatchIngestor:
         # 5. Store KPIs.
         if closed:
             kpi_docs = [self._kpi_document(window) for window in closed]
-            retry_while_unavailable(lambda: self.store.insert_kpis(kpi_docs),
-                                    f"{len(kpi_docs)} ventanas KPI", self.stop, down=self.mongo_down)
+            self._write(lambda: self.store.insert_kpis(kpi_docs), f"{len(kpi_docs)} ventanas KPI")
             for doc in kpi_docs:
                 _log_window(doc)
             result.windows = len(closed)
@@ -240,6 +237,10 @@ class BatchIngestor:
         result.positions = self.tracker.positions_to_commit()
         result.seconds = max(self.clock.now() - received_at, 1e-6)
         return result
+
+    def _write(self, action: Callable[[], T], what: str) -> T:
+        """One MongoDB write of the batch, retried while MongoDB is unreachable."""
+        return retry_while_unavailable(action, what, self.stop, down=self.mongo_down)
 
     def _kpi_document(self, window: ClosedWindow) -> dict[str, Any]:
         bounds = window_bounds(window.received_at, window.stored_at)

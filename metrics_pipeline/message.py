@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-METRIC_FIELDS = ("cpu_percent", "memory_percent", "disk_io_mbps", "network_mbps", "error_count")
 PERCENT_FIELDS = ("cpu_percent", "memory_percent")
 RATE_FIELDS = ("disk_io_mbps", "network_mbps")
 RESERVED_FIELDS = ("_id", "timestamp", "kafka", "ingested_at")
