@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -127,9 +129,6 @@ def test_windows_closed_together_are_listed_in_offset_order(pipeline: Pipeline, 
 
 
 def test_a_reader_that_stops_early_gets_no_traceback(pipeline: Pipeline, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     pipeline.db[KPIS].insert_many([{
         "_id": f"t:0:{n * 20}", "window_start": T0, "window_end": T0 + timedelta(seconds=n), "message_count": 20,
         "kpis": {"cpu_percent_avg": 1.0, "memory_percent_avg": 1.0, "disk_io_mbps_avg": 1.0,

@@ -6,13 +6,15 @@ decisions taken from kafka-python's callbacks are checked.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import datetime, timezone
 
 from kafka import TopicPartition
 
-from metrics_pipeline.consumer_loop import MetricsConsumer
+from metrics_pipeline import consumer_loop
+from metrics_pipeline.consumer_loop import MetricsConsumer, _skip_leave_group_unless_stable
 from metrics_pipeline.log_setup import KafkaStatus
 from metrics_pipeline.settings import load_consumer_settings
 from metrics_pipeline.windows import WindowMember
@@ -72,8 +74,6 @@ def test_idle_timeout_counts_from_the_assignment() -> None:
 
 
 def test_an_empty_assignment_waits_for_dead_members_sessions(monkeypatch) -> None:
-    from metrics_pipeline import consumer_loop
-
     c = consumer("--idle-timeout", "0.1", "--session-timeout-ms", "1000")
     monkeypatch.setattr(consumer_loop, "EMPTY_ASSIGNMENT_SESSIONS", 0.3)  # 0.3 s here
     events(c, ("assigned", set()))
@@ -111,8 +111,6 @@ class _Consumer:
 
 
 def test_leave_group_only_from_a_stable_membership() -> None:
-    from metrics_pipeline.consumer_loop import _skip_leave_group_unless_stable
-
     for rebalancing, rejoin, leaves in ((False, False, True), (True, False, False), (False, True, False)):
         coordinator = _Coordinator(rebalancing, rejoin)
         kafka_consumer = _Consumer(coordinator)
@@ -132,10 +130,6 @@ def test_max_messages_and_signals_stop_the_loop() -> None:
 
 
 def test_a_slow_group_join_is_reported(caplog, monkeypatch) -> None:
-    import logging
-
-    from metrics_pipeline import consumer_loop
-
     c = consumer()
     monkeypatch.setattr(consumer_loop, "JOIN_WARNING_SECONDS", 0.05)
     time.sleep(0.06)
