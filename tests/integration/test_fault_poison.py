@@ -29,6 +29,11 @@ def _replace(path: str, literal: bytes) -> bytes:
     return _with(path, 123456789).replace(b"123456789", literal)
 
 
+def _extra(member: bytes) -> bytes:
+    """A valid message with one more JSON member, written as given."""
+    return encode(valid_message())[:-1] + b", " + member + b"}"
+
+
 POISON: list[tuple[str, bytes | None]] = [
     ("empty", b""),
     ("tombstone (no value)", None),
@@ -57,6 +62,11 @@ POISON: list[tuple[str, bytes | None]] = [
     ("arrays nested 5,000 deep", b'{"server_id": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
     ("objects nested 150 deep", _with("extra", json.loads('{"a":' * 150 + "1" + "}" * 150))),
     ("value near 1 MB", b'{"server_id": "web01", "blob": "' + b"x" * 1_000_000 + b'"'),
+    # Valid by SPEC §2 (extra fields are kept) but not storable as BSON: the raw write
+    # rejects them and they are dead-lettered with the reason, the rest of the batch stored.
+    ("lone surrogate in an extra field", _extra(b'"note": "\\ud800"')),
+    ("NUL in an extra field's name", _extra(b'"a\\u0000b": 1')),
+    ("integer beyond 64 bits in an extra field", _extra(b'"big": 123456789012345678901234567890')),
 ]
 
 
