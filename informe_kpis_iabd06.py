@@ -52,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             width, height = report.draw_chart(shown, settings.output, title)
         except OSError as exc:
             raise RunFailure(f"No se pudo escribir el gráfico en {settings.output}: {exc.strerror or exc}") from None
+        except (ValueError, OverflowError) as exc:  # values near the largest float
+            raise RunFailure(f"No se pudo dibujar el gráfico: hay KPIs fuera de lo que matplotlib puede "
+                             f"representar ({exc})") from None
         print(f"\nGráfico de {len(shown)} ventanas guardado en {settings.output} ({width}x{height} px)")
     client.close()
     return 0

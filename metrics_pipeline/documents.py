@@ -5,7 +5,9 @@
 * dead-letter: the value as text (or binary when it is not UTF-8), the key, the
   error sentence, where it came from and when;
 * KPI: one per closed window, with its KPIs, its bounds, its servers and the ids of
-  its messages, so each KPI can be recomputed from the raw collection.
+  its messages, so each KPI can be recomputed from the raw collection. BSON integers
+  have 64 bits; an error sum beyond them (every ``error_count`` is valid up to
+  2^63 - 1, so a window of them adds up to more) is stored as an exact Decimal128.
 
 Ids are deterministic, so a replay after a crash rewrites the same ids and MongoDB's
 unique ``_id`` turns the second write into a no-op:
@@ -28,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from bson.binary import Binary
+from bson.decimal128 import Decimal128
 
 from metrics_pipeline.kpis import WindowBounds, WindowKpis
 from metrics_pipeline.message import MetricMessage
@@ -92,6 +95,13 @@ def member_from_message(message: MetricMessage, offset: int) -> WindowMember:
         network_mbps=message.network_mbps, error_count=message.error_count)
 
 
+def bson_number(value: Any) -> Any:
+    """An int that does not fit in a BSON int64 becomes an exact Decimal128."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+        return Decimal128(str(value))
+    return value
+
+
 def kpi_document(window: ClosedWindow, bounds: WindowBounds, kpis: WindowKpis,
                  calculated_at: datetime, alerts: list[dict[str, Any]]) -> dict[str, Any]:
     members = window.members
@@ -102,11 +112,11 @@ def kpi_document(window: ClosedWindow, bounds: WindowBounds, kpis: WindowKpis,
         "window_end": bounds.end,
         "window_duration_seconds": bounds.duration_seconds,
         "message_count": len(members),
-        "kpis": kpis.as_document(),
+        "kpis": {name: bson_number(value) for name, value in kpis.as_document().items()},
         "first_event_time": min(m.timestamp for m in members),
         "last_event_time": max(m.timestamp for m in members),
         "servers": dict(sorted(Counter(m.server_id for m in members).items())),
-        "alerts": alerts,
+        "alerts": [{**alert, "value": bson_number(alert["value"])} for alert in alerts],
         "message_uuids": [m.message_id for m in members],
         "kafka": {
             "topic": window.topic,

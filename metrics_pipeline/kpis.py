@@ -2,8 +2,12 @@
 
 * averages of cpu, memory, disk and network over the window's messages, summed with
   :func:`math.fsum` (correctly rounded, so any recomputation from the raw documents
-  gives exactly the same float, whatever the order);
-* ``error_count_sum``: the integer sum;
+  gives exactly the same float, whatever the order). Values near the largest float
+  (valid: SPEC §2 sets no upper bound on disk and network) would overflow the sum;
+  then each value is divided first, so the mean is still the right finite number,
+  to within a few units in the last place;
+* ``error_count_sum``: the integer sum (Python ints do not overflow; how a sum
+  beyond 64 bits is stored is :mod:`metrics_pipeline.documents`' concern);
 * ``tasa_procesamiento_msg_seg = message_count / window_duration_seconds``.
 
 Window duration, on the consumer's clock: ``window_start`` is when the window's first
@@ -61,6 +65,14 @@ def window_bounds(received_at: float, stored_at: float) -> WindowBounds:
                         duration_seconds=(end_ms - start_ms) / 1000)
 
 
+def mean(values: Sequence[float]) -> float:
+    """The average of finite floats: exact sum when it fits in a float, else per-value division."""
+    try:
+        return math.fsum(values) / len(values)
+    except OverflowError:
+        return math.fsum(v / len(values) for v in values)
+
+
 def compute_kpis(members: Sequence[Measured], duration_seconds: float) -> WindowKpis:
     """The KPIs of a window of messages lasting ``duration_seconds`` (> 0)."""
     if not members:
@@ -69,10 +81,10 @@ def compute_kpis(members: Sequence[Measured], duration_seconds: float) -> Window
         raise ValueError("a window lasts more than zero seconds")
     n = len(members)
     return WindowKpis(
-        cpu_percent_avg=math.fsum(m.cpu_percent for m in members) / n,
-        memory_percent_avg=math.fsum(m.memory_percent for m in members) / n,
-        disk_io_mbps_avg=math.fsum(m.disk_io_mbps for m in members) / n,
-        network_mbps_avg=math.fsum(m.network_mbps for m in members) / n,
+        cpu_percent_avg=mean([m.cpu_percent for m in members]),
+        memory_percent_avg=mean([m.memory_percent for m in members]),
+        disk_io_mbps_avg=mean([m.disk_io_mbps for m in members]),
+        network_mbps_avg=mean([m.network_mbps for m in members]),
         error_count_sum=sum(m.error_count for m in members),
         tasa_procesamiento_msg_seg=n / duration_seconds,
     )

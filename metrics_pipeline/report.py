@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from bson.decimal128 import Decimal128
 from pymongo.collection import Collection
 
 CHART_SIZE_INCHES = (12.0, 9.0)
@@ -82,6 +83,12 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence
     return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 
+def _fixed(value: float) -> str:
+    """Two decimals; scientific notation for values no screen column can hold (SPEC §2
+    sets no upper bound on disk and network rates)."""
+    return f"{value:.2f}" if abs(value) < 1e12 else f"{value:.4g}"
+
+
 def format_windows(windows: Sequence[dict[str, Any]], total: int) -> str:
     if not windows:
         return "No hay ventanas KPI que mostrar."
@@ -91,8 +98,8 @@ def format_windows(windows: Sequence[dict[str, Any]], total: int) -> str:
         alerts = ",".join(_ALERT_SHORT.get(a["kpi"], a["kpi"]) for a in w.get("alerts") or []) or "-"
         rows.append([
             _utc(w["window_end"]), str(w["kafka"]["partition"]), str(w["message_count"]),
-            f"{k['cpu_percent_avg']:.2f}", f"{k['memory_percent_avg']:.2f}", f"{k['disk_io_mbps_avg']:.2f}",
-            f"{k['network_mbps_avg']:.2f}", str(k["error_count_sum"]), f"{k['tasa_procesamiento_msg_seg']:.2f}",
+            f"{k['cpu_percent_avg']:.2f}", f"{k['memory_percent_avg']:.2f}", _fixed(k["disk_io_mbps_avg"]),
+            _fixed(k["network_mbps_avg"]), str(k["error_count_sum"]), f"{k['tasa_procesamiento_msg_seg']:.2f}",
             alerts,
         ])
     headers = ["fin de ventana (UTC)", "partición", "mensajes", "CPU %", "memoria %", "disco MB/s",
@@ -108,7 +115,7 @@ def format_summary(summary: Sequence[dict[str, Any]], since: datetime | None) ->
         return f"Resumen por servidor ({scope}): no hay mensajes."
     rows = [[
         str(s["_id"]), str(s["messages"]), f"{s['cpu_avg']:.2f}", f"{s['cpu_max']:.2f}", f"{s['memory_avg']:.2f}",
-        f"{s['disk_avg']:.2f}", f"{s['network_avg']:.2f}", str(s["errors"]), _utc(s["last"]),
+        _fixed(s["disk_avg"]), _fixed(s["network_avg"]), str(s["errors"]), _utc(s["last"]),
     ] for s in summary]
     headers = ["servidor", "mensajes", "CPU % media", "CPU % máx", "memoria % media", "disco MB/s media",
                "red Mbps media", "errores", "último mensaje (UTC)"]
@@ -151,7 +158,8 @@ def draw_chart(windows: Sequence[dict[str, Any]], path: str, title: str) -> tupl
     axes[1].plot(times, [x["network_mbps_avg"] for x in k], marker=".", label="red media (Mbps)")
     axes[1].set_ylabel("MB/s · Mbps")
     width = _bar_width(times)
-    axes[2].bar(times, [x["error_count_sum"] for x in k], width=width, color="tab:red", label="errores (suma)")
+    axes[2].bar(times, [_plain_number(x["error_count_sum"]) for x in k], width=width, color="tab:red",
+                label="errores (suma)")
     axes[2].set_ylabel("errores")
     rates = [x["tasa_procesamiento_msg_seg"] for x in k]
     axes[3].plot(times, rates, marker=".", color="tab:green", label="tasa de procesamiento (msg/s)")
@@ -170,6 +178,11 @@ def draw_chart(windows: Sequence[dict[str, Any]], path: str, title: str) -> tupl
     fig.savefig(path, dpi=CHART_DPI)
     plt.close(fig)
     return int(CHART_SIZE_INCHES[0] * CHART_DPI), int(CHART_SIZE_INCHES[1] * CHART_DPI)
+
+
+def _plain_number(value: Any) -> float | int:
+    """An error sum beyond 64 bits is stored as Decimal128 (see documents.py)."""
+    return float(value.to_decimal()) if isinstance(value, Decimal128) else value
 
 
 def _bar_width(times: Sequence[datetime]) -> float:

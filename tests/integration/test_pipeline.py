@@ -8,7 +8,7 @@ import re
 from kafka import KafkaConsumer, TopicPartition
 
 from tests.support.audit import DEADLETTER, KPIS, RAW, audit
-from tests.support.pipeline import CONSUMER, Pipeline, encode, valid_message
+from tests.support.pipeline import CONSUMER, REPORT, Pipeline, encode, valid_message
 
 SERVERS = ("web01", "web02", "db01", "app01", "cache01")
 
@@ -149,3 +149,32 @@ def test_a_message_sent_twice_is_stored_and_counted_once(pipeline: Pipeline) -> 
     kpi = pipeline.db[KPIS].find_one()
     # Offsets 5-9 hold the second copies: the window is offsets 0-4 and 10-24.
     assert kpi["kafka"] == {"topic": pipeline.topic, "partition": 0, "first_offset": 0, "last_offset": 24}
+
+
+def test_values_at_the_edge_of_the_schema_are_windowed_without_stopping_the_consumer(pipeline: Pipeline) -> None:
+    # SPEC §2 bounds neither the rates nor error_count (beyond the 64 bits BSON stores):
+    # a window of such messages has a rate sum beyond a float and an error sum beyond
+    # 64 bits. It must be written like any other, not crash the consumer at every restart.
+    pipeline.create_topic()
+    edge = [valid_message(metrics={"cpu_percent": 100, "memory_percent": 0, "disk_io_mbps": 1.7e308,
+                                   "network_mbps": 1.6e308, "error_count": 2**63 - 1}) for _ in range(20)]
+    normal = [valid_message(timestamp_utc="2026-11-26T16:00:00+00:00") for _ in range(20)]
+    pipeline.send_raw([(b"web01", encode(m)) for m in edge + normal])
+    done = pipeline.consume()
+    assert "Traceback" not in done.stderr and " ERROR " not in done.stderr
+    report = audit(pipeline.db, valid=40)
+    assert report.windows == 2
+    first = pipeline.db[KPIS].find_one({"kafka.first_offset": 0})
+    assert first["kpis"]["disk_io_mbps_avg"] == 1.7e308 and first["kpis"]["network_mbps_avg"] == 1.6e308
+    assert str(first["kpis"]["error_count_sum"]) == str(20 * (2**63 - 1))
+    assert pipeline.consume().stderr.count("Ventana KPI") == 0  # the commit moved past both windows
+
+    # The report prints such values and says in one line, without a traceback, that
+    # matplotlib cannot chart them. (--since keeps the edge messages out of the
+    # per-server summary: SecantusDB fails to sum error counts beyond 64 bits, where
+    # mongod returns a double.)
+    shown = pipeline.run(REPORT, "--since", "2026-11-26T15:30:00Z", "--output", str(pipeline.workdir / "k.png"))
+    assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr[-2000:]
+    errors = [line for line in shown.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "No se pudo dibujar el gráfico" in errors[0], shown.stderr
+    assert "1.7e+308" in shown.stdout and str(20 * (2**63 - 1)) in shown.stdout

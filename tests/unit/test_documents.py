@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+
+import bson
+from bson.decimal128 import Decimal128
 from datetime import datetime, timezone
 
+from metrics_pipeline.alerts import AlertThresholds, evaluate_alerts
 from metrics_pipeline.documents import (deadletter_document, kpi_document, member_from_message,
                                         raw_document, reincarnated_id, window_id)
 from metrics_pipeline.kpis import compute_kpis, window_bounds
@@ -14,10 +18,11 @@ from metrics_pipeline.windows import ClosedWindow
 NOW = datetime(2026, 11, 26, 15, 0, tzinfo=timezone.utc)
 
 
-def message(uuid: str, server: str = "web01", cpu: float = 10.0, extra: dict | None = None):
+def message(uuid: str, server: str = "web01", cpu: float = 10.0, extra: dict | None = None,
+            errors: int = 1):
     body = {"server_id": server, "timestamp_utc": "2026-11-26T15:04:05.5+00:00",
             "metrics": {"cpu_percent": cpu, "memory_percent": 20, "disk_io_mbps": 1, "network_mbps": 2,
-                        "error_count": 1},
+                        "error_count": errors},
             "message_uuid": uuid, **(extra or {})}
     return parse_message(json.dumps(body).encode())
 
@@ -57,6 +62,23 @@ def test_kpi_document_names_its_messages_and_bounds() -> None:
     assert doc["kafka"] == {"topic": "t", "partition": 1, "first_offset": 10, "last_offset": 13}
     assert doc["first_event_time"] == doc["last_event_time"] == members[0].timestamp
     assert doc["alerts"] == []
+
+
+def test_an_error_sum_beyond_64_bits_is_stored_exactly_as_decimal128() -> None:
+    # Each error_count fits in 64 bits (the validator's limit); their sum does not.
+    members = tuple(member_from_message(message(f"00000000-0000-4000-8000-00000000000{i}", errors=2**63 - 1), i)
+                    for i in range(3))
+    window = ClosedWindow("t", 0, members, received_at=100.0, stored_at=100.5)
+    bounds = window_bounds(window.received_at, window.stored_at)
+    kpis = compute_kpis(members, bounds.duration_seconds)
+    doc = kpi_document(window, bounds, kpis, NOW, evaluate_alerts(kpis, AlertThresholds()))
+    assert doc["kpis"]["error_count_sum"] == Decimal128(str(3 * (2**63 - 1)))
+    assert int(doc["kpis"]["error_count_sum"].to_decimal()) == 3 * (2**63 - 1)
+    assert doc["alerts"][0]["value"] == doc["kpis"]["error_count_sum"]
+    assert bson.decode(bson.encode(doc))["kpis"]["error_count_sum"] == doc["kpis"]["error_count_sum"]
+    # Sums that fit stay plain integers.
+    small = compute_kpis(members[:1], 1.0)
+    assert type(kpi_document(window, bounds, small, NOW, [])["kpis"]["error_count_sum"]) is int
 
 
 def test_reincarnated_ids_are_stable_and_distinct() -> None:

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from metrics_pipeline.kpis import compute_kpis, window_bounds
+from metrics_pipeline.kpis import compute_kpis, mean, window_bounds
 
 
 @dataclass
@@ -44,6 +44,15 @@ def test_full_precision_is_kept() -> None:
     kpis = compute_kpis([M(1, 1, 1, 1, 0), M(2, 1, 1, 1, 0), M(2, 1, 1, 1, 0)], 0.003)
     assert kpis.cpu_percent_avg == 5 / 3
     assert kpis.tasa_procesamiento_msg_seg == 3 / 0.003
+
+
+def test_values_near_the_largest_float_do_not_overflow_the_average() -> None:
+    # Valid by SPEC §2 (no upper bound on rates); their exact sum is beyond a float.
+    huge = [1.7e308] * 19 + [1.6e308]
+    assert mean(huge) == pytest.approx(1.695e308, rel=1e-15) and math.isfinite(mean(huge))
+    kpis = compute_kpis([M(50, 50, v, v, 2**63 - 1) for v in huge], 1.0)
+    assert kpis.disk_io_mbps_avg == kpis.network_mbps_avg == mean(huge)
+    assert kpis.error_count_sum == 20 * (2**63 - 1)  # an exact int; documents.py stores it
 
 
 def test_empty_window_or_zero_duration_is_refused() -> None:

@@ -28,3 +28,10 @@ def test_naive_datetimes_from_the_driver_are_read_as_utc() -> None:
     row = {"_id": "web01", "messages": 2, "cpu_avg": 1.0, "cpu_max": 2.0, "memory_avg": 3.0, "disk_avg": 4.0,
            "network_avg": 5.0, "errors": 6, "last": datetime(2026, 11, 26, 9, 0)}
     assert format_summary([row], None).splitlines()[-1].endswith("2026-11-26 09:00:00")
+
+
+def test_rates_too_large_for_a_column_are_shown_in_scientific_notation() -> None:
+    row = {"_id": "web01", "messages": 2, "cpu_avg": 1.0, "cpu_max": 2.0, "memory_avg": 3.0, "disk_avg": 1.7e308,
+           "network_avg": 123456.789, "errors": 6, "last": datetime(2026, 11, 26, 9, 0)}
+    last = format_summary([row], None).splitlines()[-1].split()
+    assert last[5:8] == ["1.7e+308", "123456.79", "6"]
