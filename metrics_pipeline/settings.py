@@ -31,9 +31,15 @@ from typing import Any
 from dotenv import dotenv_values
 
 from metrics_pipeline.alerts import AlertThresholds
+from metrics_pipeline.message import MAX_SERVER_ID_LENGTH
 from metrics_pipeline.redaction import mongodb_uri_password, register_secret
 
 DEFAULT_SERVER_IDS = ("web01", "web02", "db01", "app01", "cache01")
+# A KPI document lists the ids of its window's messages and counts them per server
+# id: with this many messages, all from distinct ids of MAX_SERVER_ID_LENGTH
+# four-byte characters, it is ~11 MB, under MongoDB's 16 MB per document
+# (tests/unit/test_documents.py checks it). A larger window could never be stored.
+MAX_WINDOW_SIZE = 10_000
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -53,7 +59,7 @@ class SettingsError(Exception):
 # Value parsers: text in, typed value out, ValueError with a Spanish reason.
 # --------------------------------------------------------------------------
 
-def _int(minimum: int) -> Callable[[str], int]:
+def _int(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text.strip())
@@ -61,6 +67,8 @@ def _int(minimum: int) -> Callable[[str], int]:
             raise ValueError(f"debe ser un número entero, no {text!r}") from None
         if value < minimum:
             raise ValueError(f"debe ser un entero >= {minimum}, no {value}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"debe ser un entero <= {maximum}, no {value}")
         return value
     return parse
 
@@ -130,6 +138,10 @@ def _server_ids(text: str) -> tuple[str, ...]:
     ids = tuple(s.strip() for s in text.split(","))
     if not ids or any(not s for s in ids):
         raise ValueError("debe ser una lista de identificadores no vacíos separados por comas")
+    too_long = [s for s in ids if len(s) > MAX_SERVER_ID_LENGTH]
+    if too_long:
+        raise ValueError(f"un identificador tiene {len(too_long[0])} caracteres; el máximo es "
+                         f"{MAX_SERVER_ID_LENGTH} (el consumidor rechazaría sus métricas)")
     if len(set(ids)) != len(ids):
         raise ValueError("tiene identificadores repetidos")
     return ids
@@ -260,8 +272,8 @@ CONSUMER_OPTIONS = KAFKA_OPTIONS + (
            "máximo de mensajes por lectura de Kafka (y por escritura en bloque en MongoDB)", "N"),
 ) + MONGO_OPTIONS + (
     DEADLETTER_OPTION,
-    Option("window_size", "--window-size", "KPI_WINDOW_SIZE", "20", _int(1),
-           "mensajes válidos por ventana KPI", "N"),
+    Option("window_size", "--window-size", "KPI_WINDOW_SIZE", "20", _int(1, MAX_WINDOW_SIZE),
+           f"mensajes válidos por ventana KPI (hasta {MAX_WINDOW_SIZE})", "N"),
     Option("alert_cpu_avg", "--alert-cpu-avg", "ALERT_CPU_AVG", "80", _optional_threshold,
            "alerta si la CPU media de una ventana supera este valor (off = sin alerta)", "PORCENTAJE"),
     Option("alert_memory_avg", "--alert-memory-avg", "ALERT_MEMORY_AVG", "90", _optional_threshold,

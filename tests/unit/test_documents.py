@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import uuid
 
 import bson
 from bson.decimal128 import Decimal128
@@ -12,7 +14,8 @@ from metrics_pipeline.alerts import AlertThresholds, evaluate_alerts
 from metrics_pipeline.documents import (deadletter_document, kpi_document, member_from_message,
                                         raw_document, reincarnated_id, window_id)
 from metrics_pipeline.kpis import compute_kpis, window_bounds
-from metrics_pipeline.message import parse_message
+from metrics_pipeline.message import MAX_SERVER_ID_LENGTH, parse_message
+from metrics_pipeline.settings import MAX_WINDOW_SIZE
 from metrics_pipeline.windows import ClosedWindow
 
 NOW = datetime(2026, 11, 26, 15, 0, tzinfo=timezone.utc)
@@ -79,6 +82,22 @@ def test_an_error_sum_beyond_64_bits_is_stored_exactly_as_decimal128() -> None:
     # Sums that fit stay plain integers.
     small = compute_kpis(members[:1], 1.0)
     assert type(kpi_document(window, bounds, small, NOW, [])["kpis"]["error_count_sum"]) is int
+
+
+def test_the_largest_window_fits_in_one_mongodb_document() -> None:
+    # MAX_WINDOW_SIZE messages from as many distinct ids of the longest valid kind
+    # (256 four-byte characters): the KPI document must stay under 16 MB, or the
+    # window could never be stored and its partition would stop for good.
+    template = message("00000000-0000-4000-8000-000000000000", server="\U0001F5A5" * MAX_SERVER_ID_LENGTH)
+    members = tuple(
+        dataclasses.replace(member_from_message(template, i), message_id=str(uuid.UUID(int=i, version=4)),
+                            server_id=f"{i:05d}" + "\U0001F5A5" * (MAX_SERVER_ID_LENGTH - 5))
+        for i in range(MAX_WINDOW_SIZE))
+    window = ClosedWindow("t" * 249, 0, members, received_at=100.0, stored_at=101.0)
+    bounds = window_bounds(window.received_at, window.stored_at)
+    doc = kpi_document(window, bounds, compute_kpis(members, bounds.duration_seconds), NOW, [])
+    assert len(doc["servers"]) == MAX_WINDOW_SIZE
+    assert len(bson.encode(doc)) < 16 * 1024 * 1024  # 10.6 MB when written
 
 
 def test_reincarnated_ids_are_stable_and_distinct() -> None:

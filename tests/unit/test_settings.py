@@ -62,6 +62,7 @@ def test_empty_values_count_as_not_set(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("argv, env, setting", [
     (["--window-size", "0"], {}, "KPI_WINDOW_SIZE"),
+    (["--window-size", "10001"], {}, "KPI_WINDOW_SIZE"),  # its KPI document could outgrow 16 MB
     ([], {"KPI_WINDOW_SIZE": "veinte"}, "KPI_WINDOW_SIZE"),
     (["--partitions", "-1"], {}, "KAFKA_TOPIC_PARTITIONS"),
     (["--bootstrap-servers", "localhost"], {}, "KAFKA_BOOTSTRAP_SERVERS"),
@@ -91,6 +92,7 @@ def test_bad_consumer_values_name_the_setting(argv, env, setting) -> None:
     (["--interval", "-1"], "PRODUCER_INTERVAL_SECONDS"),
     (["--servers", "web01,,db01"], "SERVER_IDS"),
     (["--servers", "web01,web01"], "SERVER_IDS"),
+    (["--servers", "web01," + "x" * 257], "SERVER_IDS"),
     (["--rounds", "0"], "--rounds"),
     (["--seed", "x"], "--seed"),
     (["--source", "snmp"], "METRICS_SOURCE"),
