@@ -10,9 +10,10 @@ Rules (anything else is invalid):
   ``Infinity`` literals), nested at most :data:`MAX_NESTING_DEPTH` levels, the
   limit MongoDB itself puts on a document;
 * ``server_id``: non-empty text (not only blanks, no NUL) of at most
-  :data:`MAX_SERVER_ID_LENGTH` characters: it becomes a field name in the KPI
-  document's ``servers``, and a window of long, distinct ids must still fit in one
-  MongoDB document (a host name has at most 253 characters);
+  :data:`MAX_SERVER_ID_LENGTH` characters, like a host name. It becomes a field
+  name in the KPI document's ``servers``: a window of long, distinct ids must still
+  fit in one MongoDB document, and MongoDB refuses field names of more than 255
+  parts separated by periods;
 * ``timestamp_utc``: ISO 8601 text; without an offset it is read as UTC;
 * ``metrics.cpu_percent``, ``metrics.memory_percent``: finite numbers in [0, 100];
 * ``metrics.disk_io_mbps``, ``metrics.network_mbps``: finite numbers >= 0;
@@ -37,7 +38,7 @@ PERCENT_FIELDS = ("cpu_percent", "memory_percent")
 RATE_FIELDS = ("disk_io_mbps", "network_mbps")
 RESERVED_FIELDS = ("_id", "timestamp", "kafka", "ingested_at")
 MAX_NESTING_DEPTH = 100
-MAX_SERVER_ID_LENGTH = 256
+MAX_SERVER_ID_LENGTH = 253  # the longest host name
 MAX_INT64 = 2**63 - 1
 
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")

@@ -37,7 +37,7 @@ from metrics_pipeline.redaction import mongodb_uri_password, register_secret
 DEFAULT_SERVER_IDS = ("web01", "web02", "db01", "app01", "cache01")
 # A KPI document lists the ids of its window's messages and counts them per server
 # id: with this many messages, all from distinct ids of MAX_SERVER_ID_LENGTH
-# four-byte characters, it is ~11 MB, under MongoDB's 16 MB per document
+# four-byte characters, it is ~10.5 MB, under MongoDB's 16 MB per document
 # (tests/unit/test_documents.py checks it). A larger window could never be stored.
 MAX_WINDOW_SIZE = 10_000
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

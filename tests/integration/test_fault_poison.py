@@ -55,7 +55,7 @@ POISON: list[tuple[str, bytes | None]] = [
     ("bad UUID", _with("message_uuid", "1234")),
     ("bad timestamp", _with("timestamp_utc", "26/11/2026 15:04")),
     ("empty server_id", _with("server_id", "")),
-    ("server_id of 257 characters", _with("server_id", "x" * 257)),
+    ("server_id of 254 characters", _with("server_id", "x" * 254)),
     ("metrics not an object", _with("metrics", "cpu=42")),
     ("cpu above 100", _with("metrics.cpu_percent", 180.5)),
     ("missing metric", json.dumps({**valid_message(), "metrics": {"cpu_percent": 1}}).encode()),

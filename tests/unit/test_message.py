@@ -48,7 +48,8 @@ ACCEPTED = [
     ("extra top-level field", variant("region", "eu-west")),
     ("extra metric", variant("metrics.temperature_c", 55.5)),
     ("unicode server id", variant("server_id", "servidor-ñ")),
-    ("server id of 256 characters", variant("server_id", "ñ" * 256)),
+    ("server id of 253 characters", variant("server_id", "ñ" * 253)),
+    ("server id of 253 periods", variant("server_id", "." * 253)),
     ("server id with dots (a host name)", variant("server_id", "web01.example.com")),
 ]
 
@@ -69,7 +70,7 @@ REJECTED = [
     ("blank server_id", variant("server_id", "   "), "server_id"),
     ("numeric server_id", variant("server_id", 7), "server_id"),
     ("NUL in server_id", variant("server_id", "a\x00b"), "NUL"),
-    ("server_id of 257 characters", variant("server_id", "x" * 257), "el máximo es 256"),
+    ("server_id of 254 characters", variant("server_id", "x" * 254), "el máximo es 253"),
     ("missing timestamp", variant("timestamp_utc", delete=True), "timestamp_utc"),
     ("bad timestamp", variant("timestamp_utc", "ayer por la tarde"), "timestamp_utc"),
     ("numeric timestamp", variant("timestamp_utc", 1764169445), "timestamp_utc"),

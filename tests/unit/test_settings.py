@@ -92,7 +92,7 @@ def test_bad_consumer_values_name_the_setting(argv, env, setting) -> None:
     (["--interval", "-1"], "PRODUCER_INTERVAL_SECONDS"),
     (["--servers", "web01,,db01"], "SERVER_IDS"),
     (["--servers", "web01,web01"], "SERVER_IDS"),
-    (["--servers", "web01," + "x" * 257], "SERVER_IDS"),
+    (["--servers", "web01," + "x" * 254], "SERVER_IDS"),
     (["--rounds", "0"], "--rounds"),
     (["--seed", "x"], "--seed"),
     (["--source", "snmp"], "METRICS_SOURCE"),
