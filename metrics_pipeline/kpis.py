@@ -66,7 +66,7 @@ def window_bounds(received_at: float, stored_at: float) -> WindowBounds:
 
 
 def mean(values: Sequence[float]) -> float:
-    """The average of finite floats: exact sum when it fits in a float, else per-value division."""
+    """The average of finite floats: correctly rounded sum / n, or per-value division if the sum overflows."""
     try:
         return math.fsum(values) / len(values)
     except OverflowError:
