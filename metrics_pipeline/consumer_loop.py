@@ -96,6 +96,7 @@ class ConsumerSummary:
     stored_new: int = 0
     replayed: int = 0
     duplicates: int = 0
+    in_closed_windows: int = 0
     deadlettered: int = 0
     windows: int = 0
     reason: str = ""
@@ -141,6 +142,7 @@ class MetricsConsumer:
                 session_timeout_ms=session_ms,
                 heartbeat_interval_ms=max(min(3000, session_ms // 3), 100),
                 max_poll_records=self.settings.batch_size,
+                max_poll_interval_ms=self.settings.max_poll_interval_ms,
                 allow_auto_create_topics=False,
                 metadata_max_age_ms=METADATA_MAX_AGE_MS,
                 bootstrap_timeout_ms=int(self.settings.kafka.startup_timeout * 1000),
@@ -267,6 +269,7 @@ class MetricsConsumer:
             self.summary.stored_new += result.stored_new
             self.summary.replayed += result.replayed
             self.summary.duplicates += result.duplicates
+            self.summary.in_closed_windows += result.in_closed_windows
             self.summary.deadlettered += result.deadlettered
             self.summary.windows += result.windows
             log.info(describe(result))
@@ -348,11 +351,11 @@ class MetricsConsumer:
         self._writer.shutdown(wait=True, cancel_futures=True)
         open_messages = self.tracker.open_messages()
         log.info("Fin del consumidor (%s): %d mensajes leídos, %d guardados nuevos, %d ya guardados, "
-                 "%d duplicados, %d a dead-letter, ventanas KPI: %d. Mensajes en ventanas incompletas, que "
-                 "no se confirman y se releerán al reiniciar: %d",
+                 "%d duplicados, %d ya contados en ventanas cerradas, %d a dead-letter, ventanas KPI: %d. "
+                 "Mensajes en ventanas incompletas, que no se confirman y se releerán al reiniciar: %d",
                  self.summary.reason or "error", self.summary.consumed, self.summary.stored_new,
-                 self.summary.replayed, self.summary.duplicates, self.summary.deadlettered,
-                 self.summary.windows, open_messages)
+                 self.summary.replayed, self.summary.duplicates, self.summary.in_closed_windows,
+                 self.summary.deadlettered, self.summary.windows, open_messages)
         if self._consumer is not None:
             quiet_kafka_client()
             _skip_leave_group_unless_stable(self._consumer)

@@ -15,10 +15,13 @@ batch returned by one ``poll()``, in this order:
    counts in its window again, to rebuild the window exactly) or from another
    offset (the same message sent twice: it is skipped, never counted twice). A
    "replay" of a message that this process has already put in a closed window is
-   skipped too: the same coordinates can come back with the same message in a new
-   log of the topic (offsets that start again and a producer that re-sent it), and
-   a rebuild of a closed window needs none of its members again. A document
-   MongoDB refuses is dead-lettered with MongoDB's reason.
+   skipped too, and counted apart: a rebuild of a closed window needs none of its
+   members again. That happens when a window was written but its commit failed (a
+   partition lost to a rebalance, or left after ``max_poll_interval_ms`` without
+   polling while MongoDB was down), and when the same coordinates come back with
+   the same message in a new log of the topic (offsets that start again and a
+   producer that re-sent it). A document MongoDB refuses is dead-lettered with
+   MongoDB's reason.
 3. **Store dead letters.** One ``insert_many(ordered=False)``; a replayed one is a
    no-op. Steps 2 and 3 are retried while MongoDB is unreachable, with the batch
    in memory and nothing committed (see :mod:`metrics_pipeline.retry`).
@@ -86,6 +89,7 @@ class BatchResult:
     stored_new: int = 0
     replayed: int = 0
     duplicates: int = 0
+    in_closed_windows: int = 0  # replays of messages already in a closed window (step 2)
     deadlettered: int = 0
     ignored: int = 0
     windows: int = 0
@@ -190,9 +194,7 @@ class BatchIngestor:
                             record.partition, record.offset, entry.message.message_id,
                             where.get("partition"), where.get("offset"))
             elif entry.message.message_id in self.in_closed_windows:
-                result.duplicates += 1
-                log.warning("Partición %d, offset %d: el message_uuid %s ya cuenta en una ventana KPI cerrada; "
-                            "no se cuenta dos veces", record.partition, record.offset, entry.message.message_id)
+                result.in_closed_windows += 1  # one line per batch (describe), not one per message
             else:
                 result.replayed += 1
                 entry.member = member_from_message(entry.message, record.offset)
@@ -283,6 +285,8 @@ def describe(result: BatchResult) -> str:
         parts.append(f"{result.replayed} ya guardados (relectura)")
     if result.duplicates:
         parts.append(f"{result.duplicates} duplicados")
+    if result.in_closed_windows:
+        parts.append(f"{result.in_closed_windows} ya contados en ventanas KPI cerradas (relectura)")
     if result.deadlettered:
         parts.append(f"{result.deadlettered} a dead-letter")
     if result.ignored:

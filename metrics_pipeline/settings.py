@@ -268,6 +268,9 @@ CONSUMER_OPTIONS = KAFKA_OPTIONS + (
     Option("session_timeout_ms", "--session-timeout-ms", "KAFKA_SESSION_TIMEOUT_MS", "10000", _int(1000),
            "timeout de sesión del grupo en ms (una incorporación al grupo tarda del orden de la mitad)",
            "MS"),
+    Option("max_poll_interval_ms", "--max-poll-interval-ms", "KAFKA_MAX_POLL_INTERVAL_MS", "300000", _int(1000),
+           "ms sin leer de Kafka (p. ej. esperando a que vuelva MongoDB) tras los que el consumidor deja el "
+           "grupo; vuelve a entrar al leer de nuevo, sin perder ni duplicar nada", "MS"),
     Option("batch_size", "--batch-size", "CONSUMER_BATCH_SIZE", "2000", _int(1),
            "máximo de mensajes por lectura de Kafka (y por escritura en bloque en MongoDB)", "N"),
 ) + MONGO_OPTIONS + (
@@ -346,6 +349,7 @@ class ConsumerSettings:
     mongo: MongoSettings
     group_id: str
     session_timeout_ms: int
+    max_poll_interval_ms: int
     batch_size: int
     window_size: int
     alerts: AlertThresholds
@@ -518,7 +522,7 @@ def load_consumer_settings(argv: Sequence[str] | None = None, environ: Mapping[s
     return ConsumerSettings(
         kafka=_kafka(values, values["startup_timeout"]), mongo=_mongo(values),
         group_id=values["group_id"], session_timeout_ms=values["session_timeout_ms"],
-        batch_size=values["batch_size"], window_size=values["window_size"],
+        max_poll_interval_ms=values["max_poll_interval_ms"], batch_size=values["batch_size"], window_size=values["window_size"],
         alerts=AlertThresholds(cpu_percent_avg=values["alert_cpu_avg"],
                                memory_percent_avg=values["alert_memory_avg"],
                                error_count_sum=values["alert_error_sum"]),

@@ -80,3 +80,38 @@ def test_a_stop_during_a_mongodb_outage_exits_0_within_10_s_and_loses_nothing(
     p.consume()
     report = audit(p.db, valid=sent)
     assert report.windows == sent // 20
+
+
+def test_an_outage_longer_than_max_poll_interval_costs_the_membership_and_nothing_else(
+        kafka_server, own_mongo, tmp_path, request) -> None:
+    # While the writer waits for MongoDB the main thread stops polling; after
+    # KAFKA_MAX_POLL_INTERVAL_MS kafka-python leaves the group (5 min by default, 8 s
+    # here). When MongoDB is back, the commits of that membership fail, the consumer
+    # rejoins and reads again from the last commit: the windows it had written are
+    # not counted twice, nothing is lost.
+    mongo = own_mongo()
+    p = Pipeline.for_test(kafka_server.address, mongo.uri, tmp_path, request.node.name,
+                          extra_env={"KAFKA_MAX_POLL_INTERVAL_MS": "8000"})
+    rounds = 200  # 1,000 messages over ~40 s
+    producer = p.start(PRODUCER, "--rounds", str(rounds), "--interval", "0.2")
+    consumer = p.start(CONSUMER, "--batch-size", "50")
+    consumer.wait_for("Ventana KPI", timeout=60, count=2)
+
+    mongo.kill()
+    consumer.wait_for("max_poll_interval_ms", timeout=60)  # kafka-python left the group
+    time.sleep(3)
+    assert consumer.process.poll() is None, "the consumer died during the outage"
+    mongo.start()
+
+    assert producer.wait(120) == 0
+    sent, _, _ = producer_summary(producer.text())
+    wait_until(lambda: p.db[RAW].count_documents({}) == sent, 90, "the consumer to catch up")
+    report = audit(p.db, valid=sent)
+    assert report.windows == sent // 20
+    wait_until(lambda: committed_offsets(p.bootstrap, p.group, p.topic, 1) == {0: sent}, 60,
+               "the last window to be committed")
+    consumer.signal(signal.SIGTERM)
+    assert consumer.wait(15) == 0
+    log = consumer.text()
+    assert "Traceback" not in log and "Mensaje duplicado" not in log
+    assert log.count("Particiones asignadas") >= 2, "the consumer should have rejoined the group"

@@ -74,7 +74,7 @@ def test_a_message_back_at_the_same_coordinates_in_a_new_log_is_not_counted_twic
     assert first.windows == 1  # old[0:5], offsets 0-4
     new = [valid_message() for _ in range(3)] + old[3:5] + [valid_message() for _ in range(5)]
     again = ing.ingest(records(new), received_at=1001.0)  # new log: old[3] and old[4] at offsets 3 and 4 again
-    assert (again.stored_new, again.duplicates, again.replayed) == (8, 2, 0)
+    assert (again.stored_new, again.in_closed_windows, again.duplicates, again.replayed) == (8, 2, 0, 0)
     windows = list(store.kpis.find())
     counted = [u for k in windows for u in k["message_uuids"]]
     assert len(counted) == len(set(counted)) == 10, "a message in two windows"
