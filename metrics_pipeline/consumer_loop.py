@@ -52,7 +52,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
 from metrics_pipeline.clock import Clock
-from metrics_pipeline.errors import StartupError
+from metrics_pipeline.errors import RunFailure, StartupError
 from metrics_pipeline.ingest import BatchIngestor, BatchResult, describe
 from metrics_pipeline.kafka_connection import client_config
 from metrics_pipeline.log_setup import KafkaStatus, quiet_kafka_client
@@ -314,7 +314,12 @@ class MetricsConsumer:
                 if self.settings.max_messages is not None:
                     limit = min(limit, self.settings.max_messages - self._submitted)
                 timeout = POLL_BUSY_MS if self._in_flight else POLL_TIMEOUT_MS
-                batch = self._consumer.poll(timeout_ms=timeout, max_records=limit)
+                try:
+                    batch = self._consumer.poll(timeout_ms=timeout, max_records=limit)
+                except kafka_errors.UnsupportedCodecError as exc:  # retrying cannot cure it
+                    raise RunFailure(f"El tema {self.topic} tiene mensajes comprimidos con un códec que esta "
+                                     f"instalación no sabe leer ({exc}): instale requirements.txt (lz4, "
+                                     f"zstandard, python-snappy)") from None
                 received_at = self.clock.now()
                 if self._listener.events:
                     self._drain()

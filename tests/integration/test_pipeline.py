@@ -178,3 +178,29 @@ def test_values_at_the_edge_of_the_schema_are_windowed_without_stopping_the_cons
     errors = [line for line in shown.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "No se pudo dibujar el gráfico" in errors[0], shown.stderr
     assert "1.7e+308" in shown.stdout and str(20 * (2**63 - 1)) in shown.stdout
+
+
+CODECS = ("gzip", "lz4", "zstd", "snappy")
+
+
+def test_batches_compressed_by_another_producer_are_read(pipeline: Pipeline) -> None:
+    # Our producer does not compress, but other producers (or a topic's compression.type)
+    # may: every codec Kafka has must be readable, or the consumer could never pass them.
+    pipeline.create_topic()
+    messages = [valid_message() for _ in range(20 * len(CODECS))]
+    for i, codec in enumerate(CODECS):
+        pipeline.send_raw([(b"web01", encode(m)) for m in messages[20 * i: 20 * (i + 1)]], compression=codec)
+    pipeline.consume()
+    audit(pipeline.db, valid=len(messages), valid_ids={m["message_uuid"] for m in messages})
+
+
+def test_a_codec_library_missing_is_one_clear_line_and_exit_1(pipeline: Pipeline) -> None:
+    pipeline.create_topic()
+    pipeline.send_raw([(b"web01", encode(valid_message())) for _ in range(5)], compression="lz4")
+    hide = pipeline.workdir / "sin_lz4"
+    (hide / "lz4").mkdir(parents=True)
+    (hide / "lz4" / "__init__.py").write_text("raise ImportError('lz4 not installed (test)')\n")
+    done = pipeline.run(CONSUMER, "--idle-timeout", "3", env=pipeline.env(PYTHONPATH=str(hide)))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "lz4" in errors[0] and "requirements.txt" in errors[0], done.stderr[-3000:]

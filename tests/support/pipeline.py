@@ -153,10 +153,11 @@ class Pipeline:
         finally:
             admin.close()
 
-    def send_raw(self, items: list[tuple[bytes | None, bytes | None]]) -> list[tuple[int, int]]:
+    def send_raw(self, items: list[tuple[bytes | None, bytes | None]], compression: str | None = None
+                 ) -> list[tuple[int, int]]:
         """Send raw key/value pairs in order; returns their (partition, offset)."""
         producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=False,
-                                 max_request_size=2 * 1024 * 1024)
+                                 max_request_size=2 * 1024 * 1024, compression_type=compression)
         try:
             futures = [producer.send(self.topic, key=k, value=v) for k, v in items]
             producer.flush()
