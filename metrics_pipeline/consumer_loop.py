@@ -72,6 +72,10 @@ EMPTY_ASSIGNMENT_SESSIONS = 2  # see the module doc (--idle-timeout)
 # default is five minutes.
 METADATA_MAX_AGE_MS = 10_000
 COMMIT_TIMEOUT_MS = 10_000
+# Errors poll() raises that no retry cures: records this installation cannot decode,
+# or a topic or group our credentials may not read. One line and exit 1.
+UNREADABLE = (kafka_errors.UnsupportedCodecError, kafka_errors.CorruptRecordError,
+              kafka_errors.AuthorizationError, kafka_errors.SaslAuthenticationFailedError)
 
 
 class _RebalanceEvents(ConsumerRebalanceListener):
@@ -316,10 +320,8 @@ class MetricsConsumer:
                 timeout = POLL_BUSY_MS if self._in_flight else POLL_TIMEOUT_MS
                 try:
                     batch = self._consumer.poll(timeout_ms=timeout, max_records=limit)
-                except kafka_errors.UnsupportedCodecError as exc:  # retrying cannot cure it
-                    raise RunFailure(f"El tema {self.topic} tiene mensajes comprimidos con un códec que esta "
-                                     f"instalación no sabe leer ({exc}): instale requirements.txt (lz4, "
-                                     f"zstandard, python-snappy)") from None
+                except UNREADABLE as exc:  # retrying cannot cure these
+                    raise RunFailure(_unreadable(self.topic, exc)) from None
                 received_at = self.clock.now()
                 if self._listener.events:
                     self._drain()
@@ -368,6 +370,14 @@ class MetricsConsumer:
                 self._consumer.close(autocommit=False, timeout_ms=5000)
             except Exception as exc:  # closing must never hide the real outcome
                 log.warning("Cierre de la conexión con Kafka incompleto: %s", exc)
+
+
+def _unreadable(topic: str, exc: Exception) -> str:
+    """The one line for an error of UNREADABLE."""
+    if isinstance(exc, kafka_errors.UnsupportedCodecError):
+        return (f"El tema {topic} tiene mensajes comprimidos con un códec que esta instalación no sabe leer "
+                f"({exc}): instale requirements.txt (lz4, zstandard, python-snappy)")
+    return f"No se puede leer el tema {topic} y reintentar no lo arregla: {exc}"
 
 
 def _skip_leave_group_unless_stable(consumer: KafkaConsumer) -> None:
