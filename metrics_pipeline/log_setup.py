@@ -34,6 +34,12 @@ _CONNECTION_TROUBLE = re.compile(
 # bootstrap until its timeout: these say retrying cannot cure it.
 _AUTH_TROUBLE = re.compile(r"SaslAuthenticationFailed|UnsupportedSaslMechanism|IllegalSaslState"
                            r"|AuthenticationFailed|Authentication failed")
+# kafka-python leaves the group when poll() was not called for max_poll_interval_ms:
+# for us, the writer waiting for MongoDB. Said in Spanish, with what happens next.
+_POLL_TIMEOUT = re.compile(r"poll timeout has expired", re.IGNORECASE)
+_POLL_TIMEOUT_LINE = ("El consumidor lleva más de KAFKA_MAX_POLL_INTERVAL_MS sin leer de Kafka (esperando a "
+                      "MongoDB): deja el grupo y volverá a entrar en cuanto pueda leer; lo no confirmado se "
+                      "relee sin contar nada dos veces")
 _ERROR_WORDS = re.compile(r"Error\b|failed", re.IGNORECASE)
 _BACKOFF = re.compile(r"\s*\(backoff [^)]*\)")
 
@@ -106,6 +112,9 @@ class KafkaLogBridge(logging.Handler):
             self.status.last_error = _short(_BACKOFF.sub("", text))
         if _CONNECTION_TROUBLE.search(text):
             self.status.mark_down(_short(text))
+            return
+        if _POLL_TIMEOUT.search(text):
+            self._log.warning("%s", _POLL_TIMEOUT_LINE)
             return
         template = f"{record.name}:{record.msg}"
         now = self._clock()

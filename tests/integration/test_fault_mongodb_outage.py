@@ -98,7 +98,7 @@ def test_an_outage_longer_than_max_poll_interval_costs_the_membership_and_nothin
     consumer.wait_for("Ventana KPI", timeout=60, count=2)
 
     mongo.kill()
-    consumer.wait_for("max_poll_interval_ms", timeout=60)  # kafka-python left the group
+    consumer.wait_for("más de KAFKA_MAX_POLL_INTERVAL_MS sin leer de Kafka", timeout=60)  # left the group
     time.sleep(3)
     assert consumer.process.poll() is None, "the consumer died during the outage"
     mongo.start()

@@ -63,3 +63,15 @@ def test_kafka_python_reasons_are_kept_for_the_start_up_error() -> None:
     bridge.emit(record("Bootstrap connection to bootstrap-0 failed: [Error 33] UnsupportedSaslMechanismError "
                        "(backoff 5.58 secs)", logging.WARNING, "kafka.net.manager"))
     assert status.auth_failure == "Bootstrap connection to bootstrap-0 failed: [Error 33] UnsupportedSaslMechanismError"
+
+
+def test_leaving_the_group_for_not_polling_is_said_in_spanish(caplog: pytest.LogCaptureFixture) -> None:
+    bridge = KafkaLogBridge(KafkaStatus(clock=FakeClock()), clock=FakeClock())
+    with caplog.at_level(logging.INFO, logger="metrics_pipeline.kafka"):
+        bridge.emit(record("Consumer poll timeout has expired. This means the time between subsequent calls to "
+                           "poll() was longer than the configured max_poll_interval_ms, which typically implies "
+                           "that the poll loop is spending too much time processing messages.",
+                           logging.WARNING, "kafka.coordinator"))
+    [line] = caplog.records
+    assert line.levelname == "WARNING" and "KAFKA_MAX_POLL_INTERVAL_MS" in line.getMessage()
+    assert "kafka-python" not in line.getMessage()
