@@ -11,6 +11,11 @@ failure. What happens to the other answers:
 * a network error, a timeout, an election, a server shutting down are *transient*:
   :class:`StorageUnavailable` is raised and the caller retries the whole batch
   (the retry is idempotent, for the same reason as a replay);
+* a *write concern error* (the primary applied the write but could not confirm it
+  as durable: a replication timeout, a step-down) is transient too: such a write
+  may still be rolled back, so it is never taken as stored (and no offset is
+  committed for it) until a retry is acknowledged. A write concern the deployment
+  can never satisfy is fatal;
 * anything else (authentication, authorisation) is :class:`StorageFatal`: retrying
   cannot cure it, so the consumer stops without committing.
 
@@ -48,6 +53,7 @@ from metrics_pipeline.settings import MongoSettings, SettingsError
 log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
+UNSATISFIABLE_WRITE_CONCERN = {79, 100}  # UnknownReplWriteConcern, UnsatisfiableWriteConcern
 AUTH_ERROR_CODES = {13, 18, 8000}  # Unauthorized, AuthenticationFailed, Atlas "AtlasError"
 TRANSIENT_CODES = {
     6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 50, 112, 117, 133, 134, 150,
@@ -211,6 +217,13 @@ class MetricsStore:
                     raise StorageFatal(f"MongoDB rechazó la escritura: {error.get('errmsg', code)}") from None
                 else:
                     rejected[index] = f"MongoDB rechazó el documento: {error.get('errmsg', code)}"
+            concern_errors = exc.details.get("writeConcernErrors") or []
+            if concern_errors:  # see the module doc: not stored until a retry says so
+                error = concern_errors[0]
+                reason = f"write concern no cumplido ({error.get('errmsg', error.get('code'))})"
+                if error.get("code") in UNSATISFIABLE_WRITE_CONCERN:
+                    raise StorageFatal(f"MongoDB no puede cumplir el write concern pedido: {reason}") from None
+                raise StorageUnavailable(reason) from None
             return duplicates, rejected
         except (bson.errors.InvalidDocument, bson.errors.InvalidStringData, OverflowError,
                 UnicodeEncodeError, pymongo.errors.DocumentTooLarge):

@@ -141,11 +141,14 @@ class TcpProxy(ServerProcess):
 
 
 class SecantusServer(ServerProcess):
-    def __init__(self, port: int, data_dir: Path, log_dir: Path, standalone: bool = True) -> None:
+    def __init__(self, port: int, data_dir: Path, log_dir: Path, standalone: bool = True,
+                 test_commands: bool = False) -> None:
         command = [secantus_command(), "--host", "127.0.0.1", "--port", str(port),
                    "--storage-path", str(data_dir), "--log-level", "WARNING"]
         if standalone:
             command.append("--standalone")
+        if test_commands:  # configureFailPoint, for the fault tests; never for the demo
+            command.append("--enable-test-commands")
         super().__init__("SecantusDB (MongoDB)", command, port, log_dir / f"secantus-{port}.log")
         self.data_dir = data_dir
 

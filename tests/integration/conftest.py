@@ -69,8 +69,8 @@ def own_kafka(own_servers: list[ServerProcess], tmp_path: Path):
 
 @pytest.fixture
 def own_mongo(own_servers: list[ServerProcess], tmp_path: Path):
-    def start() -> SecantusServer:
-        server = SecantusServer(free_port(), tmp_path / "servers" / "mongo", tmp_path / "servers").start()
+    def start(**options: bool) -> SecantusServer:
+        server = SecantusServer(free_port(), tmp_path / "servers" / "mongo", tmp_path / "servers", **options).start()
         own_servers.append(server)
         return server
     return start

@@ -1,4 +1,5 @@
-"""Scenario 2: MongoDB killed (kill -9) for more than 10 s while the producer keeps sending."""
+"""Scenario 2: MongoDB killed (kill -9) for more than 10 s while the producer keeps sending; also
+an outage longer than KAFKA_MAX_POLL_INTERVAL_MS, and writes whose write concern fails."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import signal
 import time
 
 import pytest
+from pymongo import MongoClient
 
 from tests.support.audit import RAW, audit
-from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, producer_summary
+from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, encode, producer_summary, valid_message
 from tests.support.waiting import committed_offsets, wait_until
 
 pytestmark = pytest.mark.slow
@@ -115,3 +117,44 @@ def test_an_outage_longer_than_max_poll_interval_costs_the_membership_and_nothin
     log = consumer.text()
     assert "Traceback" not in log and "Mensaje duplicado" not in log
     assert log.count("Particiones asignadas") >= 2, "the consumer should have rejoined the group"
+
+
+def test_a_write_concern_error_is_not_taken_as_stored(kafka_server, own_mongo, tmp_path, request) -> None:
+    # On a replica set (Atlas), a write the primary applied but could not replicate in
+    # time comes back with a writeConcernError: it may still be rolled back, so it is
+    # retried and nothing is committed until a retry is acknowledged. SecantusDB's
+    # failCommand fail point adds that error to the consumer's first two inserts.
+    mongo = own_mongo(test_commands=True)
+    p = Pipeline.for_test(kafka_server.address, mongo.uri, tmp_path, request.node.name)
+    p.create_topic()
+    messages = [valid_message(f"web{i % 5:02d}") for i in range(40)]
+    p.send_raw([(m["server_id"].encode(), encode(m)) for m in messages])
+    with MongoClient(mongo.uri) as admin:
+        admin.admin.command({"configureFailPoint": "failCommand", "mode": {"times": 2}, "data": {
+            "failCommands": ["insert"], "appName": "consumidor_metrics_iabd06",
+            "writeConcernError": {"code": 64, "codeName": "WriteConcernFailed",
+                                  "errmsg": "waiting for replication timed out", "errInfo": {"wtimeout": True}}}})
+    done = p.consume()
+    retried = [line for line in done.stderr.splitlines() if "write concern no cumplido" in line]
+    assert len(retried) == 2 and all(" WARNING " in line and "No se confirma nada" in line for line in retried)
+    assert "guardado tras 2 reintentos" in done.stderr and "Traceback" not in done.stderr
+    audit(p.db, valid=40, valid_ids={m["message_uuid"] for m in messages})
+    assert committed_offsets(p.bootstrap, p.group, p.topic, 1) == {0: 40}
+
+
+def test_a_write_concern_the_deployment_cannot_satisfy_is_one_error_line_and_exit_1(
+        kafka_server, own_mongo, tmp_path, request) -> None:
+    mongo = own_mongo(test_commands=True)
+    p = Pipeline.for_test(kafka_server.address, mongo.uri, tmp_path, request.node.name)
+    p.create_topic()
+    p.send_raw([(b"web01", encode(valid_message())) for _ in range(20)])
+    with MongoClient(mongo.uri) as admin:
+        admin.admin.command({"configureFailPoint": "failCommand", "mode": "alwaysOn", "data": {
+            "failCommands": ["insert"], "appName": "consumidor_metrics_iabd06",
+            "writeConcernError": {"code": 100, "codeName": "UnsatisfiableWriteConcern",
+                                  "errmsg": "Not enough data-bearing nodes"}}})
+    done = p.run(CONSUMER, "--idle-timeout", "3")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "no puede cumplir el write concern" in errors[0], done.stderr[-2000:]
+    assert committed_offsets(p.bootstrap, p.group, p.topic, 1) == {0: None}  # nothing committed
