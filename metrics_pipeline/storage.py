@@ -220,10 +220,10 @@ class MetricsStore:
             concern_errors = exc.details.get("writeConcernErrors") or []
             if concern_errors:  # see the module doc: not stored until a retry says so
                 error = concern_errors[0]
-                reason = f"write concern no cumplido ({error.get('errmsg', error.get('code'))})"
+                why = error.get("errmsg", error.get("code"))
                 if error.get("code") in UNSATISFIABLE_WRITE_CONCERN:
-                    raise StorageFatal(f"MongoDB no puede cumplir el write concern pedido: {reason}") from None
-                raise StorageUnavailable(reason) from None
+                    raise StorageFatal(f"MongoDB no puede cumplir el write concern pedido: {why}") from None
+                raise StorageUnavailable(f"write concern no cumplido ({why})") from None
             return duplicates, rejected
         except (bson.errors.InvalidDocument, bson.errors.InvalidStringData, OverflowError,
                 UnicodeEncodeError, pymongo.errors.DocumentTooLarge):

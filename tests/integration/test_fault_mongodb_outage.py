@@ -142,19 +142,22 @@ def test_a_write_concern_error_is_not_taken_as_stored(kafka_server, own_mongo, t
     assert committed_offsets(p.bootstrap, p.group, p.topic, 1) == {0: 40}
 
 
-def test_a_write_concern_the_deployment_cannot_satisfy_is_one_error_line_and_exit_1(
-        kafka_server, own_mongo, tmp_path, request) -> None:
+@pytest.mark.parametrize("failure, says", [
+    ({"writeConcernError": {"code": 100, "codeName": "UnsatisfiableWriteConcern",
+                            "errmsg": "Not enough data-bearing nodes"}}, "no puede cumplir el write concern"),
+    ({"errorCode": 13}, "MongoDB rechazó"),  # Unauthorized: a user with a read-only role
+], ids=["unsatisfiable write concern", "not allowed to write"])
+def test_a_write_retrying_cannot_cure_is_one_error_line_and_exit_1(
+        kafka_server, own_mongo, tmp_path, request, failure, says) -> None:
     mongo = own_mongo(test_commands=True)
     p = Pipeline.for_test(kafka_server.address, mongo.uri, tmp_path, request.node.name)
     p.create_topic()
     p.send_raw([(b"web01", encode(valid_message())) for _ in range(20)])
     with MongoClient(mongo.uri) as admin:
         admin.admin.command({"configureFailPoint": "failCommand", "mode": "alwaysOn", "data": {
-            "failCommands": ["insert"], "appName": "consumidor_metrics_iabd06",
-            "writeConcernError": {"code": 100, "codeName": "UnsatisfiableWriteConcern",
-                                  "errmsg": "Not enough data-bearing nodes"}}})
+            "failCommands": ["insert"], "appName": "consumidor_metrics_iabd06", **failure}})
     done = p.run(CONSUMER, "--idle-timeout", "3")
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
-    assert len(errors) == 1 and "no puede cumplir el write concern" in errors[0], done.stderr[-2000:]
+    assert len(errors) == 1 and says in errors[0], done.stderr[-2000:]
     assert committed_offsets(p.bootstrap, p.group, p.topic, 1) == {0: None}  # nothing committed
