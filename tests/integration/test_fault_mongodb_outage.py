@@ -1,8 +1,10 @@
 """Scenario 2: MongoDB killed (kill -9) for more than 10 s while the producer keeps sending; also
-an outage longer than KAFKA_MAX_POLL_INTERVAL_MS, and writes whose write concern fails."""
+an outage longer than KAFKA_MAX_POLL_INTERVAL_MS, a MongoDB that hangs, and writes whose write
+concern fails or that MongoDB refuses for good."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import time
@@ -161,3 +163,30 @@ def test_a_write_retrying_cannot_cure_is_one_error_line_and_exit_1(
     errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and says in errors[0], done.stderr[-2000:]
     assert committed_offsets(p.bootstrap, p.group, p.topic, 1) == {0: None}  # nothing committed
+
+
+def test_a_stop_while_mongodb_hangs_exits_0_within_10_s_and_loses_nothing(
+        kafka_server, own_mongo, tmp_path, request) -> None:
+    # SIGSTOP freezes the server with its connections open: a write in flight gets no
+    # answer and no error, like a network that drops packets. The consumer must not
+    # wait for its 60 s socket timeout to stop.
+    mongo = own_mongo()
+    p = Pipeline.for_test(kafka_server.address, mongo.uri, tmp_path, request.node.name)
+    producer = p.start(PRODUCER, "--rounds", "100", "--interval", "0.1")
+    consumer = p.start(CONSUMER, "--batch-size", "10")
+    consumer.wait_for("Ventana KPI", timeout=60)
+    assert mongo.process is not None
+    os.kill(mongo.process.pid, signal.SIGSTOP)
+    try:
+        time.sleep(0.5)  # just after the driver's last check: the longest wait
+        stopped_at = time.monotonic()
+        consumer.signal(signal.SIGTERM)
+        assert consumer.wait(30) == 0
+        assert time.monotonic() - stopped_at < 10, "a stop must not wait for a MongoDB that hangs"
+    finally:
+        os.kill(mongo.process.pid, signal.SIGCONT)
+    assert "Traceback" not in consumer.text()
+    assert producer.wait(120) == 0
+    sent, _, _ = producer_summary(producer.text())
+    p.consume()
+    assert audit(p.db, valid=sent).windows == sent // 20
