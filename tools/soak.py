@@ -9,7 +9,9 @@ the cycle:
 * SIGTERM of a consumer (restarted at once), once the group is stable (see
   wait_group_stable);
 * kill -9 of MongoDB for 10 s (restarted on the same port and data);
-* a burst of poison messages (they must all reach the dead-letter collection).
+* a burst of poison messages (they must all reach the dead-letter collection);
+* MongoDB frozen (SIGSTOP) for 8 s: open connections that never answer;
+* Kafka frozen (SIGSTOP) for 8 s, the same for the broker.
 
 When the producer is done and everything is stored (every complete window too), the
 consumers are stopped and the audit of tests/support/audit.py runs:
@@ -20,6 +22,7 @@ recomputable, no message in two windows. Exit 0 if the audit passes.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import signal
@@ -35,7 +38,7 @@ from pymongo import MongoClient  # noqa: E402
 
 from tests.support.audit import DEADLETTER, KPIS, RAW, audit  # noqa: E402
 from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, Running, producer_summary  # noqa: E402
-from tools.local_stack import SecantusServer, TansuServer, free_port  # noqa: E402
+from tools.local_stack import SecantusServer, ServerProcess, TansuServer, free_port  # noqa: E402
 
 POISON = [b"", b"null", b"[1,2]", b'{"server_id": "x"', b"\xff\xfe", b'{"a": NaN}',
           b'{"server_id": "web01", "metrics": {"cpu_percent": true}}']
@@ -60,6 +63,16 @@ def wait_group_stable(consumers: list[Running], timeout: float = 90) -> None:
             return
         time.sleep(0.2)
     log("aviso: el grupo no se estabilizó a tiempo")
+
+
+def freeze(server: ServerProcess, seconds: float) -> None:
+    """SIGSTOP the server for ``seconds``: its connections stay open and silent."""
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
 
 
 def _caught_up(db, sent: int) -> bool:
@@ -93,7 +106,8 @@ def main() -> int:
     rounds = -(-args.messages // args.servers)
     servers = ",".join(f"srv{i:03d}" for i in range(args.servers))
     faults: dict[str, int] = {"kill -9 consumidor": 0, "SIGTERM consumidor": 0, "MongoDB caído 10 s": 0,
-                              "ráfaga de mensajes no válidos": 0}
+                              "ráfaga de mensajes no válidos": 0, "MongoDB congelado 8 s": 0,
+                              "Kafka congelado 8 s": 0}
     poison_sent = 0
     started = time.monotonic()
     consumers: list[Running] = []
@@ -110,7 +124,7 @@ def main() -> int:
             if time.monotonic() < next_fault:
                 continue
             next_fault = time.monotonic() + args.fault_every
-            kind = cycle % 4
+            kind = cycle % len(faults)
             cycle += 1
             if kind == 0:
                 victim = rng.randrange(len(consumers))
@@ -133,6 +147,14 @@ def main() -> int:
                 log("fallo: kill -9 de MongoDB durante 10 s")
                 time.sleep(10)
                 mongo.start()
+            elif kind == 4:
+                faults["MongoDB congelado 8 s"] += 1
+                log("fallo: MongoDB congelado (SIGSTOP) durante 8 s")
+                freeze(mongo, 8)
+            elif kind == 5:
+                faults["Kafka congelado 8 s"] += 1
+                log("fallo: Kafka congelado (SIGSTOP) durante 8 s")
+                freeze(kafka, 8)
             else:
                 burst = [rng.choice(POISON) for _ in range(rng.randint(3, 9))]
                 producer_raw = KafkaProducer(bootstrap_servers=p.bootstrap, acks="all", enable_idempotence=False)
