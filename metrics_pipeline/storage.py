@@ -59,7 +59,10 @@ TRANSIENT_CODES = {
     6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 50, 112, 117, 133, 134, 150,
 }
 MAX_BSON_SIZE = 16 * 1024 * 1024
-MAX_DEADLETTER_VALUE = 15 * 1024 * 1024
+# A dead letter keeps the record's bytes; a broker allowing records near 16 MB would
+# make it too large for MongoDB, and the partition would stop at it. Beyond these
+# sizes the bytes are cut, and the document says so (value_truncated, value_size).
+MAX_DEADLETTER_BYTES = {"value": 15 * 1024 * 1024, "key": 512 * 1024}
 # Writes get no overall deadline on purpose: a large batch to a distant cluster may
 # take a while. A MongoDB that is down fails server selection within
 # SERVER_SELECTION_MS, and a connection that hangs fails after SOCKET_TIMEOUT_MS.
@@ -319,11 +322,11 @@ def _deadletter_identity(document: dict[str, Any]) -> str:
 
 
 def _fit_deadletter(document: dict[str, Any]) -> dict[str, Any]:
-    """Cut a value too large for one MongoDB document, saying so in the document."""
-    value = document["value"]
-    size = len(value.encode("utf-8", "surrogatepass")) if isinstance(value, str) else len(value or b"")
-    if size <= MAX_DEADLETTER_VALUE:
-        return document
-    raw = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)
-    return {**document, "value": Binary(raw[:MAX_DEADLETTER_VALUE]), "value_truncated": True,
-            "value_size": size}
+    """Cut a value or key too large for one MongoDB document (MAX_DEADLETTER_BYTES)."""
+    fitted = dict(document)
+    for name, limit in MAX_DEADLETTER_BYTES.items():
+        data = document[name]
+        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data or b"")
+        if len(raw) > limit:
+            fitted.update({name: Binary(raw[:limit]), f"{name}_truncated": True, f"{name}_size": len(raw)})
+    return fitted

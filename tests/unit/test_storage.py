@@ -1,0 +1,26 @@
+"""Pure parts of the MongoDB storage: what a dead letter keeps of a record too large."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import bson
+
+from metrics_pipeline.documents import deadletter_document
+from metrics_pipeline.storage import MAX_DEADLETTER_BYTES, _fit_deadletter
+
+NOW = datetime(2026, 11, 26, tzinfo=timezone.utc)
+
+
+def test_a_dead_letter_of_a_record_near_16_mb_still_fits_in_one_document() -> None:
+    key, value = b"k" * (2 * 1024 * 1024), b"v" * (16 * 1024 * 1024)
+    doc = _fit_deadletter(deadletter_document("t", 0, 7, key, value, "demasiado grande", NOW))
+    assert len(bson.encode(doc)) < 16 * 1024 * 1024
+    assert bytes(doc["value"]) == value[: MAX_DEADLETTER_BYTES["value"]] and doc["value_size"] == len(value)
+    assert bytes(doc["key"]) == key[: MAX_DEADLETTER_BYTES["key"]] and doc["key_size"] == len(key)
+    assert doc["value_truncated"] is doc["key_truncated"] is True
+
+
+def test_an_ordinary_dead_letter_is_kept_as_it_came() -> None:
+    doc = deadletter_document("t", 0, 8, b"web01", b'{"server_id": ', "JSON no válido", NOW)
+    assert _fit_deadletter(doc) == doc
