@@ -522,7 +522,8 @@ def load_consumer_settings(argv: Sequence[str] | None = None, environ: Mapping[s
     return ConsumerSettings(
         kafka=_kafka(values, values["startup_timeout"]), mongo=_mongo(values),
         group_id=values["group_id"], session_timeout_ms=values["session_timeout_ms"],
-        max_poll_interval_ms=values["max_poll_interval_ms"], batch_size=values["batch_size"], window_size=values["window_size"],
+        max_poll_interval_ms=values["max_poll_interval_ms"], batch_size=values["batch_size"],
+        window_size=values["window_size"],
         alerts=AlertThresholds(cpu_percent_avg=values["alert_cpu_avg"],
                                memory_percent_avg=values["alert_memory_avg"],
                                error_count_sum=values["alert_error_sum"]),

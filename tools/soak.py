@@ -22,7 +22,6 @@ recomputable, no message in two windows. Exit 0 if the audit passes.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shutil
 import signal
@@ -38,7 +37,7 @@ from pymongo import MongoClient  # noqa: E402
 
 from tests.support.audit import DEADLETTER, KPIS, RAW, audit  # noqa: E402
 from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, Running, producer_summary  # noqa: E402
-from tools.local_stack import SecantusServer, ServerProcess, TansuServer, free_port  # noqa: E402
+from tools.local_stack import SecantusServer, TansuServer, free_port  # noqa: E402
 
 POISON = [b"", b"null", b"[1,2]", b'{"server_id": "x"', b"\xff\xfe", b'{"a": NaN}',
           b'{"server_id": "web01", "metrics": {"cpu_percent": true}}']
@@ -63,16 +62,6 @@ def wait_group_stable(consumers: list[Running], timeout: float = 90) -> None:
             return
         time.sleep(0.2)
     log("aviso: el grupo no se estabilizó a tiempo")
-
-
-def freeze(server: ServerProcess, seconds: float) -> None:
-    """SIGSTOP the server for ``seconds``: its connections stay open and silent."""
-    assert server.process is not None
-    os.kill(server.process.pid, signal.SIGSTOP)
-    try:
-        time.sleep(seconds)
-    finally:
-        os.kill(server.process.pid, signal.SIGCONT)
 
 
 def _caught_up(db, sent: int) -> bool:
@@ -150,11 +139,13 @@ def main() -> int:
             elif kind == 4:
                 faults["MongoDB congelado 8 s"] += 1
                 log("fallo: MongoDB congelado (SIGSTOP) durante 8 s")
-                freeze(mongo, 8)
+                with mongo.frozen():
+                    time.sleep(8)
             elif kind == 5:
                 faults["Kafka congelado 8 s"] += 1
                 log("fallo: Kafka congelado (SIGSTOP) durante 8 s")
-                freeze(kafka, 8)
+                with kafka.frozen():
+                    time.sleep(8)
             else:
                 burst = [rng.choice(POISON) for _ in range(rng.randint(3, 9))]
                 producer_raw = KafkaProducer(bootstrap_servers=p.bootstrap, acks="all", enable_idempotence=False)
