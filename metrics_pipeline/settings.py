@@ -32,7 +32,7 @@ from dotenv import dotenv_values
 
 from metrics_pipeline.alerts import AlertThresholds
 from metrics_pipeline.message import MAX_SERVER_ID_LENGTH
-from metrics_pipeline.redaction import mongodb_uri_password, register_secret
+from metrics_pipeline.redaction import Redactor, mongodb_uri_password, register_secret
 
 DEFAULT_SERVER_IDS = ("web01", "web02", "db01", "app01", "cache01")
 # A KPI document lists the ids of its window's messages and counts them per server
@@ -402,11 +402,26 @@ def _secrets(kafka: KafkaSettings | None, mongo: MongoSettings | None) -> tuple[
 class _SpanishParser(argparse.ArgumentParser):
     """argparse with Spanish headings and one-line errors (exit code 2)."""
 
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            # argparse would echo every unknown token, and one may be a secret given to the
+            # wrong script (the producer has no --mongodb-uri): name the flags, not the values.
+            flags = [token.split("=", 1)[0] for token in unknown if token.startswith("-")]
+            values = sum(1 for token in unknown if not token.startswith("-") or "=" in token)
+            parts = [", ".join(flags)] if flags else []
+            if values:
+                parts.append(f"{values} valor{'es' if values > 1 else ''} que no se muestra{'n' if values > 1 else ''}")
+            shown = " y ".join(parts)
+            self.error(f"argumentos desconocidos: {shown}")
+        return parsed
+
     def error(self, message: str) -> None:  # noqa: D401 - argparse API
-        message = (message.replace("unrecognized arguments", "argumentos desconocidos")
-                   .replace("expected one argument", "falta su valor")
+        message = (message.replace("expected one argument", "falta su valor")
                    .replace("argument ", "argumento "))
-        self.exit(2, f"{self.prog}: error: {message} (véase --help)\n")
+        line = Redactor()(f"{self.prog}: error: {message} (véase --help)")
+        self.exit(2, line + "\n")
 
 
 class _HelpFormatter(argparse.HelpFormatter):

@@ -164,6 +164,18 @@ def test_unknown_flag_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str])
     assert len(err.splitlines()) == 1 and "--windowsize" in err
 
 
+
+@pytest.mark.parametrize("argv", [["--mongodb-uri", "mongodb://ana:S3cret@db"], ["--mongodb-uri=mongodb://ana:S3cret@db"],
+                                  ["--sasl-pasword", "S3cret"], ["S3cret"]])
+def test_unknown_flags_are_named_but_their_values_never_shown(argv, capsys: pytest.CaptureFixture[str]) -> None:
+    # The producer has no --mongodb-uri: a URI given to it by mistake must not be echoed.
+    with pytest.raises(SystemExit) as caught:
+        producer(argv)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "S3cret" not in err and "1 valor que no se muestra" in err
+    assert argv[0].split("=")[0] in err or argv[0] == "S3cret"
+
 def test_report_settings() -> None:
     r = load_report_settings(["--last", "5", "--since", "2026-11-26"], environ={}, dotenv_path="")
     assert r.last == 5 and r.since.isoformat() == "2026-11-26T00:00:00+00:00" and r.chart
