@@ -1,6 +1,7 @@
 """Exit codes of SPEC §6, shared by the scripts.
 
-* 0: normal end (a signal, ``--rounds``, ``--max-messages``, ``--idle-timeout``);
+* 0: normal end (a signal, also one while still waiting for a server at start-up,
+  ``--rounds``, ``--max-messages``, ``--idle-timeout``);
 * 2: bad settings or flags: one line naming the setting and why;
 * 1: a failure retrying cannot cure (a server unreachable after
   ``--startup-timeout``, credentials refused, messages that could not be sent):
@@ -17,7 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from metrics_pipeline.errors import RunFailure, StartupError
+from metrics_pipeline.errors import RunFailure, StartupError, StartupStopped
 from metrics_pipeline.log_setup import print_error_line
 from metrics_pipeline.settings import SettingsError
 from metrics_pipeline.storage import StorageFatal
@@ -32,6 +33,9 @@ def run_main(main: Callable[[Sequence[str] | None], int], prog: str,
     except SettingsError as exc:
         print_error_line(prog, f"configuración no válida: {exc}")
         return 2
+    except StartupStopped as exc:
+        log.info("%s", exc)
+        return 0
     except (StartupError, StorageFatal, RunFailure) as exc:
         if logging.getLogger().handlers:
             log.error("%s", exc)

@@ -7,3 +7,8 @@ class StartupError(Exception):
 
 class RunFailure(Exception):
     """The run ended with a failure retrying could not cure (exit code 1)."""
+
+
+class StartupStopped(Exception):
+    """SIGINT/SIGTERM while a script was still waiting for a server at start-up: nothing
+    was sent, read or stored yet, so this is a normal end (exit code 0)."""

@@ -21,9 +21,10 @@ from typing import Any
 import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient
 
-from metrics_pipeline.errors import StartupError
+from metrics_pipeline.errors import StartupError, StartupStopped
 from metrics_pipeline.log_setup import KafkaStatus
 from metrics_pipeline.settings import KafkaSettings
+from metrics_pipeline.shutdown import run_unless_stopped
 
 log = logging.getLogger(__name__)
 
@@ -102,19 +103,27 @@ def recreate_topic_if_missing(settings: KafkaSettings, client_id: str, timeout_s
                     "creado de nuevo (particiones: %d)", settings.topic, count)
 
 
+def _stopped(what: str) -> StartupStopped:
+    return StartupStopped(f"Parada pedida mientras se esperaba a {what}: no se ha enviado ni leído nada")
+
+
 def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
                  status: KafkaStatus | None = None) -> int:
     """Wait for Kafka and make sure the topic exists. Returns its partition count.
+    StartupError after ``startup_timeout`` seconds; StartupStopped at once on a stop.
 
     ``status`` (fed by kafka-python's log lines) tells a refused login, which
     kafka-python itself only logs, from a broker that is not there yet.
     """
+    what = f"Kafka ({settings.bootstrap_servers})"
     deadline = time.monotonic() + settings.startup_timeout
     delay = 0.5
     while True:
         remaining = deadline - time.monotonic()
         try:
-            count, created = _ensure_once(settings, client_id, int(max(min(remaining, 10.0), 1.0) * 1000))
+            attempt_ms = int(max(min(remaining, 10.0), 1.0) * 1000)
+            count, created = run_unless_stopped(lambda: _ensure_once(settings, client_id, attempt_ms), stop,
+                                                _stopped(what))
         except _AUTH_ERRORS as exc:
             raise StartupError(f"Kafka ({settings.bootstrap_servers}) rechazó la autenticación: "
                                f"{_reason(exc)}") from None
@@ -134,11 +143,12 @@ def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
             else:
                 log.info("Tema %s listo (particiones: %d)", settings.topic, count)
             return count
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or stop.is_set():
-            raise StartupError(f"No se pudo conectar a Kafka ({settings.bootstrap_servers}) en "
-                               f"{settings.startup_timeout:g} s: {reason}")
-        log.warning("Kafka (%s) no responde: %s; reintento en %.1f s",
-                    settings.bootstrap_servers, reason, min(delay, remaining))
-        stop.wait(min(delay, remaining))
+        if not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StartupError(f"No se pudo conectar a {what} en {settings.startup_timeout:g} s: {reason}")
+            log.warning("%s no responde: %s; reintento en %.1f s", what, reason, min(delay, remaining))
+            stop.wait(min(delay, remaining))
+        if stop.is_set():
+            raise _stopped(what)
         delay = min(delay * 2, 5.0)

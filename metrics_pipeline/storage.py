@@ -46,9 +46,10 @@ from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailur
                             OperationFailure, PyMongoError)
 
 from metrics_pipeline.documents import reincarnated_id
-from metrics_pipeline.errors import StartupError
+from metrics_pipeline.errors import StartupError, StartupStopped
 from metrics_pipeline.redaction import describe_mongodb_uri
 from metrics_pipeline.settings import MongoSettings, SettingsError
+from metrics_pipeline.shutdown import run_unless_stopped
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +122,17 @@ def open_client(settings: MongoSettings, app_name: str) -> MongoClient:
 
 
 def wait_until_reachable(client: MongoClient, settings: MongoSettings, stop: threading.Event) -> None:
-    """Ping until MongoDB answers; StartupError after ``startup_timeout`` seconds."""
+    """Ping until MongoDB answers; StartupError after ``startup_timeout`` seconds,
+    StartupStopped when ``stop`` is set meanwhile."""
     label = describe_mongodb_uri(settings.uri)
+    stopped = StartupStopped(f"Parada pedida mientras se esperaba a MongoDB ({label}): no se ha leído ni "
+                             "guardado nada")
     deadline = time.monotonic() + settings.startup_timeout
     delay = 0.5
     while True:
         remaining = deadline - time.monotonic()
         try:
-            with pymongo.timeout(max(min(PING_ATTEMPT_SECONDS, remaining), 0.5)):
-                client.admin.command("ping")
+            run_unless_stopped(lambda: _ping(client, max(min(PING_ATTEMPT_SECONDS, remaining), 0.5)), stop, stopped)
             return
         except OperationFailure as exc:
             if exc.code in AUTH_ERROR_CODES:
@@ -137,13 +140,21 @@ def wait_until_reachable(client: MongoClient, settings: MongoSettings, stop: thr
             reason = short_reason(exc)
         except PyMongoError as exc:
             reason = short_reason(exc)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or stop.is_set():
-            raise StartupError(
-                f"No se pudo conectar a MongoDB ({label}) en {settings.startup_timeout:g} s: {reason}")
-        log.warning("MongoDB (%s) no responde: %s; reintento en %.1f s", label, reason, min(delay, remaining))
-        stop.wait(min(delay, remaining))
+        if not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StartupError(
+                    f"No se pudo conectar a MongoDB ({label}) en {settings.startup_timeout:g} s: {reason}")
+            log.warning("MongoDB (%s) no responde: %s; reintento en %.1f s", label, reason, min(delay, remaining))
+            stop.wait(min(delay, remaining))
+        if stop.is_set():
+            raise stopped
         delay = min(delay * 2, 5.0)
+
+
+def _ping(client: MongoClient, seconds: float) -> None:
+    with pymongo.timeout(seconds):
+        client.admin.command("ping")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ given in MONGODB_URI or KAFKA_SASL_PASSWORD appears in no output, error paths in
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -79,6 +80,33 @@ def test_a_sasl_login_the_broker_refuses_exits_1_without_waiting_out_the_timeout
     line, _ = _exits_1_after(pipeline, script, args, env, 0, 30)
     assert f"Kafka ({pipeline.bootstrap}) rechazó la autenticación" in line and "Sasl" in line
 
+
+@pytest.mark.parametrize("script, unreachable, signum", [
+    (PRODUCER, "kafka", signal.SIGTERM), (CONSUMER, "kafka", signal.SIGINT), (CONSUMER, "mongodb", signal.SIGTERM),
+], ids=["productor-kafka", "consumidor-kafka", "consumidor-mongodb"])
+def test_a_stop_while_waiting_at_start_up_is_a_normal_end_at_once(pipeline: Pipeline, script, unreachable,
+                                                                  signum) -> None:
+    # A Kafka attempt waits up to 10 s for a bootstrap; a stop must not wait it out, and
+    # it is not "could not connect in 60 s" (exit 1): nothing was done yet, exit 0.
+    closed = f"127.0.0.1:{free_port()}"
+    env = pipeline.env(STARTUP_TIMEOUT_SECONDS="60", **(
+        {"KAFKA_BOOTSTRAP_SERVERS": closed} if unreachable == "kafka" else {"MONGODB_URI": _closed_port_uri()}))
+    running = pipeline.start(script, *(["--rounds", "1"] if script == PRODUCER else []), env=env)
+    try:
+        running.wait_for(" no responde: ", timeout=30)
+        time.sleep(1.0)  # inside the next attempt
+        started = time.monotonic()
+        running.signal(signum)
+        code = running.wait(timeout=30)
+        elapsed = time.monotonic() - started
+    finally:
+        running.kill()
+    output = running.text()
+    assert code == 0, output
+    assert elapsed < 3, elapsed
+    assert "Parada pedida mientras se esperaba a " + ("Kafka" if unreachable == "kafka" else "MongoDB") in output
+    assert "No se pudo conectar" not in output and "Traceback" not in output
+    _no_secret(output)
 
 def test_refused_mongodb_credentials_exit_1_at_once_without_the_password(own_mongo, kafka_server, tmp_path,
                                                                          request) -> None:
