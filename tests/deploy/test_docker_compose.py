@@ -7,9 +7,13 @@ wiring (which settings reach the containers, which services they wait for).
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from metrics_pipeline.settings import CONSUMER_OPTIONS, PRODUCER_OPTIONS
@@ -57,18 +61,53 @@ def test_default_bootstrap_of_the_scripts_is_the_published_host_listener() -> No
 
 def test_app_profile_runs_the_scripts_against_the_compose_services() -> None:
     services = COMPOSE["services"]
-    for name, script in (("productor", "productor_metrics_iabd06.py"), ("consumidor", "consumidor_metrics_iabd06.py")):
+    for name, script, options in (("productor", "productor_metrics_iabd06.py", PRODUCER_OPTIONS),
+                                  ("consumidor", "consumidor_metrics_iabd06.py", CONSUMER_OPTIONS)):
         service = services[name]
         assert service["profiles"] == ["app"]
         assert service["build"] == "."
         assert service["command"] == ["python", script]
-        assert service["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
-        assert service["env_file"] == [{"path": ".env", "required": False}]
         assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
-    consumer = services["consumidor"]
-    assert consumer["environment"]["MONGODB_URI"] == "${MONGODB_URI:-mongodb://mongo:27017}"
-    assert consumer["depends_on"]["mongo"]["condition"] == "service_healthy"
+        # Every setting of the script reaches it from the shell or .env (compose reads .env for
+        # ${...}; empty = the script's default), through environment: only: env_file with
+        # "required: false" needs compose 2.24+, and a .env made for the host says "localhost".
+        assert "env_file" not in service
+        environment = service["environment"]
+        assert set(environment) == {o.env for o in options if o.env}
+        fixed = {"KAFKA_BOOTSTRAP_SERVERS": "kafka:19092", "MONGODB_URI": "${MONGODB_URI:-mongodb://mongo:27017}"}
+        for variable, value in environment.items():
+            assert value == fixed.get(variable, f"${{{variable}:-}}"), variable
+    assert services["consumidor"]["depends_on"]["mongo"]["condition"] == "service_healthy"
     assert "profiles" not in services["kafka"] and "profiles" not in services["mongo"]
+
+
+def _compose_command() -> list[str] | None:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return None
+
+
+def test_compose_itself_takes_the_file_with_a_env_copied_from_the_example(tmp_path: Path) -> None:
+    # What a user does: cp .env.example .env, then docker compose --profile app up.
+    compose = _compose_command()
+    if compose is None:
+        pytest.skip("no docker-compose / docker compose here (.ci/run installs Debian's docker-compose)")
+    shutil.copy(REPO / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    shutil.copy(REPO / ".env.example", tmp_path / ".env")
+    done = subprocess.run([*compose, "--profile", "app", "config"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": os.environ["PATH"]}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    assert set(services) == {"kafka", "mongo", "productor", "consumidor"}
+    consumer = services["consumidor"]["environment"]
+    assert consumer["MONGODB_URI"] == "mongodb://mongo:27017"
+    assert consumer["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
+    assert str(consumer["KPI_WINDOW_SIZE"]) == "20"  # from .env
+    assert services["productor"]["environment"]["SERVER_IDS"] == "web01,web02,db01,app01,cache01"
+    advertised = services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    assert advertised == "INTERNAL://kafka:19092,HOST://localhost:29092"
 
 
 def test_dockerfile_copies_the_scripts_and_their_package() -> None:
@@ -87,3 +126,5 @@ def test_env_example_lists_every_variable() -> None:
     expected = {o.env for o in PRODUCER_OPTIONS + CONSUMER_OPTIONS if o.env}
     assert expected <= names, expected - names
     assert re.search(r"^# MONGODB_URI=mongodb\+srv://", text, re.M)
+    # Empty, not localhost: the same .env serves the containers of the "app" profile.
+    assert re.search(r"^MONGODB_URI=$", text, re.M)
