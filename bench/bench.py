@@ -43,7 +43,7 @@ from pymongo import ASCENDING, DESCENDING, MongoClient  # noqa: E402
 
 from metrics_pipeline.documents import raw_document  # noqa: E402
 from metrics_pipeline.message import parse_message  # noqa: E402
-from metrics_pipeline.storage import JOURNALED  # noqa: E402
+from metrics_pipeline.storage import journaled  # noqa: E402
 from tests.support.audit import KPIS, RAW  # noqa: E402
 from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, Running  # noqa: E402
 from tools.local_stack import SecantusServer, TansuServer, free_port, port_in_use, tansu_binary  # noqa: E402
@@ -151,7 +151,7 @@ def main() -> int:
         now = datetime.now().astimezone()
         docs = [raw_document(parse_message(r.value), r.topic, r.partition, r.offset, now) for r in records]
         client = MongoClient(mongo.uri)
-        ceiling_col = client["bench_ceiling"].get_collection(RAW, write_concern=JOURNALED)
+        ceiling_col = client["bench_ceiling"].get_collection(RAW, write_concern=journaled(client.write_concern))
         ceiling_col.create_index([("server_id", ASCENDING), ("timestamp", DESCENDING)])
         started = time.perf_counter()
         for i in range(0, len(docs), 1000):

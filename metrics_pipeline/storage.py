@@ -19,8 +19,8 @@ failure. What happens to the other answers:
 * anything else (authentication, authorisation) is :class:`StorageFatal`: retrying
   cannot cure it, so the consumer stops without committing.
 
-Every write asks for ``j: true``: MongoDB acknowledges it only once it is in the
-on-disk journal. Offsets are committed right after the acknowledgement, so a write
+Every write asks for ``j: true`` (on top of the URI's ``w``, e.g. Atlas's
+``w=majority``): MongoDB acknowledges it only once it is in the on-disk journal. Offsets are committed right after the acknowledgement, so a write
 acknowledged from memory and lost in a crash of the database (``kill -9`` of a
 standalone ``mongod`` loses up to its last 100 ms of such writes) would be a message
 lost for good. Atlas already journals majority writes; a standalone server, like the
@@ -77,7 +77,16 @@ SOCKET_TIMEOUT_MS = 60000
 HEARTBEAT_MS = 2000
 STARTUP_OPERATION_SECONDS = 30.0
 PING_ATTEMPT_SECONDS = 3.0  # one WARNING per failed attempt at start-up
-JOURNALED = WriteConcern(j=True)  # see the module doc: acknowledged means on disk
+
+
+def journaled(given: WriteConcern) -> WriteConcern:
+    """The URI's write concern (``w``, ``wtimeoutMS``) plus ``j: true`` (see the module
+    doc: acknowledged means on disk). ``w=0`` would acknowledge nothing and is dropped;
+    ``fsync`` cannot go with ``j`` and asks for no more than it."""
+    document = {key: value for key, value in given.document.items() if key not in ("j", "fsync")}
+    if document.get("w") == 0:
+        del document["w"]
+    return WriteConcern(**document, j=True)
 
 
 class StorageUnavailable(Exception):
@@ -188,7 +197,7 @@ class MetricsStore:
 
     def __init__(self, client: MongoClient, settings: MongoSettings) -> None:
         self.client = client
-        database = client.get_database(settings.database, write_concern=JOURNALED)
+        database = client.get_database(settings.database, write_concern=journaled(client.write_concern))
         self.raw: Collection = database[settings.raw_collection]
         self.kpis: Collection = database[settings.kpi_collection]
         self.deadletter: Collection = database[settings.deadletter_collection]

@@ -1,13 +1,15 @@
-"""Pure parts of the MongoDB storage: what a dead letter keeps of a record too large."""
+"""Pure parts of the MongoDB storage: what a dead letter keeps of a record too large, the write concern."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
 import bson
+from pymongo import WriteConcern
 
 from metrics_pipeline.documents import deadletter_document
-from metrics_pipeline.storage import MAX_DEADLETTER_BYTES, _fit_deadletter
+from metrics_pipeline.settings import load_consumer_settings
+from metrics_pipeline.storage import MAX_DEADLETTER_BYTES, MetricsStore, _fit_deadletter, journaled, open_client
 
 NOW = datetime(2026, 11, 26, tzinfo=timezone.utc)
 
@@ -24,3 +26,19 @@ def test_a_dead_letter_of_a_record_near_16_mb_still_fits_in_one_document() -> No
 def test_an_ordinary_dead_letter_is_kept_as_it_came() -> None:
     doc = deadletter_document("t", 0, 8, b"web01", b'{"server_id": ', "JSON no válido", NOW)
     assert _fit_deadletter(doc) == doc
+
+
+def test_writes_are_journaled_and_keep_the_write_concern_of_the_uri() -> None:
+    assert journaled(WriteConcern()).document == {"j": True}
+    assert journaled(WriteConcern(w="majority", wtimeout=5000)).document == {"w": "majority", "wtimeout": 5000,
+                                                                             "j": True}
+    assert journaled(WriteConcern(w=0)).document == {"j": True}  # unacknowledged would lose messages
+    assert journaled(WriteConcern(w=2, fsync=True)).document == {"w": 2, "j": True}
+    # What the consumer builds from an Atlas-style URI (no connection is opened).
+    settings = load_consumer_settings(
+        ["--mongodb-uri", "mongodb://db.example.net/?w=majority&wtimeoutMS=8000"], environ={}, dotenv_path="")
+    client = open_client(settings.mongo, "test")
+    store = MetricsStore(client, settings.mongo)
+    for collection in (store.raw, store.kpis, store.deadletter):
+        assert collection.write_concern.document == {"w": "majority", "wtimeout": 8000, "j": True}
+    client.close()
