@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -119,15 +120,31 @@ def classify(exc: PyMongoError) -> Exception:
 
 
 def open_client(settings: MongoSettings, app_name: str) -> MongoClient:
-    """Build the client (no network yet). A malformed URI is a settings error."""
-    try:
-        return MongoClient(
-            settings.uri, connect=False, appname=app_name, tz_aware=True,
-            serverSelectionTimeoutMS=SERVER_SELECTION_MS, connectTimeoutMS=SERVER_SELECTION_MS,
-            heartbeatFrequencyMS=HEARTBEAT_MS,
-            socketTimeoutMS=SOCKET_TIMEOUT_MS)
-    except (InvalidURI, ConfigurationError, ValueError, TypeError) as exc:
-        raise SettingsError("MONGODB_URI (--mongodb-uri)", f"no es una URI de MongoDB válida: {exc}") from None
+    """Build the client (no network yet). A malformed URI is a settings error, and so
+    is an option pymongo would only warn about and then ignore (``tls=maybe``, an
+    unknown or repeated option): an ignored ``tls`` or ``authMechanism`` is not what
+    the user asked for."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            client = MongoClient(
+                settings.uri, connect=False, appname=app_name, tz_aware=True,
+                serverSelectionTimeoutMS=SERVER_SELECTION_MS, connectTimeoutMS=SERVER_SELECTION_MS,
+                heartbeatFrequencyMS=HEARTBEAT_MS,
+                socketTimeoutMS=SOCKET_TIMEOUT_MS)
+        except (InvalidURI, ConfigurationError, ValueError, TypeError) as exc:
+            raise SettingsError("MONGODB_URI (--mongodb-uri)", f"no es una URI de MongoDB válida: {exc}") from None
+    ignored = []
+    for warning in caught:
+        if warning.category is UserWarning and "uri_parser" in warning.filename:
+            ignored.append(str(warning.message))
+        else:  # e.g. a deprecated option that still works: shown as it would have been
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    if ignored:
+        client.close()
+        raise SettingsError("MONGODB_URI (--mongodb-uri)", "opción no válida en la URI, que MongoDB ignoraría: "
+                            + "; ".join(ignored))
+    return client
 
 
 def wait_until_reachable(client: MongoClient, settings: MongoSettings, stop: threading.Event) -> None:

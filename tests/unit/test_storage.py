@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import bson
+import pytest
 from pymongo import WriteConcern
 
 from metrics_pipeline.documents import deadletter_document
-from metrics_pipeline.settings import load_consumer_settings
+from metrics_pipeline.settings import SettingsError, load_consumer_settings
 from metrics_pipeline.storage import MAX_DEADLETTER_BYTES, MetricsStore, _fit_deadletter, journaled, open_client
 
 NOW = datetime(2026, 11, 26, tzinfo=timezone.utc)
@@ -42,3 +43,21 @@ def test_writes_are_journaled_and_keep_the_write_concern_of_the_uri() -> None:
     for collection in (store.raw, store.kpis, store.deadletter):
         assert collection.write_concern.document == {"w": "majority", "wtimeout": 8000, "j": True}
     client.close()
+
+
+@pytest.mark.parametrize("options", ["tls=maybe", "authMechanism=NOPE", "retryWrite=true", "w=1&w=2"])
+def test_an_option_pymongo_would_only_warn_about_and_ignore_is_a_settings_error(options: str) -> None:
+    settings = load_consumer_settings(["--mongodb-uri", f"mongodb://ana:S3cret@db.example.net/?{options}"],
+                                      environ={}, dotenv_path="")
+    with pytest.raises(SettingsError) as caught:
+        open_client(settings.mongo, "test")
+    assert str(caught.value).startswith("MONGODB_URI (--mongodb-uri): opción no válida en la URI")
+    assert "S3cret" not in str(caught.value)
+
+
+def test_a_uri_with_valid_options_builds_a_client_without_warnings(recwarn: pytest.WarningsRecorder) -> None:
+    settings = load_consumer_settings(
+        ["--mongodb-uri", "mongodb://db.example.net/?retryWrites=true&w=majority&appName=iabd06&tls=true"],
+        environ={}, dotenv_path="")
+    open_client(settings.mongo, "test").close()
+    assert not [w for w in recwarn if w.category is UserWarning]
