@@ -325,7 +325,8 @@ class MetricsStore:
         An existing document with the same ``identity`` is the same one written before
         a crash: the first is kept. Another identity means the topic's offsets started
         again: the new document is stored under :func:`reincarnated_id`, stable for its
-        content, so its own replays collide in turn.
+        content, so its own replays collide in turn. That id is set on the caller's
+        document, so what the caller logs afterwards is the id that was stored.
         """
         duplicates, rejected = self._insert(collection, documents)
         if not rejected and duplicates:
@@ -336,7 +337,8 @@ class MetricsStore:
                 existing = found.get(document["_id"])
                 if existing is not None and identity(existing) == identity(document):
                     continue
-                reborn.append({**document, "_id": reincarnated_id(document["_id"], str(identity(document)))})
+                document["_id"] = reincarnated_id(document["_id"], str(identity(document)))
+                reborn.append(document)
             _, rejected = self._insert(collection, reborn)
         if rejected:
             raise StorageFatal(f"MongoDB rechazó un documento {what}: {next(iter(rejected.values()))}")

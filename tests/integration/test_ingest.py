@@ -6,6 +6,7 @@ records; these sequences are the odd ones a broker can hand out, made exact here
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 
@@ -79,3 +80,18 @@ def test_a_message_back_at_the_same_coordinates_in_a_new_log_is_not_counted_twic
     counted = [u for k in windows for u in k["message_uuids"]]
     assert len(counted) == len(set(counted)) == 10, "a message in two windows"
     assert {m["message_uuid"] for m in new[:3] + new[5:7]} == set(windows[1]["message_uuids"])
+
+
+def test_a_window_of_a_new_log_with_a_taken_id_is_logged_under_the_id_it_was_stored_with(mongo_server,
+                                                                                       caplog) -> None:
+    # The local broker forgets its topics when restarted; the consumer after it starts
+    # the offsets again from 0 while MongoDB keeps the KPI document "t:0:0" of before.
+    before, store = ingestor(mongo_server, "reborn")
+    before.ingest(records([valid_message() for _ in range(5)]), received_at=1000.0)
+    after, _ = ingestor(mongo_server, "reborn")
+    with caplog.at_level(logging.INFO, logger="metrics_pipeline.ingest"):
+        after.ingest(records([valid_message() for _ in range(5)]), received_at=1001.0)
+    ids = sorted(k["_id"] for k in store.kpis.find())
+    assert len(ids) == 2 and ids[0] == "t:0:0" and ids[1].startswith("t:0:0~")
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Ventana KPI")]
+    assert line.startswith(f"Ventana KPI {ids[1]}: ")
