@@ -134,6 +134,13 @@ def _non_empty(text: str) -> str:
     return value
 
 
+def _png_path(text: str) -> str:
+    value = _non_empty(text)
+    if not value.lower().endswith(".png"):
+        raise ValueError(f"el gráfico es un PNG: el nombre debe acabar en .png, no {value!r}")
+    return value
+
+
 def _server_ids(text: str) -> tuple[str, ...]:
     ids = tuple(s.strip() for s in text.split(","))
     if not ids or any(not s for s in ids):
@@ -294,7 +301,7 @@ REPORT_OPTIONS = MONGO_OPTIONS + (
     Option("last", "--last", None, "10", _int(1), "número de ventanas KPI recientes a mostrar", "N"),
     Option("since", "--since", None, None, _since,
            "solo ventanas y mensajes desde esta fecha ISO 8601 (UTC si no lleva zona)", "FECHA"),
-    Option("output", "--output", None, "informe_kpis_iabd06.png", _non_empty,
+    Option("output", "--output", None, "informe_kpis_iabd06.png", _png_path,
            "fichero PNG del gráfico", "FICHERO"),
     Option("chart", "--chart", None, "yes", _choice(("YES", "NO")),
            "dibujar el gráfico PNG: yes o no", "yes|no"),

@@ -181,3 +181,7 @@ def test_report_settings() -> None:
     assert r.last == 5 and r.since.isoformat() == "2026-11-26T00:00:00+00:00" and r.chart
     with pytest.raises(SettingsError):
         load_report_settings(["--since", "ayer"], environ={}, dotenv_path="")
+    assert load_report_settings(["--output", "hoy.PNG"], environ={}, dotenv_path="").output == "hoy.PNG"
+    for other in ("hoy.pdf", "hoy.xyz", "hoy"):  # matplotlib would write another format, or fail
+        with pytest.raises(SettingsError, match="--output"):
+            load_report_settings(["--output", other], environ={}, dotenv_path="")
