@@ -502,6 +502,18 @@ def _kafka(values: dict[str, Any], startup_timeout: float) -> KafkaSettings:
 
 
 def _mongo(values: dict[str, Any]) -> MongoSettings:
+    # KPI ids (topic:partition:first_offset) and dead-letter ids (topic:partition:offset)
+    # have the same shape: one collection for two of them would mix and collide.
+    collections = [("MONGODB_RAW_COLLECTION (--raw-collection)", values["raw_collection"]),
+                   ("MONGODB_KPI_COLLECTION (--kpi-collection)", values["kpi_collection"])]
+    if values.get("deadletter_collection"):
+        collections.append(("MONGODB_DEADLETTER_COLLECTION (--deadletter-collection)",
+                            values["deadletter_collection"]))
+    for index, (label, name) in enumerate(collections):
+        for other_label, other in collections[:index]:
+            if name == other:
+                raise SettingsError(label, f"{name!r} ya es {other_label.split()[0]}: cada colección necesita "
+                                           "su propio nombre")
     return MongoSettings(
         uri=values["mongodb_uri"], database=values["database"],
         raw_collection=values["raw_collection"], kpi_collection=values["kpi_collection"],

@@ -176,6 +176,17 @@ def test_unknown_flags_are_named_but_their_values_never_shown(argv, capsys: pyte
     assert len(err.splitlines()) == 1 and "S3cret" not in err and "1 valor que no se muestra" in err
     assert argv[0].split("=")[0] in err or argv[0] == "S3cret"
 
+
+@pytest.mark.parametrize("argv, setting", [
+    (["--kpi-collection", "system_metrics_raw_iabd06"], "MONGODB_KPI_COLLECTION"),
+    (["--deadletter-collection", "system_metrics_kpis_iabd06"], "MONGODB_DEADLETTER_COLLECTION"),
+    (["--raw-collection", "x", "--deadletter-collection", "x"], "MONGODB_DEADLETTER_COLLECTION"),
+])
+def test_two_collections_with_one_name_are_refused(argv, setting) -> None:
+    with pytest.raises(SettingsError) as caught:
+        consumer(argv)
+    assert caught.value.setting.startswith(setting) and "cada colección necesita su propio nombre" in str(caught.value)
+
 def test_report_settings() -> None:
     r = load_report_settings(["--last", "5", "--since", "2026-11-26"], environ={}, dotenv_path="")
     assert r.last == 5 and r.since.isoformat() == "2026-11-26T00:00:00+00:00" and r.chart
