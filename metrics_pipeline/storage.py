@@ -20,8 +20,9 @@ failure. What happens to the other answers:
   cannot cure it, so the consumer stops without committing.
 
 Every write asks for ``j: true`` (on top of the URI's ``w``, e.g. Atlas's
-``w=majority``): MongoDB acknowledges it only once it is in the on-disk journal. Offsets are committed right after the acknowledgement, so a write
-acknowledged from memory and lost in a crash of the database (``kill -9`` of a
+``w=majority``): MongoDB acknowledges it only once it is in the on-disk journal.
+Offsets are committed right after the acknowledgement, so a write acknowledged
+from memory and lost in a crash of the database (``kill -9`` of a
 standalone ``mongod`` loses up to its last 100 ms of such writes) would be a message
 lost for good. Atlas already journals majority writes; a standalone server, like the
 compose ``mongo``, does not unless asked. The fault tests kill the database right
