@@ -23,6 +23,7 @@ from pymongo.collection import Collection
 CHART_SIZE_INCHES = (12.0, 9.0)
 CHART_DPI = 100  # 1200 x 900 pixels
 CHART_MAX_WINDOWS = 2000
+SERVER_COLUMN_WIDTH = 40  # longer server ids are cut in the summary table (not in MongoDB)
 
 _ALERT_SHORT = {"cpu_percent_avg": "CPU", "memory_percent_avg": "memoria", "error_count_sum": "errores"}
 
@@ -83,6 +84,11 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence
     return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 
+def _short(text: str, width: int = SERVER_COLUMN_WIDTH) -> str:
+    """A server id as a table cell: a host name may have 253 characters."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _fixed(value: float) -> str:
     """Two decimals; scientific notation for values no screen column can hold (SPEC §2
     sets no upper bound on disk and network rates)."""
@@ -114,7 +120,7 @@ def format_summary(summary: Sequence[dict[str, Any]], since: datetime | None) ->
     if not summary:
         return f"Resumen por servidor ({scope}): no hay mensajes."
     rows = [[
-        str(s["_id"]), str(s["messages"]), f"{s['cpu_avg']:.2f}", f"{s['cpu_max']:.2f}", f"{s['memory_avg']:.2f}",
+        _short(str(s["_id"])), str(s["messages"]), f"{s['cpu_avg']:.2f}", f"{s['cpu_max']:.2f}", f"{s['memory_avg']:.2f}",
         _fixed(s["disk_avg"]), _fixed(s["network_avg"]), str(s["errors"]), _utc(s["last"]),
     ] for s in summary]
     headers = ["servidor", "mensajes", "CPU % media", "CPU % máx", "memoria % media", "disco MB/s media",

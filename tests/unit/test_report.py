@@ -35,3 +35,10 @@ def test_rates_too_large_for_a_column_are_shown_in_scientific_notation() -> None
            "network_avg": 123456.789, "errors": 6, "last": datetime(2026, 11, 26, 9, 0)}
     last = format_summary([row], None).splitlines()[-1].split()
     assert last[5:8] == ["1.7e+308", "123456.79", "6"]
+
+
+def test_a_server_id_as_long_as_a_host_name_is_cut_in_the_table() -> None:
+    row = {"_id": "h" * 253, "messages": 2, "cpu_avg": 1.0, "cpu_max": 2.0, "memory_avg": 3.0, "disk_avg": 4.0,
+           "network_avg": 5.0, "errors": 6, "last": datetime(2026, 11, 26, 9, 0)}
+    last = format_summary([row], None).splitlines()[-1]
+    assert last.startswith("h" * 39 + "…  ")
