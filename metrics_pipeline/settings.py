@@ -302,7 +302,7 @@ REPORT_OPTIONS = MONGO_OPTIONS + (
     Option("since", "--since", None, None, _since,
            "solo ventanas y mensajes desde esta fecha ISO 8601 (UTC si no lleva zona)", "FECHA"),
     Option("output", "--output", None, "informe_kpis_iabd06.png", _png_path,
-           "fichero PNG del gráfico", "FICHERO"),
+           "fichero PNG del gráfico (acabado en .png)", "FICHERO"),
     Option("chart", "--chart", None, "yes", _choice(("YES", "NO")),
            "dibujar el gráfico PNG: yes o no", "yes|no"),
 ) + COMMON_OPTIONS
