@@ -6,7 +6,8 @@
   Spanish WARNING when Kafka stops answering, a reminder every
   :data:`KafkaStatus.REMINDER_SECONDS`, and one INFO line when it answers again.
   Other kafka-python warnings and errors pass through as WARNING lines, at most once
-  a minute per kind of message.
+  a minute per kind of message (numbers aside), except its diagnostics of its own
+  slow I/O loop, which are DEBUG.
 * Python warnings (e.g. pymongo's "unknown URI option") become log lines too.
 """
 
@@ -40,6 +41,14 @@ _POLL_TIMEOUT = re.compile(r"poll timeout has expired", re.IGNORECASE)
 _POLL_TIMEOUT_LINE = ("El consumidor lleva más de KAFKA_MAX_POLL_INTERVAL_MS sin leer de Kafka (esperando a "
                       "MongoDB): deja el grupo y volverá a entrar en cuanto pueda leer; lo no confirmado se "
                       "relee sin contar nada dos veces")
+# kafka-python 3 times the steps of its own I/O loop and warns, in English, when one
+# takes over 0.1 s ("Task ... ran for 0.124s ... blocking the event loop"). It does
+# while a backlog is drained: decoding a large fetch shares the GIL with our writer
+# thread. Nothing for the user to do: DEBUG only.
+_SLOW_TASK = re.compile(r"ran for [\d.]+s \(>[\d.]+s threshold\)")
+# What makes two lines "the same kind of message" for the once-a-minute limit: some
+# kafka-python lines arrive already formatted, with addresses and timings inside.
+_VARYING_PARTS = re.compile(r"0x[0-9a-fA-F]+|\d+(?:\.\d+)?")
 _ERROR_WORDS = re.compile(r"Error\b|failed", re.IGNORECASE)
 _BACKOFF = re.compile(r"\s*\(backoff [^)]*\)")
 
@@ -116,7 +125,10 @@ class KafkaLogBridge(logging.Handler):
         if _POLL_TIMEOUT.search(text):
             self._log.warning("%s", _POLL_TIMEOUT_LINE)
             return
-        template = f"{record.name}:{record.msg}"
+        if _SLOW_TASK.search(text):
+            self._log.debug("kafka-python: %s", _short(text, 300))
+            return
+        template = f"{record.name}:{_VARYING_PARTS.sub('#', str(record.msg))}"
         now = self._clock()
         if now - self._last_seen.get(template, -1e9) < self.PASS_THROUGH_EVERY_SECONDS:
             return

@@ -75,3 +75,24 @@ def test_leaving_the_group_for_not_polling_is_said_in_spanish(caplog: pytest.Log
     [line] = caplog.records
     assert line.levelname == "WARNING" and "KAFKA_MAX_POLL_INTERVAL_MS" in line.getMessage()
     assert "kafka-python" not in line.getMessage()
+
+
+def test_kafka_pythons_slow_loop_diagnostics_are_debug_only(caplog: pytest.LogCaptureFixture) -> None:
+    # Seen while draining a backlog: four English WARNING lines in a second, nothing to do about them.
+    bridge = KafkaLogBridge(KafkaStatus(clock=FakeClock()), clock=FakeClock())
+    with caplog.at_level(logging.DEBUG, logger="metrics_pipeline.kafka"):
+        for address, seconds in (("0x7fd6f65302d0", "0.124"), ("0x7fd6f65ddd50", "0.215")):
+            bridge.emit(record(f"Task <kafka.net.selector.Task object at {address}> ran for {seconds}s (>0.100s "
+                               "threshold). It is blocking the event loop -- likely a tight sync loop inside a "
+                               "coroutine. Other pollers will time out.", logging.WARNING, "kafka.net.selector"))
+    assert [r.levelname for r in caplog.records] == ["DEBUG", "DEBUG"]
+
+
+def test_lines_that_differ_only_in_numbers_are_one_kind_for_the_once_a_minute_limit(
+        caplog: pytest.LogCaptureFixture) -> None:
+    bridge = KafkaLogBridge(KafkaStatus(clock=FakeClock()), clock=FakeClock())
+    with caplog.at_level(logging.INFO, logger="metrics_pipeline.kafka"):
+        for node in range(5):  # already formatted by kafka-python, so record.msg differs each time
+            bridge.emit(record(f"Node {node} at 0x{node:x}ff sent an unexpected response after 1.{node}s",
+                               logging.WARNING, "kafka.client"))
+    assert len(caplog.records) == 1
