@@ -38,6 +38,8 @@ ACCEPTED = [
     ("timestamp without offset (UTC)", variant("timestamp_utc", "2026-11-26T15:04:05")),
     ("timestamp with Z", variant("timestamp_utc", "2026-11-26T15:04:05Z")),
     ("timestamp with another offset", variant("timestamp_utc", "2026-11-26T16:04:05+01:00")),
+    ("nested exactly 100 deep", variant("extra", json.loads("[" * 99 + "]" * 99))),
+    ("many brackets, inside strings", variant("extra", {"note": "{[" * 300, "list": [[1], [2]]})),
     ("integers as numbers", variant("metrics.cpu_percent", 42)),
     ("bounds 0 and 100", variant("metrics.memory_percent", 100)),
     ("cpu 0", variant("metrics.cpu_percent", 0)),
@@ -101,6 +103,8 @@ REJECTED = [
     ("reserved field kafka", variant("kafka", {}), "reservado"),
     ("nested 5000 deep", b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}", "profundidad"),
     ("nested 150 deep (MongoDB's limit is 100)", variant("extra", json.loads("[" * 150 + "]" * 150)), "niveles"),
+    ("nested 101 deep, the message itself being level 1", variant("extra", json.loads("[" * 100 + "]" * 100)),
+     "niveles"),
 ]
 
 
