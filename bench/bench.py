@@ -13,7 +13,10 @@ the same backlog of ``--messages`` messages built by our producer with --interva
 5. 3 and 4 again through tools/tcp_proxy.py, 20 ms each way in front of
    MongoDB, like a remote Atlas cluster (the naive one over ``--naive-proxy-messages``);
 6. our consumer's peak memory (VmHWM) while draining ``--memory-messages``
-   (100,000) and while draining the first backlog, to show it does not grow with it.
+   (100,000) and while draining the first backlog, to show it does not grow with it;
+7. our consumer's CPU time per message (user + system, start-up excluded: the CPU of
+   draining the backlog minus that of a run that reads 20 messages), i.e. how fast
+   it could go on one core if the database cost nothing.
 
 Prints a table and writes it, with the machine, versions and command, to
 BENCHMARKS.md (between the result markers; the analysis below them is kept).
@@ -27,6 +30,7 @@ import importlib.metadata
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -158,17 +162,27 @@ def main() -> int:
             ceiling_col.insert_many(docs[i:i + 1000], ordered=False)
         ceiling = len(docs) / (time.perf_counter() - started)
 
-        # 3. Ours, local MongoDB, with the peak memory of this smaller backlog.
+        # 3. Ours, local MongoDB, with the peak memory of this smaller backlog and, as
+        # the only child to end meanwhile, its CPU time (7).
         say("nuestro consumidor contra MongoDB local")
         ours_local = Pipeline(kafka.address, mongo.uri, data, "bench")
         ours_local.extra_env = {"MONGODB_DATABASE": "bench_ours", "KAFKA_GROUP_ID": "bench_ours"}
+        cpu_before = _children_cpu()
         running = ours_local.start(CONSUMER, "--max-messages", str(total), label="-ours-local")
         rss_small = peak_rss_mb(running, 600)
+        cpu_drain = _children_cpu() - cpu_before
         assert running.process.returncode == 0, running.text()[-2000:]
         _, ours = consumer_rate(running.text())
         stored = client["bench_ours"][RAW].count_documents({})
         windows = client["bench_ours"][KPIS].count_documents({})
         assert (stored, windows) == (total, total // 20), (stored, windows)
+
+        say("nuestro consumidor leyendo solo 20 mensajes (su CPU de arranque)")
+        start_only = Pipeline(kafka.address, mongo.uri, data, "bench")
+        start_only.extra_env = {"MONGODB_DATABASE": "bench_start", "KAFKA_GROUP_ID": "bench_start"}
+        cpu_before = _children_cpu()
+        assert start_only.run(CONSUMER, "--max-messages", "20", timeout=300).returncode == 0
+        cpu_per_message = (cpu_drain - (_children_cpu() - cpu_before)) / (total - 20)
 
         # 4. Naive, local MongoDB.
         say(f"consumidor ingenuo contra MongoDB local ({args.naive_messages} mensajes)")
@@ -215,6 +229,8 @@ def main() -> int:
             f"{naive_proxy:,.1f} msg/s"),
         Row("nuestro / ingenuo, proxy", f"{ours_proxy / naive_proxy:,.0f}x", ">= 100x",
             _check(ours_proxy / naive_proxy >= 100)),
+        Row("CPU de nuestro consumidor por mensaje (sin el arranque)", f"{cpu_per_message * 1e6:.0f} µs"),
+        Row("  => máximo con una base de datos sin coste (1 núcleo)", f"{1 / cpu_per_message:,.0f} msg/s"),
         Row(f"memoria máxima, atraso de {total:,} msgs", f"{rss_small:.0f} MB"),
         Row(f"memoria máxima, atraso de {rounds_big * args.servers:,} msgs ({ours_big:,.0f} msg/s)",
             f"{rss_big:.0f} MB", "<= 200 MB", _check(rss_big <= 200)),
@@ -225,6 +241,12 @@ def main() -> int:
     _write(Path(args.output), table, command, total)
     print(f"\nResultados escritos en {args.output}. Para repetir: {command}")
     return 0
+
+
+def _children_cpu() -> float:
+    """User + system seconds of the children that have ended (and been waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _naive(bootstrap: str, topic: str, database: str, uri: str, messages: int) -> float:
