@@ -16,6 +16,8 @@ DEMO_INTERVAL ?= 1
 .PHONY: setup demo test bench soak stack clean
 
 $(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Hace falta Python 3.11 o posterior ($(PYTHON) es otro): make PYTHON=python3.11 ..."; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)

@@ -12,3 +12,12 @@
 * ``report``: the KPI report and its chart;
 * ``log_setup`` / ``redaction`` / ``shutdown`` / ``cli`` / ``clock`` / ``errors``: plumbing.
 """
+
+import sys as _sys
+
+# datetime.fromisoformat reads every ISO 8601 form (a "Z" suffix included) only since
+# Python 3.11: on an older Python valid messages would go to the dead-letter collection.
+if _sys.version_info < (3, 11):  # pragma: no cover - this machine runs 3.11
+    _sys.stderr.write("error: estos scripts necesitan Python 3.11 o posterior; este es "
+                      f"{_sys.version.split()[0]}\n")
+    raise SystemExit(1)
