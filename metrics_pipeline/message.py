@@ -190,9 +190,8 @@ def validate(obj: Any, shallow: bool = False) -> MetricMessage:
 
 def parse_message(value: bytes | None) -> MetricMessage:
     """Kafka value bytes -> a valid :class:`MetricMessage` (or InvalidMessage)."""
-    obj = decode_json(value)
+    obj = decode_json(value)  # refuses None
     # Each level of nesting opens one '{' or '['; counting them in C is far cheaper
     # than walking the decoded value, and settles it for every ordinary message.
-    assert value is not None  # decode_json refused None
-    shallow = value.count(b"{") + value.count(b"[") <= MAX_NESTING_DEPTH
-    return validate(obj, shallow=shallow)
+    brackets = value.count(b"{") + value.count(b"[") if value is not None else 0
+    return validate(obj, shallow=brackets <= MAX_NESTING_DEPTH)

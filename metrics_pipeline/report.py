@@ -120,8 +120,8 @@ def format_summary(summary: Sequence[dict[str, Any]], since: datetime | None) ->
     if not summary:
         return f"Resumen por servidor ({scope}): no hay mensajes."
     rows = [[
-        _short(str(s["_id"])), str(s["messages"]), f"{s['cpu_avg']:.2f}", f"{s['cpu_max']:.2f}", f"{s['memory_avg']:.2f}",
-        _fixed(s["disk_avg"]), _fixed(s["network_avg"]), str(s["errors"]), _utc(s["last"]),
+        _short(str(s["_id"])), str(s["messages"]), f"{s['cpu_avg']:.2f}", f"{s['cpu_max']:.2f}",
+        f"{s['memory_avg']:.2f}", _fixed(s["disk_avg"]), _fixed(s["network_avg"]), str(s["errors"]), _utc(s["last"]),
     ] for s in summary]
     headers = ["servidor", "mensajes", "CPU % media", "CPU % máx", "memoria % media", "disco MB/s media",
                "red Mbps media", "errores", "último mensaje (UTC)"]
