@@ -320,7 +320,8 @@ class MetricsStore:
         return outcomes
 
     def _insert_keeping_first(self, collection: Collection, documents: Sequence[dict[str, Any]], what: str,
-                              projection: dict[str, Any], identity: Callable[[dict[str, Any]], Any]) -> None:
+                              projection: dict[str, Any], identity: Callable[[dict[str, Any]], Any],
+                              kept: Callable[[dict[str, Any], dict[str, Any]], None] | None = None) -> None:
         """Insert documents whose ``_id`` may already be taken.
 
         An existing document with the same ``identity`` is the same one written before
@@ -337,6 +338,8 @@ class MetricsStore:
                 document = documents[index]
                 existing = found.get(document["_id"])
                 if existing is not None and identity(existing) == identity(document):
+                    if kept is not None:
+                        kept(existing, document)
                     continue
                 document["_id"] = reincarnated_id(document["_id"], str(identity(document)))
                 reborn.append(document)
@@ -352,8 +355,17 @@ class MetricsStore:
     def insert_kpis(self, documents: Sequence[dict[str, Any]]) -> None:
         """Store KPI documents. A window rebuilt after a crash has the same id and the
         same first message: the document written first is kept."""
-        self._insert_keeping_first(self.kpis, documents, "KPI", {"message_uuids": {"$slice": 1}},
-                                   lambda doc: (doc.get("message_uuids") or [None])[0])
+        self._insert_keeping_first(self.kpis, documents, "KPI", {"message_uuids": {"$slice": 1}, "message_count": 1},
+                                   lambda doc: (doc.get("message_uuids") or [None])[0], _warn_if_resized)
+
+
+def _warn_if_resized(existing: dict[str, Any], rebuilt: dict[str, Any]) -> None:
+    """A rebuilt window keeps the document written first; with another size, say so."""
+    if existing.get("message_count") != rebuilt["message_count"]:
+        log.warning("La ventana %s ya estaba guardada con %s mensajes y se ha reconstruido con %d (¿cambió "
+                    "KPI_WINDOW_SIZE con ventanas escritas y sin confirmar?): se conserva la primera, así que "
+                    "esta ventana y la siguiente no encajan (mensajes sin ventana o en dos)", rebuilt["_id"],
+                    existing.get("message_count"), rebuilt["message_count"])
 
 
 def _deadletter_identity(document: dict[str, Any]) -> str:

@@ -95,3 +95,17 @@ def test_a_window_of_a_new_log_with_a_taken_id_is_logged_under_the_id_it_was_sto
     assert len(ids) == 2 and ids[0] == "t:0:0" and ids[1].startswith("t:0:0~")
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Ventana KPI")]
     assert line.startswith(f"Ventana KPI {ids[1]}: ")
+
+
+def test_a_window_rebuilt_with_another_size_keeps_the_first_and_says_so(mongo_server, caplog) -> None:
+    # KPI_WINDOW_SIZE changed after a crash that left a window written but not committed.
+    before, store = ingestor(mongo_server, "resized", window=5)
+    batch = records([valid_message() for _ in range(5)])
+    before.ingest(batch, received_at=1000.0)
+    after, _ = ingestor(mongo_server, "resized", window=4)
+    with caplog.at_level(logging.WARNING, logger="metrics_pipeline.storage"):
+        after.ingest(batch, received_at=1001.0)  # the same records, read again from offset 0
+    [kpi] = store.kpis.find()
+    assert kpi["message_count"] == 5
+    [line] = [r.getMessage() for r in caplog.records if "KPI_WINDOW_SIZE" in r.getMessage()]
+    assert line.startswith("La ventana t:0:0 ya estaba guardada con 5 mensajes y se ha reconstruido con 4")
