@@ -103,7 +103,7 @@ def test_a_stop_while_waiting_at_start_up_is_a_normal_end_at_once(pipeline: Pipe
         running.kill()
     output = running.text()
     assert code == 0, output
-    assert elapsed < 3, elapsed
+    assert elapsed < 5, elapsed  # an attempt waited out would take up to 10 s
     assert "Parada pedida mientras se esperaba a " + ("Kafka" if unreachable == "kafka" else "MongoDB") in output
     assert "No se pudo conectar" not in output and "Traceback" not in output
     _no_secret(output)
