@@ -175,7 +175,7 @@ def draw_chart(windows: Sequence[dict[str, Any]], path: str, title: str) -> tupl
     axes[3].set_xlabel("hora del último mensaje de la ventana (UTC, reloj de los servidores)")
     for ax in axes:
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper left", fontsize="small")
+        ax.legend(loc="best", fontsize="small")  # where it hides the fewest points
     import matplotlib.dates as mdates
 
     locator = mdates.AutoDateLocator()
