@@ -143,7 +143,7 @@ def open_client(settings: MongoSettings, app_name: str) -> MongoClient:
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     if ignored:
         client.close()
-        raise SettingsError("MONGODB_URI (--mongodb-uri)", "opción no válida en la URI, que MongoDB ignoraría: "
+        raise SettingsError("MONGODB_URI (--mongodb-uri)", "opción no válida en la URI, que pymongo ignoraría: "
                             + "; ".join(ignored))
     return client
 
