@@ -103,10 +103,6 @@ def recreate_topic_if_missing(settings: KafkaSettings, client_id: str, timeout_s
                     "creado de nuevo (particiones: %d)", settings.topic, count)
 
 
-def _stopped(what: str) -> StartupStopped:
-    return StartupStopped(f"Parada pedida mientras se esperaba a {what}: no se ha enviado ni leído nada")
-
-
 def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
                  status: KafkaStatus | None = None) -> int:
     """Wait for Kafka and make sure the topic exists. Returns its partition count.
@@ -116,14 +112,14 @@ def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
     kafka-python itself only logs, from a broker that is not there yet.
     """
     what = f"Kafka ({settings.bootstrap_servers})"
+    stopped = StartupStopped(f"Parada pedida mientras se esperaba a {what}: no se ha enviado ni leído nada")
     deadline = time.monotonic() + settings.startup_timeout
     delay = 0.5
     while True:
         remaining = deadline - time.monotonic()
         try:
             attempt_ms = int(max(min(remaining, 10.0), 1.0) * 1000)
-            count, created = run_unless_stopped(lambda: _ensure_once(settings, client_id, attempt_ms), stop,
-                                                _stopped(what))
+            count, created = run_unless_stopped(lambda: _ensure_once(settings, client_id, attempt_ms), stop, stopped)
         except _AUTH_ERRORS as exc:
             raise StartupError(f"Kafka ({settings.bootstrap_servers}) rechazó la autenticación: "
                                f"{_reason(exc)}") from None
@@ -150,5 +146,5 @@ def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
             log.warning("%s no responde: %s; reintento en %.1f s", what, reason, min(delay, remaining))
             stop.wait(min(delay, remaining))
         if stop.is_set():
-            raise _stopped(what)
+            raise stopped
         delay = min(delay * 2, 5.0)

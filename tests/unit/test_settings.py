@@ -187,6 +187,7 @@ def test_two_collections_with_one_name_are_refused(argv, setting) -> None:
         consumer(argv)
     assert caught.value.setting.startswith(setting) and "cada colección necesita su propio nombre" in str(caught.value)
 
+
 def test_report_settings() -> None:
     r = load_report_settings(["--last", "5", "--since", "2026-11-26"], environ={}, dotenv_path="")
     assert r.last == 5 and r.since.isoformat() == "2026-11-26T00:00:00+00:00" and r.chart
