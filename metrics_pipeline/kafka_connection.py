@@ -1,8 +1,9 @@
 """Kafka side of the start-up: client settings, waiting for the broker, the topic.
 
 Both scripts call :func:`ensure_topic` before anything else: it waits for Kafka
-(WARNING per failed attempt, :class:`~metrics_pipeline.errors.StartupError` after
-``--startup-timeout`` seconds) and creates the topic with ``KAFKA_TOPIC_PARTITIONS``
+(:mod:`metrics_pipeline.startup`: WARNING per failed attempt,
+:class:`~metrics_pipeline.errors.StartupError` after ``--startup-timeout`` seconds)
+and creates the topic with ``KAFKA_TOPIC_PARTITIONS``
 partitions when it is missing. Brokers differ in how many partitions they give an
 auto-created topic, and the consumer's windows are per partition, so the scripts do
 not leave that to the broker: their clients are built with
@@ -15,16 +16,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient
 
-from metrics_pipeline.errors import StartupError, StartupStopped
+from metrics_pipeline.errors import StartupError
 from metrics_pipeline.log_setup import KafkaStatus
 from metrics_pipeline.settings import KafkaSettings
-from metrics_pipeline.shutdown import run_unless_stopped
+from metrics_pipeline.startup import NotReady, wait_for_server
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +105,15 @@ def recreate_topic_if_missing(settings: KafkaSettings, client_id: str, timeout_s
 
 def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
                  status: KafkaStatus | None = None) -> int:
-    """Wait for Kafka and make sure the topic exists. Returns its partition count.
-    StartupError after ``startup_timeout`` seconds; StartupStopped at once on a stop.
+    """Wait for Kafka (:func:`~metrics_pipeline.startup.wait_for_server`) and make sure
+    the topic exists. Returns its partition count.
 
     ``status`` (fed by kafka-python's log lines) tells a refused login, which
     kafka-python itself only logs, from a broker that is not there yet.
     """
-    what = f"Kafka ({settings.bootstrap_servers})"
-    stopped = StartupStopped(f"Parada pedida mientras se esperaba a {what}: no se ha enviado ni leído nada")
-    deadline = time.monotonic() + settings.startup_timeout
-    delay = 0.5
-    while True:
-        remaining = deadline - time.monotonic()
+    def attempt(seconds_left: float) -> tuple[int, bool]:
         try:
-            attempt_ms = int(max(min(remaining, 10.0), 1.0) * 1000)
-            count, created = run_unless_stopped(lambda: _ensure_once(settings, client_id, attempt_ms), stop, stopped)
+            return _ensure_once(settings, client_id, int(max(min(seconds_left, 10.0), 1.0) * 1000))
         except _AUTH_ERRORS as exc:
             raise StartupError(f"Kafka ({settings.bootstrap_servers}) rechazó la autenticación: "
                                f"{_reason(exc)}") from None
@@ -130,21 +124,15 @@ def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
                                    f"{status.auth_failure}") from None
             if status is not None and status.last_error and status.last_error not in reason:
                 reason = f"{reason} (último error de kafka-python: {status.last_error})"
-        else:
-            if created:
-                log.info("Tema %s creado (particiones: %d)", settings.topic, count)
-            elif count != settings.partitions:
-                log.info("Tema %s ya existe con %d particiones (KAFKA_TOPIC_PARTITIONS=%d solo se aplica "
-                         "al crearlo)", settings.topic, count, settings.partitions)
-            else:
-                log.info("Tema %s listo (particiones: %d)", settings.topic, count)
-            return count
-        if not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise StartupError(f"No se pudo conectar a {what} en {settings.startup_timeout:g} s: {reason}")
-            log.warning("%s no responde: %s; reintento en %.1f s", what, reason, min(delay, remaining))
-            stop.wait(min(delay, remaining))
-        if stop.is_set():
-            raise stopped
-        delay = min(delay * 2, 5.0)
+            raise NotReady(reason) from None
+
+    count, created = wait_for_server(f"Kafka ({settings.bootstrap_servers})", attempt, stop,
+                                     settings.startup_timeout, "no se ha enviado ni leído nada")
+    if created:
+        log.info("Tema %s creado (particiones: %d)", settings.topic, count)
+    elif count != settings.partitions:
+        log.info("Tema %s ya existe con %d particiones (KAFKA_TOPIC_PARTITIONS=%d solo se aplica "
+                 "al crearlo)", settings.topic, count, settings.partitions)
+    else:
+        log.info("Tema %s listo (particiones: %d)", settings.topic, count)
+    return count

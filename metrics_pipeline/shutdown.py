@@ -3,11 +3,9 @@
 The first signal sets an Event that the loops check between batches and while they
 wait, so the batch in hand is finished and committed before the script exits 0.
 A second signal means "now": the process exits at once with code 130; nothing
-committed is lost, and the consumer re-reads what it had not committed.
-
-At start-up, while a script still waits for a server, an attempt may block for
-seconds (a Kafka bootstrap, a MongoDB server selection): :func:`run_unless_stopped`
-runs it on a daemon thread, so a stop ends the wait at once.
+committed is lost, and the consumer re-reads what it had not committed. While a
+script still waits for a server at start-up, the first signal ends the wait at once
+(:mod:`metrics_pipeline.startup`).
 """
 
 from __future__ import annotations
@@ -16,11 +14,8 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def install_stop_handlers() -> threading.Event:
@@ -39,25 +34,3 @@ def install_stop_handlers() -> threading.Event:
     signal.signal(signal.SIGTERM, handle)
     return stop
 
-
-def run_unless_stopped(attempt: Callable[[], T], stop: threading.Event, stopped: BaseException) -> T:
-    """``attempt()``, unless ``stop`` is set first: then raise ``stopped`` at once and
-    leave the attempt behind on its daemon thread (the process is about to exit)."""
-    outcome: dict[str, Any] = {}
-    done = threading.Event()
-
-    def run() -> None:
-        try:
-            outcome["result"] = attempt()
-        except BaseException as exc:  # handed to the caller's thread
-            outcome["error"] = exc
-        finally:
-            done.set()
-
-    threading.Thread(target=run, name="startup-attempt", daemon=True).start()
-    while not done.wait(0.1):
-        if stop.is_set():
-            raise stopped
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,10 +47,10 @@ from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailur
                             OperationFailure, PyMongoError)
 
 from metrics_pipeline.documents import reincarnated_id
-from metrics_pipeline.errors import StartupError, StartupStopped
+from metrics_pipeline.errors import StartupError
 from metrics_pipeline.redaction import describe_mongodb_uri
 from metrics_pipeline.settings import MongoSettings, SettingsError
-from metrics_pipeline.shutdown import run_unless_stopped
+from metrics_pipeline.startup import NotReady, wait_for_server
 
 log = logging.getLogger(__name__)
 
@@ -149,34 +148,21 @@ def open_client(settings: MongoSettings, app_name: str) -> MongoClient:
 
 
 def wait_until_reachable(client: MongoClient, settings: MongoSettings, stop: threading.Event) -> None:
-    """Ping until MongoDB answers; StartupError after ``startup_timeout`` seconds,
-    StartupStopped when ``stop`` is set meanwhile."""
+    """Ping until MongoDB answers (:func:`~metrics_pipeline.startup.wait_for_server`);
+    credentials MongoDB refuses are a StartupError at once."""
     label = describe_mongodb_uri(settings.uri)
-    stopped = StartupStopped(f"Parada pedida mientras se esperaba a MongoDB ({label}): no se ha leído ni "
-                             "guardado nada")
-    deadline = time.monotonic() + settings.startup_timeout
-    delay = 0.5
-    while True:
-        remaining = deadline - time.monotonic()
+
+    def attempt(seconds_left: float) -> None:
         try:
-            run_unless_stopped(lambda: _ping(client, max(min(PING_ATTEMPT_SECONDS, remaining), 0.5)), stop, stopped)
-            return
+            _ping(client, max(min(PING_ATTEMPT_SECONDS, seconds_left), 0.5))
         except OperationFailure as exc:
             if exc.code in AUTH_ERROR_CODES:
                 raise StartupError(f"MongoDB ({label}) rechazó las credenciales: {short_reason(exc)}") from None
-            reason = short_reason(exc)
+            raise NotReady(short_reason(exc)) from None
         except PyMongoError as exc:
-            reason = short_reason(exc)
-        if not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise StartupError(
-                    f"No se pudo conectar a MongoDB ({label}) en {settings.startup_timeout:g} s: {reason}")
-            log.warning("MongoDB (%s) no responde: %s; reintento en %.1f s", label, reason, min(delay, remaining))
-            stop.wait(min(delay, remaining))
-        if stop.is_set():
-            raise stopped
-        delay = min(delay * 2, 5.0)
+            raise NotReady(short_reason(exc)) from None
+
+    wait_for_server(f"MongoDB ({label})", attempt, stop, settings.startup_timeout, "no se ha leído ni guardado nada")
 
 
 def _ping(client: MongoClient, seconds: float) -> None:

@@ -1,0 +1,87 @@
+"""Waiting for a server at start-up (Kafka, MongoDB), the same way for both.
+
+:func:`wait_for_server` calls an attempt until it succeeds:
+
+1. the attempt runs on a daemon thread: it may block for seconds (a Kafka
+   bootstrap, a MongoDB server selection), and a SIGINT/SIGTERM meanwhile must end
+   the wait at once with :class:`~metrics_pipeline.errors.StartupStopped` (exit 0:
+   nothing was sent, read or stored yet), leaving the attempt behind;
+2. an attempt that raises :class:`NotReady` (no answer yet, a timeout) logs one
+   WARNING with its reason and is tried again after a pause that doubles from
+   :data:`INITIAL_DELAY` up to :data:`MAX_DELAY`;
+3. after ``--startup-timeout`` seconds the wait ends with
+   :class:`~metrics_pipeline.errors.StartupError` (exit 1), one line naming the
+   server and the last reason;
+4. anything else the attempt raises ends the wait as it is: a refused login is a
+   StartupError at once, since retrying cannot cure it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from metrics_pipeline.errors import StartupError, StartupStopped
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+INITIAL_DELAY = 0.5
+MAX_DELAY = 5.0
+
+
+class NotReady(Exception):
+    """The server did not answer this attempt; the message is the reason."""
+
+
+def wait_for_server(what: str, attempt: Callable[[float], T], stop: threading.Event, timeout: float,
+                    nothing_done: str) -> T:
+    """``attempt(seconds_left)`` until it returns (see the module doc).
+
+    ``what`` names the server in every line ("Kafka (localhost:29092)");
+    ``nothing_done`` ends the line of a stop during the wait.
+    """
+    stopped = StartupStopped(f"Parada pedida mientras se esperaba a {what}: {nothing_done}")
+    deadline = time.monotonic() + timeout
+    delay = INITIAL_DELAY
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return run_unless_stopped(lambda: attempt(remaining), stop, stopped)
+        except NotReady as exc:
+            reason = str(exc)
+        if not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StartupError(f"No se pudo conectar a {what} en {timeout:g} s: {reason}")
+            log.warning("%s no responde: %s; reintento en %.1f s", what, reason, min(delay, remaining))
+            stop.wait(min(delay, remaining))
+        if stop.is_set():
+            raise stopped
+        delay = min(delay * 2, MAX_DELAY)
+
+
+def run_unless_stopped(attempt: Callable[[], T], stop: threading.Event, stopped: BaseException) -> T:
+    """``attempt()``, unless ``stop`` is set first: then raise ``stopped`` at once and
+    leave the attempt behind on its daemon thread (the process is about to exit)."""
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["result"] = attempt()
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="startup-attempt", daemon=True).start()
+    while not done.wait(0.1):
+        if stop.is_set():
+            raise stopped
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
