@@ -19,7 +19,7 @@ from metrics_pipeline.cli import exit_with
 from metrics_pipeline.errors import RunFailure
 from metrics_pipeline.log_setup import configure_logging
 from metrics_pipeline.settings import load_report_settings
-from metrics_pipeline.storage import MetricsStore, open_client, wait_until_reachable
+from metrics_pipeline.storage import MetricsStore, open_client, short_reason, wait_until_reachable
 
 log = logging.getLogger("informe_kpis_iabd06")
 
@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = report.server_summary(store.raw, settings.since)
         shown = report.chart_windows(store.kpis, settings.since) if settings.chart and windows else []
     except PyMongoError as exc:
-        raise RunFailure(f"MongoDB falló al leer los datos del informe: {exc}") from None
+        raise RunFailure(f"MongoDB falló al leer los datos del informe: {short_reason(exc)}") from None
     print(report.format_windows(windows, total))
     print()
     print(report.format_summary(summary, settings.since))
