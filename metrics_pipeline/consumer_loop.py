@@ -5,10 +5,11 @@ windows, write KPIs, then commit, in that order). This module decides *when* the
 is a batch and *whose* partitions it belongs to, and overlaps the two halves of the
 work:
 
-* the main thread polls Kafka and hands each batch to one writer thread, which runs
-  steps 1-5 of the commit path (MongoDB); while MongoDB works on a batch, the main
-  thread already fetches the next one. Batches are written one at a time, in order,
-  and at most :data:`MAX_IN_FLIGHT` are in memory;
+* the main thread polls Kafka, parses and validates each batch (pure CPU work) and
+  hands it to one writer thread, which runs steps 1-5 of the commit path (MongoDB);
+  while MongoDB works on a batch, the main thread already fetches and parses the
+  next one. Batches are written one at a time, in order, and at most
+  :data:`MAX_IN_FLIGHT` are handed to the writer (one more may be parsed, waiting);
 * the main thread commits each batch's positions (step 6) once its steps 1-5 have
   returned, in order: kafka-python's consumer is used from this thread only;
 * before anything changes ownership (a rebalance, a topic created again, a stop),
@@ -53,7 +54,7 @@ from kafka.structs import OffsetAndMetadata
 
 from metrics_pipeline.clock import Clock
 from metrics_pipeline.errors import RunFailure, StartupError
-from metrics_pipeline.ingest import BatchIngestor, BatchResult, describe
+from metrics_pipeline.ingest import BatchIngestor, BatchResult, describe, parse_records
 from metrics_pipeline.kafka_connection import client_config
 from metrics_pipeline.log_setup import KafkaStatus, quiet_kafka_client
 from metrics_pipeline.retry import Stopped
@@ -255,9 +256,10 @@ class MetricsConsumer:
     # -- the writer ---------------------------------------------------------------
 
     def _submit(self, records: list[Any], received_at: float) -> None:
+        parsed = parse_records(records)  # while the writer still waits for MongoDB
         while len(self._in_flight) >= MAX_IN_FLIGHT:
             self._finish_batches(wait=True, at_most=1)
-        self._in_flight.append(self._writer.submit(self.ingestor.ingest, records, received_at))
+        self._in_flight.append(self._writer.submit(self.ingestor.ingest, records, received_at, parsed))
 
     def _finish_batches(self, wait: bool, at_most: int | None = None) -> None:
         """Commit the batches the writer finished, oldest first (step 6).

@@ -3,9 +3,11 @@
 The delivery guarantees of SPEC §5 are made here and in the consumer loop. For every
 batch returned by one ``poll()``, in this order:
 
-1. **Classify.** Each record is parsed and validated. A valid one becomes a raw
-   document (``_id`` = message_uuid); an invalid one a dead-letter document
-   (``_id`` = ``topic:partition:offset``). A record identical to one this consumer
+1. **Classify.** Each record is parsed and validated (:func:`parse_records`: pure
+   CPU work, which the consumer loop does on its own thread while the previous
+   batch is still being written). A valid one becomes a raw document (``_id`` =
+   message_uuid); an invalid one a dead-letter document (``_id`` =
+   ``topic:partition:offset``). A record identical to one this consumer
    already handled at the same offset is a duplicate delivery and is ignored; a
    different record at an offset already handled means the partition's log was
    replaced, and the partition starts afresh from there (see
@@ -111,6 +113,21 @@ class _Entry:
     member: WindowMember | None = None
 
 
+Parsed = MetricMessage | InvalidMessage  # a record's value, parsed: valid, or why not
+
+
+def parse_records(records: Sequence[Record]) -> list[Parsed]:
+    """Parse and validate each record's value (step 1, apart from the bookkeeping:
+    pure, so any thread may run it)."""
+    parsed: list[Parsed] = []
+    for record in records:
+        try:
+            parsed.append(parse_message(record.value))
+        except InvalidMessage as exc:
+            parsed.append(exc)
+    return parsed
+
+
 class BatchIngestor:
     """Stores one batch, closes its windows, writes their KPIs (steps 1-5 of the
     module doc) and returns the positions to commit (step 6)."""
@@ -125,10 +142,14 @@ class BatchIngestor:
         self.mongo_down = threading.Event()  # see metrics_pipeline.retry
         self.in_closed_windows = RecentIds(REMEMBERED_WINDOW_MEMBERS)  # see step 2
 
-    def ingest(self, records: Sequence[Record], received_at: float) -> BatchResult:
+    def ingest(self, records: Sequence[Record], received_at: float,
+               parsed: Sequence[Parsed] | None = None) -> BatchResult:
         """Steps 1-5 for records in offset order per partition; the result carries the
-        positions of step 6. May raise retry.Stopped or storage.StorageFatal (then
-        nothing of this batch is committed)."""
+        positions of step 6. ``parsed``: :func:`parse_records` of the records, if
+        done already. May raise retry.Stopped or storage.StorageFatal (then nothing of
+        this batch is committed)."""
+        if parsed is None:
+            parsed = parse_records(records)
         result = BatchResult(consumed=len(records))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("Lote recibido: %s", _offset_ranges(records))
@@ -141,7 +162,7 @@ class BatchIngestor:
         batch_next: dict[int, int] = {}               # partition -> offset after its last entry here
         batch_prints: dict[tuple[int, int], int] = {}  # (partition, offset) -> fingerprint, this batch
         restarted: set[int] = set()
-        for record in records:
+        for record, value in zip(records, parsed, strict=True):
             partition, offset = record.partition, record.offset
             fingerprint = hash(record.value)
             state = self.tracker.partition(partition)
@@ -162,11 +183,10 @@ class BatchIngestor:
             batch_next[partition] = offset + 1
             batch_prints[(partition, offset)] = fingerprint
             entry = _Entry(record, fingerprint, restart)
-            try:
-                entry.message = parse_message(record.value)
-            except InvalidMessage as exc:
-                entry.error = str(exc)
+            if isinstance(value, InvalidMessage):
+                entry.error = str(value)
             else:
+                entry.message = value
                 entry.raw_index = len(raw_docs)
                 raw_docs.append(raw_document(entry.message, record.topic, partition, offset, ingested))
             entries.append(entry)
