@@ -29,6 +29,7 @@ def register_secret(secret: str | None) -> None:
     if secret:
         _REGISTERED.add(secret)
 
+
 # scheme://user:password@  ->  scheme://user:***@
 _CREDENTIALS_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<password>[^@\s]*)@")
 

@@ -108,6 +108,7 @@ def test_a_stop_while_waiting_at_start_up_is_a_normal_end_at_once(pipeline: Pipe
     assert "No se pudo conectar" not in output and "Traceback" not in output
     _no_secret(output)
 
+
 def test_refused_mongodb_credentials_exit_1_at_once_without_the_password(own_mongo, kafka_server, tmp_path,
                                                                          request) -> None:
     mongo = own_mongo()

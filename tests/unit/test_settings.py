@@ -164,7 +164,6 @@ def test_unknown_flag_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str])
     assert len(err.splitlines()) == 1 and "--windowsize" in err
 
 
-
 @pytest.mark.parametrize("argv", [["--mongodb-uri", "mongodb://ana:S3cret@db"],
                                   ["--mongodb-uri=mongodb://ana:S3cret@db"], ["--sasl-pasword", "S3cret"], ["S3cret"]])
 def test_unknown_flags_are_named_but_their_values_never_shown(argv, capsys: pytest.CaptureFixture[str]) -> None:
