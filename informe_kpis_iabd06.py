@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               + (" desde esa fecha" if settings.since else "") + ": ¿está el consumidor en marcha? "
               "No se dibuja el gráfico.")
     elif settings.chart:
-        title = f"KPIs por ventana · {settings.mongo.database} ({len(shown)} ventanas)"
+        title = f"KPIs por ventana · {settings.mongo.database} ({report.windows_phrase(len(shown))})"
         try:
             width, height = report.draw_chart(shown, settings.output, title)
         except OSError as exc:
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, OverflowError) as exc:  # values near the largest float
             raise RunFailure(f"No se pudo dibujar el gráfico: hay KPIs fuera de lo que matplotlib puede "
                              f"representar ({exc})") from None
-        print(f"\nGráfico de {len(shown)} ventanas guardado en {settings.output} ({width}x{height} px)")
+        print(f"\nGráfico de {report.windows_phrase(len(shown))} guardado en {settings.output} ({width}x{height} px)")
     client.close()
     return 0
 

@@ -89,6 +89,11 @@ def _short(text: str, width: int = SERVER_COLUMN_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def windows_phrase(count: int) -> str:
+    """'1 ventana', '3 ventanas'."""
+    return f"{count} ventana" if count == 1 else f"{count} ventanas"
+
+
 def _fixed(value: float) -> str:
     """Two decimals; scientific notation for values no screen column can hold (SPEC §2
     sets no upper bound on disk and network rates)."""
@@ -111,7 +116,8 @@ def format_windows(windows: Sequence[dict[str, Any]], total: int) -> str:
     headers = ["fin de ventana (UTC)", "partición", "mensajes", "CPU %", "memoria %", "disco MB/s",
                "red Mbps", "errores", "tasa msg/s", "alertas"]
     lines = _table(headers, rows, left=(0, len(headers) - 1))
-    title = f"Últimas {len(windows)} ventanas KPI (de {total})"
+    shown = "Última ventana KPI" if len(windows) == 1 else f"Últimas {len(windows)} ventanas KPI"
+    title = f"{shown} (de {total})"
     return "\n".join([title, "", *lines])
 
 

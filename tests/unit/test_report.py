@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from metrics_pipeline.report import _table, format_summary, format_windows
+from metrics_pipeline.report import _table, format_summary, format_windows, windows_phrase
 
 
 def test_columns_line_up_text_left_numbers_right() -> None:
@@ -22,6 +22,16 @@ def test_empty_inputs_are_said_plainly() -> None:
     assert format_summary([], None) == "Resumen por servidor (todos los mensajes guardados): no hay mensajes."
     since = datetime(2026, 11, 26, 8, 30, tzinfo=timezone.utc)
     assert "desde 2026-11-26 08:30:00 UTC" in format_summary([], since)
+
+
+def test_one_window_is_named_in_the_singular() -> None:
+    window = {"window_end": datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc), "kafka": {"partition": 0},
+              "message_count": 20, "kpis": {"cpu_percent_avg": 1.0, "memory_percent_avg": 2.0,
+                                            "disk_io_mbps_avg": 3.0, "network_mbps_avg": 4.0,
+                                            "error_count_sum": 5, "tasa_procesamiento_msg_seg": 6.0}}
+    assert format_windows([window], 1).splitlines()[0] == "Última ventana KPI (de 1)"
+    assert format_windows([window, window], 7).splitlines()[0] == "Últimas 2 ventanas KPI (de 7)"
+    assert (windows_phrase(1), windows_phrase(2)) == ("1 ventana", "2 ventanas")
 
 
 def test_naive_datetimes_from_the_driver_are_read_as_utc() -> None:
