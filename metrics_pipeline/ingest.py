@@ -29,7 +29,11 @@ batch returned by one ``poll()``, in this order:
    in memory and nothing committed (see :mod:`metrics_pipeline.retry`).
 4. **Close windows.** The stored messages, partition by partition in offset order,
    enter their partition's open window. A window that reaches ``KPI_WINDOW_SIZE``
-   closes, with ``window_end`` = the moment step 2 was acknowledged.
+   closes, with ``window_end`` = the moment step 2 was acknowledged. When the batch
+   re-reads stored messages (a replay), one read first asks MongoDB which windows
+   starting at those offsets were already written: such a window is rebuilt with
+   the size it was written with, so it closes on the same message even if
+   ``KPI_WINDOW_SIZE`` changed between the crash and the restart.
 5. **Store KPIs.** One ``insert_many(ordered=False)`` of the closed windows. A
    window rebuilt after a crash has the id of the first write, which is kept.
    Retried like steps 2-3.
@@ -60,10 +64,11 @@ from typing import Any, Protocol, TypeVar
 from metrics_pipeline.alerts import AlertThresholds, evaluate_alerts
 from metrics_pipeline.clock import Clock, datetime_from_ms, utc_now_ms
 from metrics_pipeline.documents import (deadletter_document, kafka_coordinates, kpi_document,
-                                        member_from_message, raw_document)
+                                        member_from_message, raw_document, window_id)
 from metrics_pipeline.kpis import compute_kpis, window_bounds
 from metrics_pipeline.message import InvalidMessage, MetricMessage, parse_message
 from metrics_pipeline.retry import retry_while_unavailable
+from metrics_pipeline.settings import MAX_WINDOW_SIZE
 from metrics_pipeline.storage import MetricsStore
 from metrics_pipeline.windows import ClosedWindow, RecentIds, WindowMember, WindowTracker
 
@@ -111,6 +116,7 @@ class _Entry:
     error: str | None = None
     raw_index: int = -1
     member: WindowMember | None = None
+    replayed: bool = False  # stored before from this very offset (step 2)
 
 
 Parsed = MetricMessage | InvalidMessage  # a record's value, parsed: valid, or why not
@@ -218,6 +224,7 @@ class BatchIngestor:
             else:
                 result.replayed += 1
                 entry.member = member_from_message(entry.message, record.offset)
+                entry.replayed = True
 
         # 3. Store dead letters.
         dead = [e for e in entries if e.error is not None]
@@ -230,7 +237,8 @@ class BatchIngestor:
                             e.record.partition, e.record.offset, e.error)
             result.deadlettered = len(dead)
 
-        # 4. Close windows.
+        # 4. Close windows (a window being rebuilt: at the size it was stored with).
+        stored_sizes = self._stored_window_sizes([e for e in entries if e.replayed])
         closed: list[ClosedWindow] = []
         for entry in entries:
             state = self.tracker.partition(entry.record.partition)
@@ -242,7 +250,10 @@ class BatchIngestor:
             if entry.member is None:
                 state.skip(entry.record.offset, entry.fingerprint)
             else:
-                window = state.add(entry.member, received_at, stored_at, entry.fingerprint)
+                size = None
+                if state.open_count == 0 and entry.replayed:
+                    size = self._size_as_stored(entry, stored_sizes)
+                window = state.add(entry.member, received_at, stored_at, entry.fingerprint, size)
                 if window is not None:
                     closed.append(window)
                     self.in_closed_windows.add(m.message_id for m in window.members)
@@ -260,9 +271,29 @@ class BatchIngestor:
         result.seconds = max(self.clock.now() - received_at, 1e-6)
         return result
 
-    def _write(self, action: Callable[[], T], what: str) -> T:
-        """One MongoDB write of the batch, retried while MongoDB is unreachable."""
-        return retry_while_unavailable(action, what, self.stop, down=self.mongo_down)
+    def _write(self, action: Callable[[], T], what: str, doing: str = "guardar") -> T:
+        """One MongoDB operation of the batch, retried while MongoDB is unreachable."""
+        return retry_while_unavailable(action, what, self.stop, down=self.mongo_down, doing=doing)
+
+    def _stored_window_sizes(self, replayed: list[_Entry]) -> dict[str, tuple[str | None, int]]:
+        """Step 4's read: the KPI documents that start at a replayed offset."""
+        if not replayed:
+            return {}
+        ids = [window_id(e.record.topic, e.record.partition, e.record.offset) for e in replayed]
+        return self._write(lambda: self.store.stored_windows(ids), "las ventanas KPI ya guardadas", doing="leer")
+
+    def _size_as_stored(self, entry: _Entry, stored: dict[str, tuple[str | None, int]]) -> int | None:
+        """The size of the stored window this member opens, if it is the same window
+        (same first message): None when there is none, or it has the current size."""
+        assert entry.member is not None
+        key = window_id(entry.record.topic, entry.record.partition, entry.record.offset)
+        first, count = stored.get(key, (None, 0))
+        if first != entry.member.message_id or count == self.tracker.size or not 1 <= count <= MAX_WINDOW_SIZE:
+            return None
+        log.warning("La ventana %s ya estaba guardada con %d mensajes y KPI_WINDOW_SIZE es ahora %d: se "
+                    "reconstruye con %d, igual que la guardada; las siguientes ventanas ya tendrán %d",
+                    key, count, self.tracker.size, count, self.tracker.size)
+        return count
 
     def _kpi_document(self, window: ClosedWindow) -> dict[str, Any]:
         bounds = window_bounds(window.received_at, window.stored_at)

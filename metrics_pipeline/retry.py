@@ -33,7 +33,7 @@ class Stopped(Exception):
 
 def retry_while_unavailable(action: Callable[[], T], what: str, stop: threading.Event,
                             initial: float = INITIAL_DELAY, cap: float = MAX_DELAY,
-                            down: threading.Event | None = None) -> T:
+                            down: threading.Event | None = None, doing: str = "guardar") -> T:
     down = down if down is not None else threading.Event()
     delay = initial
     attempts = 0
@@ -47,17 +47,18 @@ def retry_while_unavailable(action: Callable[[], T], what: str, stop: threading.
             down.set()
             attempts += 1
             if stop.is_set():
-                log.warning("MongoDB no disponible al guardar %s: %s. No se confirma nada en Kafka; "
-                            "parada pedida: no se reintenta", what, exc)
+                log.warning("MongoDB no disponible al %s %s: %s. No se confirma nada en Kafka; "
+                            "parada pedida: no se reintenta", doing, what, exc)
                 raise Stopped(what) from None
-            log.warning("MongoDB no disponible al guardar %s: %s. No se confirma nada en Kafka; "
-                        "reintento %d en %.1f s", what, exc, attempts, delay)
+            log.warning("MongoDB no disponible al %s %s: %s. No se confirma nada en Kafka; "
+                        "reintento %d en %.1f s", doing, what, exc, attempts, delay)
             if stop.wait(delay):
                 raise Stopped(what) from None
             delay = min(delay * 2, cap)
             continue
         down.clear()
         if attempts:
-            log.info("MongoDB responde de nuevo: %s guardado tras %d reintentos (%.1f s)",
-                     what, attempts, time.monotonic() - started)
+            log.info("MongoDB responde de nuevo: %s tras %d reintentos (%.1f s)",
+                     f"{what} guardado" if doing == "guardar" else f"{what} ({doing})", attempts,
+                     time.monotonic() - started)
         return result

@@ -338,6 +338,12 @@ class MetricsStore:
         self._insert_keeping_first(self.deadletter, [_fit_deadletter(d) for d in documents], "dead-letter",
                                    {"value": 1}, _deadletter_identity)
 
+    def stored_windows(self, ids: Sequence[str]) -> dict[str, tuple[str | None, int]]:
+        """KPI documents among ``ids``: id -> (first message_uuid, message_count)."""
+        found = self._find_by_ids(self.kpis, list(ids), {"message_uuids": {"$slice": 1}, "message_count": 1})
+        return {key: ((doc.get("message_uuids") or [None])[0], doc.get("message_count") or 0)
+                for key, doc in found.items()}
+
     def insert_kpis(self, documents: Sequence[dict[str, Any]]) -> None:
         """Store KPI documents. A window rebuilt after a crash has the same id and the
         same first message: the document written first is kept."""
@@ -348,10 +354,10 @@ class MetricsStore:
 def _warn_if_resized(existing: dict[str, Any], rebuilt: dict[str, Any]) -> None:
     """A rebuilt window keeps the document written first; with another size, say so."""
     if existing.get("message_count") != rebuilt["message_count"]:
-        log.warning("La ventana %s ya estaba guardada con %s mensajes y se ha reconstruido con %d (¿cambió "
-                    "KPI_WINDOW_SIZE con ventanas escritas y sin confirmar?): se conserva la primera, así que "
-                    "esta ventana y la siguiente no encajan (mensajes sin ventana o en dos)", rebuilt["_id"],
-                    existing.get("message_count"), rebuilt["message_count"])
+        log.warning("La ventana %s ya estaba guardada con %s mensajes y se ha reconstruido con %d, sin "
+                    "relectura que lo avisara (¿documentos raw borrados a mano, y otro KPI_WINDOW_SIZE?): se "
+                    "conserva la primera, así que esta ventana y la siguiente no encajan (mensajes sin ventana "
+                    "o en dos)", rebuilt["_id"], existing.get("message_count"), rebuilt["message_count"])
 
 
 def _deadletter_identity(document: dict[str, Any]) -> str:

@@ -9,8 +9,11 @@ offset order, what happened to each record of a stored batch:
   stored from another offset; it is done, but belongs to no window.
 
 A window holds ``size`` members of one partition; when it fills, it closes and is
-returned so its KPI document can be written. Windows never mix partitions: only
-then is a window the same set of messages after a restart or a rebalance (SPEC §5).
+returned so its KPI document can be written. Windows never mix partitions: only then
+is a window the same set of messages after a restart or a rebalance (SPEC §5). A
+window being rebuilt after a crash may be given the size it was stored with
+(:meth:`PartitionWindows.add`), so that it closes on the same message even if
+``KPI_WINDOW_SIZE`` changed meanwhile.
 
 Offsets of a partition only go forward, unless the partition's log was replaced (a
 topic deleted and created again, a broker that lost its data). To tell a record
@@ -74,6 +77,7 @@ class ClosedWindow:
 class _OpenWindow:
     members: list[WindowMember] = field(default_factory=list)
     received_at: float = 0.0
+    size: int = 0  # set when its first member arrives
 
 
 class PartitionWindows:
@@ -110,12 +114,16 @@ class PartitionWindows:
         self._advance(offset, fingerprint)
 
     def add(self, member: WindowMember, received_at: float, stored_at: float,
-            fingerprint: int = 0) -> ClosedWindow | None:
+            fingerprint: int = 0, size: int | None = None) -> ClosedWindow | None:
+        """Add a member to the open window; the window it closes, if any. ``size``,
+        for a member that opens a window: close this one at that size instead of
+        ``self.size`` (a window rebuilt as it was stored)."""
         self._advance(member.offset, fingerprint)
         if not self._open.members:
             self._open.received_at = received_at
+            self._open.size = size if size is not None and size >= 1 else self.size
         self._open.members.append(member)
-        if len(self._open.members) < self.size:
+        if len(self._open.members) < self._open.size:
             return None
         closed = ClosedWindow(self.topic, self.partition, tuple(self._open.members),
                               self._open.received_at, stored_at)

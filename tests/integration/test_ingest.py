@@ -98,14 +98,50 @@ def test_a_window_of_a_new_log_with_a_taken_id_is_logged_under_the_id_it_was_sto
     assert line.startswith(f"Ventana KPI {ids[1]}: ")
 
 
-def test_a_window_rebuilt_with_another_size_keeps_the_first_and_says_so(mongo_server, caplog) -> None:
-    # KPI_WINDOW_SIZE changed after a crash that left a window written but not committed.
+def test_a_window_rebuilt_after_the_window_size_changed_is_rebuilt_as_it_was_stored(mongo_server, caplog) -> None:
+    # KPI_WINDOW_SIZE changed (5 -> 4) after a crash that left a window written but
+    # not committed: the replay must close that window on the same message as before,
+    # or its last message would also start the next window (counted twice).
     before, store = ingestor(mongo_server, "resized", window=5)
+    batch = records([valid_message() for _ in range(9)])
+    before.ingest(batch[:5], received_at=1000.0)  # window t:0:0 written; then the crash
+    after, _ = ingestor(mongo_server, "resized", window=4)
+    with caplog.at_level(logging.WARNING, logger="metrics_pipeline.ingest"):
+        result = after.ingest(batch, received_at=1001.0)  # read again from offset 0, and 4 more
+    assert (result.replayed, result.stored_new, result.windows) == (5, 4, 2)
+    assert result.positions == {0: 9}
+    windows = sorted(store.kpis.find(), key=lambda k: k["kafka"]["first_offset"])
+    assert [(k["_id"], k["message_count"]) for k in windows] == [("t:0:0", 5), ("t:0:5", 4)]
+    counted = [u for k in windows for u in k["message_uuids"]]
+    assert len(counted) == len(set(counted)) == 9, "a message in two windows"
+    [line] = [r.getMessage() for r in caplog.records if "KPI_WINDOW_SIZE" in r.getMessage()]
+    assert line.startswith("La ventana t:0:0 ya estaba guardada con 5 mensajes y KPI_WINDOW_SIZE es ahora 4")
+
+
+def test_a_replay_at_the_same_window_size_needs_no_resizing(mongo_server, caplog) -> None:
+    before, store = ingestor(mongo_server, "same_size", window=5)
+    batch = records([valid_message() for _ in range(7)])
+    before.ingest(batch, received_at=1000.0)
+    after, _ = ingestor(mongo_server, "same_size", window=5)
+    with caplog.at_level(logging.WARNING):
+        result = after.ingest(batch, received_at=1001.0)
+    assert (result.replayed, result.windows, result.positions) == (7, 1, {0: 5})
+    assert [k["_id"] for k in store.kpis.find()] == ["t:0:0"]
+    assert not [r for r in caplog.records if "KPI_WINDOW_SIZE" in r.getMessage()]
+
+
+def test_a_stored_window_of_another_size_that_is_not_a_replay_is_kept_and_said(mongo_server, caplog) -> None:
+    # The raw documents deleted by hand, then the same records read again with another
+    # window size: they are new to MongoDB, so nothing tells the replay apart; the
+    # KPI document written first is kept and a WARNING says the windows do not fit.
+    before, store = ingestor(mongo_server, "resized_by_hand", window=5)
     batch = records([valid_message() for _ in range(5)])
     before.ingest(batch, received_at=1000.0)
-    after, _ = ingestor(mongo_server, "resized", window=4)
+    store.raw.delete_many({})
+    after, _ = ingestor(mongo_server, "resized_by_hand", window=4)
     with caplog.at_level(logging.WARNING, logger="metrics_pipeline.storage"):
-        after.ingest(batch, received_at=1001.0)  # the same records, read again from offset 0
+        result = after.ingest(batch, received_at=1001.0)
+    assert (result.stored_new, result.replayed) == (5, 0)
     [kpi] = store.kpis.find()
     assert kpi["message_count"] == 5
     [line] = [r.getMessage() for r in caplog.records if "KPI_WINDOW_SIZE" in r.getMessage()]

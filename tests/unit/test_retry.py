@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -51,3 +52,18 @@ def test_while_mongodb_is_down_a_stop_skips_the_next_writes() -> None:
     # MongoDB up (as far as we know): a stop still lets the batch in hand be written.
     down.clear()
     assert retry_while_unavailable(action, "x", stop, down=down) == "ok"
+
+
+def test_each_attempt_and_the_recovery_say_what_was_waiting(caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="metrics_pipeline.retry"):
+        retry_while_unavailable(Flaky(1), "20 documentos raw", threading.Event(), initial=0.01)
+        retry_while_unavailable(Flaky(1), "las ventanas KPI ya guardadas", threading.Event(), initial=0.01,
+                                doing="leer")
+    lines = [(r.levelname, r.getMessage().split(":")[0]) for r in caplog.records]
+    assert lines == [("WARNING", "MongoDB no disponible al guardar 20 documentos raw"),
+                     ("INFO", "MongoDB responde de nuevo"),
+                     ("WARNING", "MongoDB no disponible al leer las ventanas KPI ya guardadas"),
+                     ("INFO", "MongoDB responde de nuevo")]
+    assert caplog.records[1].getMessage().startswith("MongoDB responde de nuevo: 20 documentos raw guardado tras 1")
+    assert caplog.records[3].getMessage().startswith(
+        "MongoDB responde de nuevo: las ventanas KPI ya guardadas (leer) tras 1")

@@ -27,6 +27,17 @@ def test_a_window_closes_at_its_size_with_its_first_receive_and_last_store_times
     assert p.open_count == 0 and p.commit_position() == 3
 
 
+def test_a_window_rebuilt_at_the_size_it_was_stored_with_closes_there_and_the_next_one_at_the_setting() -> None:
+    p = PartitionWindows("t", 0, size=3)
+    assert p.add(member(0), 0, 0, size=5) is None  # opens a window stored with 5 members
+    assert [p.add(member(o), 0, 0, size=99) for o in (1, 2, 3)] == [None, None, None]  # only the opener's counts
+    rebuilt = p.add(member(4), 0, 0)
+    assert rebuilt is not None and [m.offset for m in rebuilt.members] == [0, 1, 2, 3, 4]
+    assert p.commit_position() == 5
+    assert p.add(member(5), 0, 0) is None and p.add(member(6), 0, 0) is None
+    assert [m.offset for m in p.add(member(7), 0, 0).members] == [5, 6, 7]
+
+
 def test_commit_position_is_the_first_offset_of_the_open_window() -> None:
     p = PartitionWindows("t", 0, size=3)
     assert p.commit_position() is None
