@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from tests.support.audit import RAW, audit
+from tests.support.audit import KPIS, RAW, audit
 from tests.support.pipeline import CONSUMER, Pipeline
+from tests.support.waiting import committed_offsets
 
 pytestmark = pytest.mark.slow
 
@@ -36,3 +37,39 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(pipeline: Pipeline) 
     assert "Traceback" not in done.stderr
     report = audit(pipeline.db, valid=total)
     assert report.windows == total // 20 and report.pending == {0: total % 20}
+
+
+def test_windows_written_but_not_committed_keep_their_size_when_the_setting_changes(own_kafka, mongo_server,
+                                                                                     tmp_path, request) -> None:
+    # Kafka hangs, so the commits of the batches the consumer is writing never land;
+    # the consumer is killed, and restarted with another KPI_WINDOW_SIZE (5 -> 4).
+    kafka = own_kafka()
+    p = Pipeline.for_test(kafka.address, mongo_server.uri, tmp_path, request.node.name, window_size=5)
+    p.extra_env["KAFKA_SESSION_TIMEOUT_MS"] = "3000"
+    p.produce(40)  # 200 messages
+    consumer = p.start(CONSUMER, "--batch-size", "5")
+    consumer.wait_for("Ventana KPI", timeout=60, count=3)
+    with kafka.frozen():
+        time.sleep(1.5)  # the batches in hand are written to MongoDB; their commits hang
+        consumer.kill()
+    committed = committed_offsets(p.bootstrap, p.group, p.topic, 1)[0] or 0
+    kpis = p.db[KPIS]
+    written_ahead = kpis.count_documents({"kafka.first_offset": {"$gte": committed}})
+    assert written_ahead >= 1, "no window was written without its commit: the scenario did not happen"
+
+    done = p.consume("--window-size", "4", idle=3)
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("KPI_WINDOW_SIZE es ahora 4") == written_ahead
+    assert p.db[RAW].count_documents({}) == 200
+    windows = sorted(kpis.find(), key=lambda k: k["kafka"]["first_offset"])
+    sizes = [k["message_count"] for k in windows]
+    assert all(size == 5 for size in sizes[:committed // 5 + written_ahead])
+    assert all(size == 4 for size in sizes[committed // 5 + written_ahead:])
+    # The windows tile the partition from offset 0: none skips a message, none repeats one.
+    expected_first = 0
+    for kpi in windows:
+        assert kpi["kafka"]["first_offset"] == expected_first, kpi["_id"]
+        assert kpi["kafka"]["last_offset"] == expected_first + kpi["message_count"] - 1
+        expected_first = kpi["kafka"]["last_offset"] + 1
+    counted = [u for k in windows for u in k["message_uuids"]]
+    assert len(counted) == len(set(counted)) and 200 - len(counted) < 4
