@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 
 from pymongo import MongoClient
 
@@ -18,16 +17,7 @@ from metrics_pipeline.settings import MongoSettings
 from metrics_pipeline.storage import MetricsStore
 from metrics_pipeline.windows import WindowTracker
 from tests.support.audit import KPIS, RAW
-from tests.support.pipeline import encode, valid_message
-
-
-@dataclass(frozen=True)
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
+from tests.support.pipeline import Record, encode, valid_message
 
 
 def ingestor(mongo_server, name: str, window: int = 5) -> tuple[BatchIngestor, object]:
@@ -36,8 +26,8 @@ def ingestor(mongo_server, name: str, window: int = 5) -> tuple[BatchIngestor, o
     return BatchIngestor(store, WindowTracker("t", window), AlertThresholds(), threading.Event()), store
 
 
-def records(messages: list[dict], start: int = 0) -> list[Rec]:
-    return [Rec("t", 0, start + i, b"k", encode(m)) for i, m in enumerate(messages)]
+def records(messages: list[dict], start: int = 0) -> list[Record]:
+    return [Record("t", 0, start + i, b"k", encode(m)) for i, m in enumerate(messages)]
 
 
 def test_the_same_records_delivered_twice_are_ignored(mongo_server) -> None:

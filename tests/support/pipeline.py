@@ -187,3 +187,14 @@ def valid_message(server_id: str = "web01", **overrides: Any) -> dict[str, Any]:
 
 def encode(message: Any) -> bytes:
     return json.dumps(message).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Record:
+    """A Kafka record as the ingestor reads it, for feeding it directly."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
