@@ -2,7 +2,8 @@
 
 1. starts the local Kafka (Tansu) on 29092 and MongoDB (SecantusDB) on 27017, the
    ports the scripts use by default (it stops if a port is taken, saying which);
-2. starts the consumer and the producer, exactly as a user would;
+2. starts the consumer and, once it has its partitions, the producer, exactly as a
+   user would;
 3. shows every KPI window as it is written (full logs in .demo-data/);
 4. on Ctrl-C (or after ``--rounds``) stops the producer, lets the consumer finish,
    prints the KPI report and its chart, and stops everything it started.
@@ -20,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,10 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tools.local_stack import SecantusServer, TansuServer, port_in_use  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+JOIN_WAIT_SECONDS = 60.0  # at most, before starting the producer anyway
 SHOW = ("Ventana KPI", "Alerta", "WARNING", "ERROR", "CRITICAL", "Particiones asignadas", "Fin del")
 
 
-def _pump(name: str, process: subprocess.Popen[bytes], log_path: Path, show_all: bool) -> threading.Thread:
+def _pump(name: str, process: subprocess.Popen[bytes], log_path: Path, show_all: bool,
+          assigned: threading.Event | None = None) -> threading.Thread:
     def run() -> None:
         assert process.stdout is not None
         with open(log_path, "ab") as log:
@@ -38,6 +42,8 @@ def _pump(name: str, process: subprocess.Popen[bytes], log_path: Path, show_all:
                 log.write(raw)
                 log.flush()
                 line = raw.decode("utf-8", "replace").rstrip()
+                if assigned is not None and "Particiones asignadas" in line:
+                    assigned.set()
                 if show_all or any(word in line for word in SHOW):
                     print(f"[{name}] {line}", flush=True)
     thread = threading.Thread(target=run, daemon=True)
@@ -99,7 +105,16 @@ def main() -> int:
         consumer_args = ["--idle-timeout", "8"] if args.rounds else []
         producer_args = ["--interval", str(args.interval)] + (["--rounds", str(args.rounds)] if args.rounds else [])
         consumer = _start("consumidor_metrics_iabd06.py", consumer_args, env)
-        pumps = [_pump("consumidor", consumer, data / "consumidor.log", show_all=False)]
+        assigned = threading.Event()
+        pumps = [_pump("consumidor", consumer, data / "consumidor.log", show_all=False, assigned=assigned)]
+        # The producer starts once the consumer has its partitions (a group join takes
+        # a few seconds): then every window closes as it fills, at the producer's pace,
+        # instead of all of them at once from a backlog.
+        print("Esperando a que el consumidor entre en su grupo de Kafka...", flush=True)
+        deadline = time.monotonic() + JOIN_WAIT_SECONDS
+        while not assigned.is_set() and consumer.poll() is None and not interrupted.is_set() \
+                and time.monotonic() < deadline:
+            interrupted.wait(0.2)
         producer = _start("productor_metrics_iabd06.py", producer_args, env)
         pumps.append(_pump("productor", producer, data / "productor.log", show_all=False))
         print(f"Productor y consumidor en marcha (una ronda cada {args.interval:g} s, una ventana KPI cada "

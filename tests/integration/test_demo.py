@@ -21,6 +21,8 @@ def test_demo_runs_the_pipeline_shows_windows_and_ends_with_the_report(tmp_path:
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert out.count("Ventana KPI") == 2  # 45 messages: two windows of 20
+    # The producer starts once the consumer has its partition: windows close live.
+    assert out.index("Particiones asignadas") < out.index("Productor y consumidor en marcha")
     assert "Productor: código 0; consumidor: código 0" in out
     assert "Últimas 2 ventanas KPI (de 2)" in out and "Resumen por servidor" in out
     assert (tmp_path / "informe_kpis_iabd06.png").stat().st_size > 10_000
