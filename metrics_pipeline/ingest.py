@@ -200,7 +200,7 @@ class BatchIngestor:
         # 2. Store raw.
         outcomes = []
         if raw_docs:
-            outcomes = self._write(lambda: self.store.insert_raw(raw_docs), f"{len(raw_docs)} documentos raw")
+            outcomes = self._with_retry(lambda: self.store.insert_raw(raw_docs), f"{len(raw_docs)} documentos raw")
         stored_at = self.clock.now()
         for entry in entries:
             if entry.message is None:
@@ -231,7 +231,7 @@ class BatchIngestor:
         if dead:
             docs = [deadletter_document(e.record.topic, e.record.partition, e.record.offset,
                                         e.record.key, e.record.value, e.error, received) for e in dead]
-            self._write(lambda: self.store.insert_deadletters(docs), f"{len(docs)} documentos dead-letter")
+            self._with_retry(lambda: self.store.insert_deadletters(docs), f"{len(docs)} documentos dead-letter")
             for e in dead:
                 log.warning("Mensaje no válido en partición %d, offset %d enviado a dead-letter: %s",
                             e.record.partition, e.record.offset, e.error)
@@ -261,7 +261,7 @@ class BatchIngestor:
         # 5. Store KPIs.
         if closed:
             kpi_docs = [self._kpi_document(window) for window in closed]
-            self._write(lambda: self.store.insert_kpis(kpi_docs), f"{len(kpi_docs)} ventanas KPI")
+            self._with_retry(lambda: self.store.insert_kpis(kpi_docs), f"{len(kpi_docs)} ventanas KPI")
             for doc in kpi_docs:
                 _log_window(doc)
             result.windows = len(closed)
@@ -271,7 +271,7 @@ class BatchIngestor:
         result.seconds = max(self.clock.now() - received_at, 1e-6)
         return result
 
-    def _write(self, action: Callable[[], T], what: str, doing: str = "guardar") -> T:
+    def _with_retry(self, action: Callable[[], T], what: str, doing: str = "guardar") -> T:
         """One MongoDB operation of the batch, retried while MongoDB is unreachable."""
         return retry_while_unavailable(action, what, self.stop, down=self.mongo_down, doing=doing)
 
@@ -280,7 +280,7 @@ class BatchIngestor:
         if not replayed:
             return {}
         ids = [window_id(e.record.topic, e.record.partition, e.record.offset) for e in replayed]
-        return self._write(lambda: self.store.stored_windows(ids), "las ventanas KPI ya guardadas", doing="leer")
+        return self._with_retry(lambda: self.store.stored_windows(ids), "las ventanas KPI ya guardadas", doing="leer")
 
     def _size_as_stored(self, entry: _Entry, stored: dict[str, tuple[str | None, int]]) -> int | None:
         """The size of the stored window this member opens, if it is the same window

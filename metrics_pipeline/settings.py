@@ -509,11 +509,11 @@ def _mongo(values: dict[str, Any]) -> MongoSettings:
     if values.get("deadletter_collection"):
         collections.append(("MONGODB_DEADLETTER_COLLECTION (--deadletter-collection)",
                             values["deadletter_collection"]))
-    for index, (label, name) in enumerate(collections):
-        for other_label, other in collections[:index]:
-            if name == other:
-                raise SettingsError(label, f"{name!r} ya es {other_label.split()[0]}: cada colección necesita "
-                                           "su propio nombre")
+    taken: dict[str, str] = {}  # name -> the setting that has it
+    for label, name in collections:
+        if name in taken:
+            raise SettingsError(label, f"{name!r} ya es {taken[name]}: cada colección necesita su propio nombre")
+        taken[name] = label.split()[0]
     return MongoSettings(
         uri=values["mongodb_uri"], database=values["database"],
         raw_collection=values["raw_collection"], kpi_collection=values["kpi_collection"],

@@ -340,15 +340,23 @@ class MetricsStore:
 
     def stored_windows(self, ids: Sequence[str]) -> dict[str, tuple[str | None, int]]:
         """KPI documents among ``ids``: id -> (first message_uuid, message_count)."""
-        found = self._find_by_ids(self.kpis, list(ids), {"message_uuids": {"$slice": 1}, "message_count": 1})
-        return {key: ((doc.get("message_uuids") or [None])[0], doc.get("message_count") or 0)
-                for key, doc in found.items()}
+        found = self._find_by_ids(self.kpis, list(ids), _KPI_IDENTITY_FIELDS)
+        return {key: (_first_message(doc), doc.get("message_count") or 0) for key, doc in found.items()}
 
     def insert_kpis(self, documents: Sequence[dict[str, Any]]) -> None:
         """Store KPI documents. A window rebuilt after a crash has the same id and the
         same first message: the document written first is kept."""
-        self._insert_keeping_first(self.kpis, documents, "KPI", {"message_uuids": {"$slice": 1}, "message_count": 1},
-                                   lambda doc: (doc.get("message_uuids") or [None])[0], _warn_if_resized)
+        self._insert_keeping_first(self.kpis, documents, "KPI", _KPI_IDENTITY_FIELDS, _first_message,
+                                   _warn_if_resized)
+
+
+# What tells one stored window from another with the same id: its first message
+# (and its size, for _warn_if_resized and stored_windows).
+_KPI_IDENTITY_FIELDS = {"message_uuids": {"$slice": 1}, "message_count": 1}
+
+
+def _first_message(kpi: dict[str, Any]) -> str | None:
+    return (kpi.get("message_uuids") or [None])[0]
 
 
 def _warn_if_resized(existing: dict[str, Any], rebuilt: dict[str, Any]) -> None:
