@@ -11,6 +11,11 @@ Run with --help for every setting.
 
 from __future__ import annotations
 
+from metrics_pipeline.shutdown import exit_at_once_on_signal
+
+if __name__ == "__main__":
+    exit_at_once_on_signal()  # a Ctrl-C while the libraries below load: exit 0, no traceback
+
 from collections.abc import Sequence
 
 from metrics_pipeline.cli import exit_with

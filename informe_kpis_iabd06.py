@@ -8,6 +8,11 @@ data, --output for the chart's file. Run with --help for every setting.
 
 from __future__ import annotations
 
+from metrics_pipeline.shutdown import exit_at_once_on_signal
+
+if __name__ == "__main__":
+    exit_at_once_on_signal()  # a Ctrl-C while the libraries below load: exit 0, no traceback
+
 import logging
 import threading
 from collections.abc import Sequence

@@ -9,6 +9,11 @@ Run with --help for every setting. The logic lives in the metrics_pipeline packa
 
 from __future__ import annotations
 
+from metrics_pipeline.shutdown import exit_at_once_on_signal
+
+if __name__ == "__main__":
+    exit_at_once_on_signal()  # a Ctrl-C while the libraries below load: exit 0, no traceback
+
 import random
 from collections.abc import Sequence
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from tests.support.audit import RAW, audit
-from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, producer_summary
+from tests.support.pipeline import CONSUMER, PRODUCER, REPORT, Pipeline, clean_env, producer_summary
 from tests.support.waiting import committed_offsets, wait_until
 
 pytestmark = pytest.mark.slow
@@ -113,3 +115,26 @@ def test_a_stop_while_kafka_hangs_ends_both_scripts_within_10_s(own_kafka, mongo
     reader.close()
     assert sent <= len(in_topic) <= sent + failed
     audit(p.db, valid=len(in_topic), valid_ids=in_topic)
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """Whether the process has a SIGTERM handler (Python installs none by itself)."""
+    with open(f"/proc/{pid}/status") as status:
+        caught = next(int(line.split()[1], 16) for line in status if line.startswith("SigCgt:"))
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+@pytest.mark.parametrize("script", [PRODUCER, CONSUMER, REPORT], ids=lambda path: path.stem)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_signal_while_the_libraries_load_exits_0_without_a_traceback(script, signum) -> None:
+    """A Ctrl-C in the first half second, before any setting is read or server asked."""
+    process = subprocess.Popen([sys.executable, str(script)], env=clean_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: _catches_sigterm(process.pid), timeout=10, what="the start-up signal handler", interval=0.005)
+        process.send_signal(signum)
+        output, _ = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == 0
+    assert output == ""  # ended before logging was even set up: no traceback, nothing half done
