@@ -3,7 +3,7 @@
 1. starts the local Kafka (Tansu) on 29092 and MongoDB (SecantusDB) on 27017, the
    ports the scripts use by default (it stops if a port is taken, saying which);
 2. starts the consumer and, once it has its partitions, the producer, exactly as a
-   user would;
+   user would (Ctrl-C meanwhile, or a consumer that exits, and the producer never starts);
 3. shows every KPI window as it is written (full logs in .demo-data/);
 4. on Ctrl-C (or after ``--rounds``) stops the producer, lets the consumer finish,
    prints the KPI report and its chart, and stops everything it started.
@@ -30,7 +30,8 @@ from tools.local_stack import SecantusServer, TansuServer, port_in_use  # noqa: 
 
 REPO = Path(__file__).resolve().parents[1]
 JOIN_WAIT_SECONDS = 60.0  # at most, before starting the producer anyway
-SHOW = ("Ventana KPI", "Alerta", "WARNING", "ERROR", "CRITICAL", "Particiones asignadas", "Fin del")
+SHOW = ("Ventana KPI", "Alerta", "WARNING", "ERROR", "CRITICAL", "Particiones asignadas", "Fin del",
+        ": error:")  # the last: a script's one-line error before its logging is set up (bad settings)
 
 
 def _pump(name: str, process: subprocess.Popen[bytes], log_path: Path, show_all: bool,
@@ -115,6 +116,18 @@ def main() -> int:
         while not assigned.is_set() and consumer.poll() is None and not interrupted.is_set() \
                 and time.monotonic() < deadline:
             interrupted.wait(0.2)
+        if interrupted.is_set() or consumer.poll() is not None:
+            # Ctrl-C, or a consumer that could not start (its error is shown above):
+            # nothing would store what the producer sends, so it never starts.
+            _stop(consumer, "el consumidor")
+            for pump in pumps:
+                pump.join(5)
+            if interrupted.is_set():
+                print("Demo interrumpida antes de arrancar el productor.", flush=True)
+                return 0
+            print(f"El consumidor terminó con código {consumer.returncode} antes de entrar en su grupo; "
+                  f"el productor no se arranca (log completo en {data}/consumidor.log).", flush=True)
+            return 1
         producer = _start("productor_metrics_iabd06.py", producer_args, env)
         pumps.append(_pump("productor", producer, data / "productor.log", show_all=False))
         print(f"Productor y consumidor en marcha (una ronda cada {args.interval:g} s, una ventana KPI cada "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -41,3 +42,39 @@ def test_demo_refuses_a_port_in_use(tmp_path: Path) -> None:
             env=clean_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert f"El puerto {port} (Kafka) ya está en uso" in done.stderr
+
+
+def _demo_command(tmp_path: Path) -> list[str]:
+    return [sys.executable, str(DEMO), "--rounds", "3", "--interval", "0.2", "--kafka-port", str(free_port()),
+            "--mongo-port", str(free_port()), "--data-dir", str(tmp_path)]
+
+
+def test_demo_does_not_start_the_producer_when_the_consumer_cannot_start(tmp_path: Path) -> None:
+    done = subprocess.run(_demo_command(tmp_path), env=clean_env(KPI_WINDOW_SIZE="cero"),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "KPI_WINDOW_SIZE" in done.stdout  # the consumer's own error line, shown
+    assert "El consumidor terminó con código 2 antes de entrar en su grupo; el productor no se arranca" in done.stdout
+    assert not (tmp_path / "productor.log").exists()
+    assert "Servidores locales parados." in done.stdout
+
+
+def test_ctrl_c_while_the_consumer_joins_stops_the_demo_without_starting_the_producer(tmp_path: Path) -> None:
+    demo = subprocess.Popen(_demo_command(tmp_path), env=clean_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert demo.stdout is not None
+        seen = []
+        for line in demo.stdout:
+            seen.append(line)
+            if line.startswith("Esperando a que el consumidor"):
+                demo.send_signal(signal.SIGINT)
+                break
+        rest, _ = demo.communicate(timeout=60)
+    finally:
+        demo.kill()
+    out = "".join(seen) + rest
+    assert demo.returncode == 0, out
+    assert "Demo interrumpida antes de arrancar el productor." in out
+    assert not (tmp_path / "productor.log").exists()
+    assert "Servidores locales parados." in out and "Traceback" not in out
