@@ -1,4 +1,4 @@
-"""Retrying a MongoDB write while MongoDB is unreachable.
+"""Retrying a MongoDB write (or the read of a replay) while MongoDB is unreachable.
 
 The batch stays in memory and nothing is committed to Kafka until the write
 succeeds, so waiting loses nothing. Each failed attempt logs one WARNING with the
@@ -58,7 +58,6 @@ def retry_while_unavailable(action: Callable[[], T], what: str, stop: threading.
             continue
         down.clear()
         if attempts:
-            log.info("MongoDB responde de nuevo: %s tras %d reintentos (%.1f s)",
-                     f"{what} guardado" if doing == "guardar" else f"{what} ({doing})", attempts,
-                     time.monotonic() - started)
+            log.info("MongoDB responde de nuevo al %s %s, tras %d %s (%.1f s)", doing, what, attempts,
+                     "reintento" if attempts == 1 else "reintentos", time.monotonic() - started)
         return result
