@@ -131,7 +131,7 @@ def main() -> int:
         producer = _start("productor_metrics_iabd06.py", producer_args, env)
         pumps.append(_pump("productor", producer, data / "productor.log", show_all=False))
         print(f"Productor y consumidor en marcha (una ronda cada {args.interval:g} s, una ventana KPI cada "
-              f"20 mensajes). Logs completos en {data}/. "
+              f"KPI_WINDOW_SIZE mensajes, 20 por defecto). Logs completos en {data}/. "
               + ("Espere al final de las rondas." if args.rounds else "Ctrl-C para parar."), flush=True)
 
         while not interrupted.is_set() and producer.poll() is None:
