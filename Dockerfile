@@ -11,6 +11,6 @@ COPY metrics_pipeline/ metrics_pipeline/
 COPY productor_metrics_iabd06.py consumidor_metrics_iabd06.py informe_kpis_iabd06.py ./
 
 RUN useradd --create-home --uid 10001 pipeline
-USER pipeline
+USER 10001
 
 CMD ["python", "consumidor_metrics_iabd06.py", "--help"]
