@@ -1,9 +1,12 @@
-"""Validation of SPEC §2: an accept/reject table covering every rule."""
+"""Validation of SPEC §2: an accept/reject table covering every rule, and random mutations."""
 
 from __future__ import annotations
 
 import copy
 import json
+import math
+import random
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -131,3 +134,84 @@ def test_parsed_fields() -> None:
     assert naive.timestamp == datetime(2026, 11, 26, 15, 4, 5, tzinfo=timezone.utc)
     upper = parse_message(variant("message_uuid", "6F1C2D9E-3B7A-4C55-9A1E-2F0D8C4B7E10"))
     assert upper.message_id == "6f1c2d9e-3b7a-4c55-9a1e-2f0d8c4b7e10"
+
+
+# -- random mutations against a second, plain statement of the rules ----------
+
+ODD_VALUES: list[Any] = [
+    None, True, False, 0, -1, 1, 100, 101, 100.0001, -0.0, 0.5, 2.0, 1e308, 2**63 - 1, 2**63, 10**30, "", " ", "50",
+    [], {}, [1], {"a": 1}, "2026-11-26T15:04:05Z", "2026-11-26", "ayer", "2026-13-01T00:00:00", "20261126T150405Z",
+    "0001-01-01T00:00:00+05:00", "6F1C2D9E-3B7A-4C55-9A1E-2F0D8C4B7E10", "6f1c2d9e3b7a4c559a1e2f0d8c4b7e10",
+    "{6f1c2d9e-3b7a-4c55-9a1e-2f0d8c4b7e10}", "x" * 253, "x" * 254, "ñandú", "web\x0001",
+]
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def _spec_accepts(obj: Any) -> bool:
+    """SPEC §2 plus the limits documented in the README, written out independently."""
+    def number(value: Any) -> bool:
+        try:
+            return type(value) in (int, float) and math.isfinite(value)
+        except OverflowError:  # an integer beyond any float
+            return False
+
+    if not isinstance(obj, dict) or {"_id", "timestamp", "kafka", "ingested_at"} & obj.keys():
+        return False
+    server, stamp, uuid, metrics = (obj.get(k) for k in ("server_id", "timestamp_utc", "message_uuid", "metrics"))
+    if not isinstance(server, str) or not server.strip() or "\x00" in server or len(server) > 253:
+        return False
+    try:
+        parsed = datetime.fromisoformat(stamp)  # type: ignore[arg-type]
+        if parsed.tzinfo is not None:
+            parsed.astimezone(timezone.utc)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    if not isinstance(uuid, str) or not _UUID.fullmatch(uuid) or not isinstance(metrics, dict):
+        return False
+    if not all(number(metrics.get(k)) and 0 <= metrics[k] <= 100 for k in ("cpu_percent", "memory_percent")):
+        return False
+    if not all(number(metrics.get(k)) and metrics[k] >= 0 for k in ("disk_io_mbps", "network_mbps")):
+        return False
+    errors = metrics.get("error_count")
+    return type(errors) is int and 0 <= errors < 2**63
+
+
+def _mutated(rng: random.Random) -> bytes:
+    message = copy.deepcopy(BASE)
+    for _ in range(rng.randint(1, 2)):
+        inner = isinstance(message.get("metrics"), dict) and rng.random() < 0.6
+        target = message["metrics"] if inner else message
+        keys = list(target) + ["extra", "_id", "kafka"] if not inner else list(target)
+        key = rng.choice(keys or ["metrics"])
+        if rng.random() < 0.2:
+            target.pop(key, None)
+        else:
+            target[key] = copy.deepcopy(rng.choice(ODD_VALUES))
+    value = bytearray(json.dumps(message).encode())
+    if rng.random() < 0.2:  # and a few damaged bytes
+        for _ in range(rng.randint(1, 3)):
+            value[rng.randrange(len(value))] = rng.choice(b'0123456789.-eE,:{}[]"\\ \xff')
+    return bytes(value)
+
+
+def _not_json(literal: str) -> Any:
+    raise ValueError(f"{literal} is not JSON")
+
+
+def test_random_mutations_are_accepted_exactly_when_the_rules_say_so() -> None:
+    rng = random.Random(20261127)
+    verdicts = {True: 0, False: 0}
+    for _ in range(4000):
+        value = _mutated(rng)
+        try:
+            expected = _spec_accepts(json.loads(value.decode("utf-8"), parse_constant=_not_json))
+        except (UnicodeDecodeError, ValueError):
+            expected = False
+        try:
+            parse_message(value)
+            accepted = True
+        except InvalidMessage:
+            accepted = False
+        assert accepted == expected, value
+        verdicts[accepted] += 1
+    assert min(verdicts.values()) > 300  # both sides well exercised
