@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -153,20 +154,37 @@ class TcpProxy(ServerProcess):
                          port, log_dir / f"proxy-{port}.log")
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a server certificate: the chain, its key and the CA that signed it."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 class SecantusServer(ServerProcess):
     def __init__(self, port: int, data_dir: Path, log_dir: Path, standalone: bool = True,
-                 test_commands: bool = False) -> None:
+                 test_commands: bool = False, auth: bool = False, tls: TlsFiles | None = None) -> None:
         command = [secantus_command(), "--host", "127.0.0.1", "--port", str(port),
                    "--storage-path", str(data_dir), "--log-level", "WARNING"]
         if standalone:
             command.append("--standalone")
         if test_commands:  # configureFailPoint, for the fault tests; never for the demo
             command.append("--enable-test-commands")
+        if auth:  # SCRAM, like Atlas: users must exist already (created without --auth)
+            command.append("--auth")
+        if tls is not None:
+            command += ["--tls-cert-file", str(tls.cert), "--tls-key-file", str(tls.key)]
         super().__init__("SecantusDB (MongoDB)", command, port, log_dir / f"secantus-{port}.log")
         self.data_dir = data_dir
+        self.tls = tls
 
     @property
     def uri(self) -> str:
+        """Without credentials; with TLS, trusting the CA of its certificate."""
+        if self.tls is not None:
+            return f"mongodb://localhost:{self.port}/?tls=true&tlsCAFile={self.tls.ca}"
         return f"mongodb://127.0.0.1:{self.port}"
 
     def ready(self) -> bool:
@@ -174,7 +192,7 @@ class SecantusServer(ServerProcess):
 
         client = MongoClient(self.uri, serverSelectionTimeoutMS=500, connectTimeoutMS=500)
         try:
-            client.admin.command("ping")
+            client.admin.command("hello")  # answered without authentication too
             return True
         except Exception:
             return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,7 +70,7 @@ def own_kafka(own_servers: list[ServerProcess], tmp_path: Path):
 
 @pytest.fixture
 def own_mongo(own_servers: list[ServerProcess], tmp_path: Path):
-    def start(**options: bool) -> SecantusServer:
+    def start(**options: Any) -> SecantusServer:
         server = SecantusServer(free_port(), tmp_path / "servers" / "mongo", tmp_path / "servers", **options).start()
         own_servers.append(server)
         return server
