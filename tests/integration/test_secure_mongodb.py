@@ -75,10 +75,11 @@ def test_a_certificate_the_client_does_not_trust_is_one_clear_error_line(secure_
     assert "Traceback" not in output
 
 
-def test_a_wrong_password_over_tls_exits_1_at_once(secure_mongo, kafka_server, tmp_path, request) -> None:
+def test_a_wrong_password_over_tls_is_one_error_line_and_exit_1(secure_mongo, kafka_server, tmp_path,
+                                                                request) -> None:
     uri = _user_uri(secure_mongo).replace(PASSWORD.replace("!", "%21"), "otra-cosa")
     p = Pipeline.for_test(kafka_server.address, uri, tmp_path, request.node.name)
-    done = p.run(CONSUMER, timeout=60)  # startup timeout 30 s: refused credentials do not wait for it
+    done = p.run(CONSUMER, timeout=60)
     output = done.stdout + done.stderr
     assert done.returncode == 1, output[-2000:]
     [error] = [line for line in output.splitlines() if " ERROR " in line]
