@@ -58,8 +58,13 @@ def _start(script: str, args: list[str], env: dict[str, str]) -> subprocess.Pope
 
 
 def _stop(process: subprocess.Popen[bytes], name: str, timeout: float = 20) -> None:
+    """Stop a script as Ctrl-C would (the scripts treat SIGTERM and SIGINT alike).
+
+    SIGTERM, not SIGINT: a script stopped in its first milliseconds, before its own
+    handler is installed, then just ends, where SIGINT would print Python's
+    KeyboardInterrupt traceback into its log."""
     if process.poll() is None:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:

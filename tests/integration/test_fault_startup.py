@@ -116,9 +116,13 @@ def test_refused_mongodb_credentials_exit_1_at_once_without_the_password(own_mon
     MongoClient(mongo.uri).admin.command("createUser", "ana", pwd="la-buena", roles=["root"])
     p = Pipeline.for_test(kafka_server.address, mongo.uri, tmp_path, request.node.name)
     uri = f"mongodb://ana:{MONGO_SECRET.replace('!', '%21')}@127.0.0.1:{mongo.port}/?authSource=admin"
-    done = p.run(CONSUMER, env=p.env(MONGODB_URI=uri, LOG_LEVEL="DEBUG"), timeout=60)
+    # At once: no retry (a retry is a WARNING "... no responde: ...") and an exit long
+    # before --startup-timeout (run() raises TimeoutExpired after half of it).
+    done = p.run(CONSUMER, env=p.env(MONGODB_URI=uri, LOG_LEVEL="DEBUG", STARTUP_TIMEOUT_SECONDS="120"),
+                 timeout=60)
     output = done.stdout + done.stderr
     assert done.returncode == 1, output
+    assert " no responde: " not in output
     _no_secret(output)
     assert "Traceback" not in output
     [line] = _error_lines(output)
