@@ -27,10 +27,11 @@ work:
   dropped and the new topic is read from its beginning;
 * it stops on SIGINT/SIGTERM, after ``--max-messages`` messages, or after
   ``--idle-timeout`` seconds without messages counted from its last assignment,
-  always at a batch boundary, with what is complete committed. An *empty*
-  assignment waits at least :data:`EMPTY_ASSIGNMENT_SESSIONS` session timeouts:
-  the partitions of a member that crashed stay assigned to it until its session
-  expires, and only the rebalance after that hands them to us;
+  always at a batch boundary, with what is complete committed. An assignment
+  without every partition of the topic (none included) waits at least
+  :data:`PARTIAL_ASSIGNMENT_SESSIONS` session timeouts: the partitions of a member
+  that crashed stay assigned to it until its session expires, and only the
+  rebalance after that hands them to us (a live member's share costs only the wait);
 * it leaves the group (LeaveGroup) only from a stable membership. Closing in the
   middle of a rebalance skips it and lets the session expire, as after a crash:
   leaving while our own JoinGroup is pending can make a broker elect the departed
@@ -68,7 +69,7 @@ POLL_TIMEOUT_MS = 500
 POLL_BUSY_MS = 50  # while the writer has work, come back soon to commit what it finished
 MAX_IN_FLIGHT = 2  # batches handed to the writer and not yet committed
 JOIN_WARNING_SECONDS = 30.0  # a group join slower than this gets a WARNING (and reminders)
-EMPTY_ASSIGNMENT_SESSIONS = 2  # see the module doc (--idle-timeout)
+PARTIAL_ASSIGNMENT_SESSIONS = 2  # see the module doc (--idle-timeout)
 # How soon a topic that appears (or is created again) is noticed; kafka-python's
 # default is five minutes.
 METADATA_MAX_AGE_MS = 10_000
@@ -134,7 +135,7 @@ class MetricsConsumer:
         self._join_warned_at = 0.0
         self._consumer: KafkaConsumer | None = None
         self._assigned_at: float | None = None  # the last assignment (see _should_stop)
-        self._assigned_count = 0
+        self._assigned_whole_topic = False
         self._last_message_at: float | None = None
         self._topic_id: Any = None
         self._commit_failed_while_stopping = False
@@ -207,7 +208,15 @@ class MetricsConsumer:
             self._drop(gone, "revocadas")
             log.info("Particiones asignadas del tema %s: %s", self.topic, numbers or "ninguna")
             self._assigned_at = time.monotonic()
-            self._assigned_count = len(numbers)
+            self._assigned_whole_topic = self._is_whole_topic(numbers)
+
+    def _is_whole_topic(self, numbers: list[int]) -> bool:
+        """Whether an assignment holds every partition of the topic (see _should_stop).
+        When the partition count is unknown, any non-empty assignment counts as whole."""
+        if not numbers:
+            return False
+        known = self._consumer.partitions_for_topic(self.topic) if self._consumer is not None else None
+        return not known or len(numbers) >= len(known)
 
     def _warn_if_join_is_slow(self) -> None:
         if self._joining_since is None:
@@ -305,11 +314,11 @@ class MetricsConsumer:
             return f"--max-messages {limit} alcanzado"
         idle = self.settings.idle_timeout
         if idle is not None and self._assigned_at is not None:
-            since = max(self._assigned_at, self._last_message_at or 0.0)
-            wait = idle
-            if not self._assigned_count:  # see the module doc
-                wait = max(idle, EMPTY_ASSIGNMENT_SESSIONS * self.settings.session_timeout_ms / 1000)
-            if time.monotonic() - since >= wait:
+            now = time.monotonic()
+            idle_enough = now - max(self._assigned_at, self._last_message_at or 0.0) >= idle
+            # Partitions held by others may belong to a member that died (module doc).
+            sessions = PARTIAL_ASSIGNMENT_SESSIONS * self.settings.session_timeout_ms / 1000
+            if idle_enough and (self._assigned_whole_topic or now - self._assigned_at >= sessions):
                 return f"{idle:g} s sin mensajes nuevos (--idle-timeout)"
         return None
 

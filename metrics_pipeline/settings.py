@@ -294,7 +294,7 @@ CONSUMER_OPTIONS = KAFKA_OPTIONS + (
            "parar tras consumir N mensajes (válidos o no) y guardar y confirmar lo que producen", "N"),
     Option("idle_timeout", "--idle-timeout", None, None, _float(0, strict=True),
            "parar tras S segundos sin mensajes nuevos, contados desde la última asignación de "
-           "particiones (sin ninguna asignada, espera al menos 2 timeouts de sesión)", "S"),
+           "particiones (sin todas las del tema asignadas, no antes de 2 timeouts de sesión)", "S"),
 ) + COMMON_OPTIONS
 
 REPORT_OPTIONS = MONGO_OPTIONS + (

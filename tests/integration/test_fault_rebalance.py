@@ -80,11 +80,17 @@ while True:
 """
 
 
-def test_idle_consumer_left_without_partitions_waits_for_a_dead_members_share(pipeline: Pipeline) -> None:
+@pytest.mark.parametrize("partitions, servers, ours_first", [
+    (1, None, "ninguna"),  # the other member has the only partition
+    (2, "srv00,srv01", "[1]"),  # srv00 is keyed to partition 0, srv01 to 1; the other member has 0
+], ids=["nothing", "part"])
+def test_idle_consumer_without_every_partition_waits_for_a_dead_members_share(
+        pipeline: Pipeline, partitions: int, servers: str | None, ours_first: str) -> None:
     """A member that dies keeps its partitions until its session expires. A consumer
-    run with --idle-timeout that meanwhile gets nothing must wait for them, not exit
-    with the backlog untouched."""
-    pipeline.produce(10)  # 50 messages, one partition
+    run with --idle-timeout that meanwhile gets none of them, or only some, must wait
+    for them, not exit with part of the backlog untouched."""
+    pipeline.partitions = partitions
+    pipeline.produce(50 // len((servers or "web01,web02,db01,app01,cache01").split(",")), servers=servers)
     first = subprocess.Popen([sys.executable, "-c", _FIRST_IN_LINE, pipeline.bootstrap, pipeline.group,
                               pipeline.topic], stdout=subprocess.PIPE, env=clean_env())
     try:
@@ -92,7 +98,7 @@ def test_idle_consumer_left_without_partitions_waits_for_a_dead_members_share(pi
         ours = pipeline.start(CONSUMER, "--idle-timeout", "2",
                               env=pipeline.env(KAFKA_SESSION_TIMEOUT_MS="10000"))
         ours.wait_for("Particiones asignadas del tema", timeout=60)
-        assert "ninguna" in ours.text(), "precondition: the other member had the partition"
+        assert f": {ours_first}" in ours.text(), "precondition: the other member had partition 0"
     finally:
         first.kill()  # kill -9: its partition stays assigned to it until its session expires
         first.wait()

@@ -73,9 +73,19 @@ def test_idle_timeout_counts_from_the_assignment() -> None:
     assert "idle-timeout" in c._should_stop()
 
 
+class _Topic:
+    """What _is_whole_topic asks of kafka-python's consumer."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = set(range(partitions))
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return self.partitions
+
+
 def test_an_empty_assignment_waits_for_dead_members_sessions(monkeypatch) -> None:
     c = consumer("--idle-timeout", "0.1", "--session-timeout-ms", "1000")
-    monkeypatch.setattr(consumer_loop, "EMPTY_ASSIGNMENT_SESSIONS", 0.3)  # 0.3 s here
+    monkeypatch.setattr(consumer_loop, "PARTIAL_ASSIGNMENT_SESSIONS", 0.3)  # 0.3 s here
     events(c, ("assigned", set()))
     time.sleep(0.15)
     assert c._should_stop() is None  # past --idle-timeout, not past the sessions
@@ -84,6 +94,23 @@ def test_an_empty_assignment_waits_for_dead_members_sessions(monkeypatch) -> Non
     # A later assignment with partitions restarts the clock, with --idle-timeout again.
     events(c, ("revoked", set()), ("assigned", {0}))
     assert c._should_stop() is None
+    time.sleep(0.15)
+    assert "idle-timeout" in c._should_stop()
+
+
+def test_an_assignment_without_every_partition_waits_for_dead_members_sessions(monkeypatch) -> None:
+    c = consumer("--idle-timeout", "0.1", "--session-timeout-ms", "1000")
+    c._consumer = _Topic(3)  # type: ignore[assignment]
+    monkeypatch.setattr(consumer_loop, "PARTIAL_ASSIGNMENT_SESSIONS", 0.4)  # 0.4 s here
+    events(c, ("assigned", {1}))
+    time.sleep(0.15)
+    assert c._should_stop() is None  # idle, but partitions 0 and 2 may be a dead member's
+    time.sleep(0.1)
+    c._last_message_at = time.monotonic()  # messages still arrive: idle starts again
+    time.sleep(0.2)
+    assert "idle-timeout" in c._should_stop()  # past the sessions and idle since the last message
+    # The whole topic: --idle-timeout alone.
+    events(c, ("revoked", {1}), ("assigned", {0, 1, 2}))
     time.sleep(0.15)
     assert "idle-timeout" in c._should_stop()
 
