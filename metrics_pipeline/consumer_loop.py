@@ -215,7 +215,13 @@ class MetricsConsumer:
         When the partition count is unknown, any non-empty assignment counts as whole."""
         if not numbers:
             return False
-        known = self._consumer.partitions_for_topic(self.topic) if self._consumer is not None else None
+        # The cached metadata, read like _topic_id_changed does: the public
+        # partitions_for_topic() may block on a metadata request, here in a rebalance.
+        cluster = getattr(self._consumer, "_cluster", None)
+        try:
+            known = cluster.partitions_for_topic(self.topic)
+        except AttributeError:  # no consumer yet, or another kafka-python
+            known = None
         return not known or len(numbers) >= len(known)
 
     def _warn_if_join_is_slow(self) -> None:

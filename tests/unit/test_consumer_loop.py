@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 from kafka import TopicPartition
 
@@ -73,8 +74,8 @@ def test_idle_timeout_counts_from_the_assignment() -> None:
     assert "idle-timeout" in c._should_stop()
 
 
-class _Topic:
-    """What _is_whole_topic asks of kafka-python's consumer."""
+class _Cluster:
+    """What _is_whole_topic asks of kafka-python's cached metadata."""
 
     def __init__(self, partitions: int) -> None:
         self.partitions = set(range(partitions))
@@ -100,7 +101,7 @@ def test_an_empty_assignment_waits_for_dead_members_sessions(monkeypatch) -> Non
 
 def test_an_assignment_without_every_partition_waits_for_dead_members_sessions(monkeypatch) -> None:
     c = consumer("--idle-timeout", "0.1", "--session-timeout-ms", "1000")
-    c._consumer = _Topic(3)  # type: ignore[assignment]
+    c._consumer = SimpleNamespace(_cluster=_Cluster(3))  # type: ignore[assignment]
     monkeypatch.setattr(consumer_loop, "PARTIAL_ASSIGNMENT_SESSIONS", 0.4)  # 0.4 s here
     events(c, ("assigned", {1}))
     time.sleep(0.15)
