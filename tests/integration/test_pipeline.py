@@ -76,6 +76,21 @@ def test_windows_stay_exact_across_restarts(pipeline: Pipeline) -> None:
     assert third["kafka"]["last_offset"] == 59
 
 
+def test_a_new_group_reads_the_topic_again_and_changes_nothing(pipeline: Pipeline) -> None:
+    """Another KAFKA_GROUP_ID starts at the earliest offset: a full replay, by a process
+    that remembers nothing. Every window is rebuilt with its stored id and the KPI
+    document written first is kept as it was."""
+    pipeline.produce(11)  # 55 messages: 2 windows and 15 pending
+    pipeline.consume()
+    before = sorted(pipeline.db[KPIS].find(), key=lambda d: d["_id"])
+
+    done = pipeline.consume("--group-id", f"{pipeline.group}-otro")
+    assert "55 mensajes leídos, 0 guardados nuevos, 55 ya guardados" in done.stderr, done.stderr[-2000:]
+    report = audit(pipeline.db, valid=55)
+    assert (report.windows, report.pending) == (2, {0: 15})
+    assert sorted(pipeline.db[KPIS].find(), key=lambda d: d["_id"]) == before
+
+
 def test_max_messages_stops_after_exactly_that_many_and_commits_only_complete_windows(pipeline: Pipeline) -> None:
     pipeline.produce(12)
     done = pipeline.run(CONSUMER, "--max-messages", "55", "--batch-size", "7")
