@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
@@ -64,13 +63,45 @@ def test_lost_partitions_always_drop_their_window() -> None:
     assert c.tracker.open_messages() == 0
 
 
-def test_idle_timeout_counts_from_the_assignment() -> None:
-    c = consumer("--idle-timeout", "0.2")
-    time.sleep(0.3)
+class _Clock:
+    """Stands in for the time module inside consumer_loop: the stop rules below are
+    checked at exact instants, whatever the machine is doing."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def clocked(monkeypatch, *argv: str) -> tuple[MetricsConsumer, _Clock]:
+    clock = _Clock()
+    monkeypatch.setattr(consumer_loop, "time", clock)
+    return consumer(*argv), clock
+
+
+def test_idle_timeout_counts_from_the_assignment(monkeypatch) -> None:
+    c, clock = clocked(monkeypatch, "--idle-timeout", "2")
+    clock.now += 3
     assert c._should_stop() is None  # no partitions yet: the clock has not started
     events(c, ("assigned", {0}))
+    clock.now += 1.9
     assert c._should_stop() is None
-    time.sleep(0.25)
+    clock.now += 0.1
+    assert "idle-timeout" in c._should_stop()
+
+
+def test_an_empty_assignment_waits_for_dead_members_sessions(monkeypatch) -> None:
+    c, clock = clocked(monkeypatch, "--idle-timeout", "2", "--session-timeout-ms", "6000")
+    events(c, ("assigned", set()))
+    clock.now += 11.9
+    assert c._should_stop() is None  # past --idle-timeout, not past 2 sessions (12 s)
+    clock.now += 0.1
+    assert "idle-timeout" in c._should_stop()
+    # A later assignment with partitions restarts the clock, with --idle-timeout again.
+    events(c, ("revoked", set()), ("assigned", {0}))
+    assert c._should_stop() is None
+    clock.now += 2
     assert "idle-timeout" in c._should_stop()
 
 
@@ -84,35 +115,23 @@ class _Cluster:
         return self.partitions
 
 
-def test_an_empty_assignment_waits_for_dead_members_sessions(monkeypatch) -> None:
-    c = consumer("--idle-timeout", "0.1", "--session-timeout-ms", "1000")
-    monkeypatch.setattr(consumer_loop, "PARTIAL_ASSIGNMENT_SESSIONS", 0.3)  # 0.3 s here
-    events(c, ("assigned", set()))
-    time.sleep(0.15)
-    assert c._should_stop() is None  # past --idle-timeout, not past the sessions
-    time.sleep(0.2)
-    assert "idle-timeout" in c._should_stop()
-    # A later assignment with partitions restarts the clock, with --idle-timeout again.
-    events(c, ("revoked", set()), ("assigned", {0}))
-    assert c._should_stop() is None
-    time.sleep(0.15)
-    assert "idle-timeout" in c._should_stop()
-
-
 def test_an_assignment_without_every_partition_waits_for_dead_members_sessions(monkeypatch) -> None:
-    c = consumer("--idle-timeout", "0.1", "--session-timeout-ms", "1000")
+    c, clock = clocked(monkeypatch, "--idle-timeout", "2", "--session-timeout-ms", "6000")
     c._consumer = SimpleNamespace(_cluster=_Cluster(3))  # type: ignore[assignment]
-    monkeypatch.setattr(consumer_loop, "PARTIAL_ASSIGNMENT_SESSIONS", 0.4)  # 0.4 s here
     events(c, ("assigned", {1}))
-    time.sleep(0.15)
+    clock.now += 5
     assert c._should_stop() is None  # idle, but partitions 0 and 2 may be a dead member's
-    time.sleep(0.1)
-    c._last_message_at = time.monotonic()  # messages still arrive: idle starts again
-    time.sleep(0.2)
-    assert "idle-timeout" in c._should_stop()  # past the sessions and idle since the last message
+    clock.now += 6
+    c._last_message_at = clock.now  # messages still arrive: idle starts again
+    clock.now += 1.5
+    assert c._should_stop() is None  # past 2 sessions, not idle for 2 s yet
+    clock.now += 0.5
+    assert "idle-timeout" in c._should_stop()
     # The whole topic: --idle-timeout alone.
     events(c, ("revoked", {1}), ("assigned", {0, 1, 2}))
-    time.sleep(0.15)
+    clock.now += 1.9
+    assert c._should_stop() is None
+    clock.now += 0.1
     assert "idle-timeout" in c._should_stop()
 
 
@@ -158,13 +177,18 @@ def test_max_messages_and_signals_stop_the_loop() -> None:
 
 
 def test_a_slow_group_join_is_reported(caplog, monkeypatch) -> None:
-    c = consumer()
-    monkeypatch.setattr(consumer_loop, "JOIN_WARNING_SECONDS", 0.05)
-    time.sleep(0.06)
+    c, clock = clocked(monkeypatch)
     with caplog.at_level(logging.WARNING):
+        clock.now += consumer_loop.JOIN_WARNING_SECONDS - 1
+        c._warn_if_join_is_slow()  # not slow yet
+        clock.now += 1
         c._warn_if_join_is_slow()
+        clock.now += 10
         c._warn_if_join_is_slow()  # not again before the reminder interval
+        clock.now += consumer_loop.JOIN_WARNING_SECONDS
+        c._warn_if_join_is_slow()  # the reminder
         events(c, ("assigned", {0}))
-        time.sleep(0.06)
+        clock.now += 100
         c._warn_if_join_is_slow()  # joined: nothing to report
-    assert [r.getMessage()[:40] for r in caplog.records] == ["El consumidor lleva 0 s sin particiones:"]
+    assert [r.getMessage()[:40] for r in caplog.records] == ["El consumidor lleva 30 s sin particiones",
+                                                             "El consumidor lleva 70 s sin particiones"]
