@@ -215,14 +215,18 @@ class MetricsConsumer:
         When the partition count is unknown, any non-empty assignment counts as whole."""
         if not numbers:
             return False
-        # The cached metadata, read like _topic_id_changed does: the public
-        # partitions_for_topic() may block on a metadata request, here in a rebalance.
-        cluster = getattr(self._consumer, "_cluster", None)
-        try:
-            known = cluster.partitions_for_topic(self.topic)
-        except AttributeError:  # no consumer yet, or another kafka-python
-            known = None
+        known = self._cached_metadata("partitions_for_topic")
         return not known or len(numbers) >= len(known)
+
+    def _cached_metadata(self, method: str) -> Any:
+        """``method`` of kafka-python's cached cluster metadata, for our topic.
+
+        The consumer exposes neither the topic id (KIP-516) nor a partition count
+        that never asks Kafka (the public partitions_for_topic() may block on a
+        metadata request), so read the cache defensively: None when there is no
+        consumer yet or this kafka-python has no such cache or method."""
+        read = getattr(getattr(self._consumer, "_cluster", None), method, None)
+        return read(self.topic) if read is not None else None
 
     def _warn_if_join_is_slow(self) -> None:
         if self._joining_since is None:
@@ -243,10 +247,7 @@ class MetricsConsumer:
 
     def _topic_id_changed(self) -> bool:
         """True once when the topic's id changes under us (see module doc)."""
-        # kafka-python keeps topic ids in its cluster metadata (KIP-516); the
-        # consumer does not expose it publicly, so read it defensively.
-        cluster = getattr(self._consumer, "_cluster", None)
-        topic_id = cluster.topic_id(self.topic) if hasattr(cluster, "topic_id") else None
+        topic_id = self._cached_metadata("topic_id")
         if topic_id is None:
             return False
         if self._topic_id is None:
