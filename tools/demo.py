@@ -142,12 +142,11 @@ def main() -> int:
         while not interrupted.is_set() and producer.poll() is None:
             interrupted.wait(0.2)
         _stop(producer, "el productor")
-        if interrupted.is_set():
-            _stop(consumer, "el consumidor")
-        else:
-            while consumer.poll() is None and not interrupted.is_set():
-                interrupted.wait(0.2)
-            _stop(consumer, "el consumidor")
+        # With --rounds the consumer stops by itself once it has read everything (its
+        # --idle-timeout); without, the producer only ends on Ctrl-C or an error.
+        while args.rounds and consumer.poll() is None and not interrupted.is_set():
+            interrupted.wait(0.2)
+        _stop(consumer, "el consumidor")
         for pump in pumps:
             pump.join(5)
         print(f"Productor: código {producer.returncode}; consumidor: código {consumer.returncode}", flush=True)

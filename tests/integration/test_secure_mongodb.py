@@ -14,6 +14,7 @@ from pymongo import MongoClient
 
 from tests.support.audit import audit
 from tests.support.pipeline import CONSUMER, REPORT, Pipeline
+from tests.support.secrets import assert_no_secret
 from tools.local_stack import SecantusServer, TlsFiles
 
 pytestmark = pytest.mark.slow
@@ -43,10 +44,6 @@ def _user_uri(server: SecantusServer, trust_ca: bool = True) -> str:
     return f"mongodb://ana:{PASSWORD.replace('!', '%21')}@localhost:{server.port}/?authSource=admin&{options}"
 
 
-def _no_password(text: str) -> None:
-    assert PASSWORD not in text and PASSWORD.replace("!", "%21") not in text
-
-
 def test_the_pipeline_stores_and_reports_over_tls_with_a_password(secure_mongo, kafka_server, tmp_path,
                                                                  request) -> None:
     p = Pipeline.for_test(kafka_server.address, _user_uri(secure_mongo), tmp_path, request.node.name)
@@ -57,7 +54,7 @@ def test_the_pipeline_stores_and_reports_over_tls_with_a_password(secure_mongo, 
     assert report.returncode == 0, report.stderr[-2000:]
     assert "Últimas 2 ventanas KPI (de 2)" in report.stdout
     for done in (produced, consumed, report):
-        _no_password(done.stdout + done.stderr)
+        assert_no_secret(done.stdout + done.stderr, PASSWORD)
         assert "Traceback" not in done.stderr
 
 
@@ -71,7 +68,7 @@ def test_a_certificate_the_client_does_not_trust_is_one_clear_error_line(secure_
     errors = [line for line in output.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "No se pudo conectar a MongoDB" in errors[0], output[-2000:]
     assert "CERTIFICATE_VERIFY_FAILED" in errors[0]
-    _no_password(output)
+    assert_no_secret(output, PASSWORD)
     assert "Traceback" not in output
 
 
