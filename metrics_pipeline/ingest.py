@@ -22,8 +22,9 @@ batch returned by one ``poll()``, in this order:
    partition lost to a rebalance, or left after ``max_poll_interval_ms`` without
    polling while MongoDB was down), and when the same coordinates come back with
    the same message in a new log of the topic (offsets that start again and a
-   producer that re-sent it). A document MongoDB refuses is dead-lettered with
-   MongoDB's reason.
+   producer that re-sent it). Until the last offset of that window has been read
+   again, nothing of the partition is committed (step 6). A document MongoDB
+   refuses is dead-lettered with MongoDB's reason.
 3. **Store dead letters.** One ``insert_many(ordered=False)``; a replayed one is a
    no-op. Steps 2 and 3 are retried while MongoDB is unreachable, with the batch
    in memory and nothing committed (see :mod:`metrics_pipeline.retry`).
@@ -38,12 +39,13 @@ batch returned by one ``poll()``, in this order:
    window rebuilt after a crash has the id of the first write, which is kept.
    Retried like steps 2-3.
 6. **Commit.** Per partition, the first offset of its open window (or the offset
-   after its last record when no window is open). Everything before it is stored,
-   and so is the KPI document of every window it closes. :meth:`BatchIngestor.ingest`
-   returns these positions; the consumer loop commits them on its own thread
-   (kafka-python's consumer is not thread-safe) once steps 1-5 of the batch have
-   returned, batch after batch in order. A failed commit (a rebalance, Kafka down)
-   is logged and left to the next batch or the next owner.
+   after its last record when no window is open); nothing while a closed window is
+   being read again (step 2), since its middle is not a window boundary. Everything
+   before it is stored, and so is the KPI document of every window it closes.
+   :meth:`BatchIngestor.ingest` returns these positions; the consumer loop commits
+   them on its own thread (kafka-python's consumer is not thread-safe) once steps
+   1-5 of the batch have returned, batch after batch in order. A failed commit (a
+   rebalance, Kafka down) is logged and left to the next batch or the next owner.
 
 If the process dies between any two steps, the next owner of the partition reads
 again from the last commit: step 2 finds the raw documents already stored from the
@@ -70,7 +72,7 @@ from metrics_pipeline.message import InvalidMessage, MetricMessage, parse_messag
 from metrics_pipeline.retry import retry_while_unavailable
 from metrics_pipeline.settings import MAX_WINDOW_SIZE
 from metrics_pipeline.storage import MetricsStore
-from metrics_pipeline.windows import ClosedWindow, RecentIds, WindowMember, WindowTracker
+from metrics_pipeline.windows import ClosedWindow, RecentWindowMembers, WindowMember, WindowTracker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,6 +119,7 @@ class _Entry:
     raw_index: int = -1
     member: WindowMember | None = None
     replayed: bool = False  # stored before from this very offset (step 2)
+    counted_until: int | None = None  # in a closed window ending at this offset (step 2)
 
 
 Parsed = MetricMessage | InvalidMessage  # a record's value, parsed: valid, or why not
@@ -146,7 +149,7 @@ class BatchIngestor:
         self.stop = stop
         self.clock = clock or Clock()
         self.mongo_down = threading.Event()  # see metrics_pipeline.retry
-        self.in_closed_windows = RecentIds(REMEMBERED_WINDOW_MEMBERS)  # see step 2
+        self.in_closed_windows = RecentWindowMembers(REMEMBERED_WINDOW_MEMBERS)  # see step 2
 
     def ingest(self, records: Sequence[Record], received_at: float,
                parsed: Sequence[Parsed] | None = None) -> BatchResult:
@@ -219,8 +222,9 @@ class BatchIngestor:
                             "guardado (partición %s, offset %s); no se cuenta dos veces",
                             record.partition, record.offset, entry.message.message_id,
                             where.get("partition"), where.get("offset"))
-            elif entry.message.message_id in self.in_closed_windows:
+            elif (window_end := self.in_closed_windows.window_end(entry.message.message_id)) is not None:
                 result.in_closed_windows += 1  # one line per batch (describe), not one per message
+                entry.counted_until = window_end
             else:
                 result.replayed += 1
                 entry.member = member_from_message(entry.message, record.offset)
@@ -248,7 +252,7 @@ class BatchIngestor:
                     log.warning("Partición %d: se descartan %d mensajes de la ventana abierta del log anterior",
                                 entry.record.partition, dropped)
             if entry.member is None:
-                state.skip(entry.record.offset, entry.fingerprint)
+                state.skip(entry.record.offset, entry.fingerprint, entry.counted_until)
             else:
                 size = None
                 if state.open_count == 0 and entry.replayed:
@@ -256,7 +260,7 @@ class BatchIngestor:
                 window = state.add(entry.member, received_at, stored_at, entry.fingerprint, size)
                 if window is not None:
                     closed.append(window)
-                    self.in_closed_windows.add(m.message_id for m in window.members)
+                    self.in_closed_windows.remember(window)
 
         # 5. Store KPIs.
         if closed:

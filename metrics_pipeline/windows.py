@@ -5,8 +5,9 @@ offset order, what happened to each record of a stored batch:
 
 * a *member*: a valid message stored (or found already stored from this very
   offset) that counts in its partition's open window;
-* a *skip*: an invalid message (dead-lettered) or a duplicate of a message already
-  stored from another offset; it is done, but belongs to no window.
+* a *skip*: an invalid message (dead-lettered), a duplicate of a message already
+  stored from another offset, or a message read again that already counts in a
+  window this consumer closed; it is done, but belongs to no window being built.
 
 A window holds ``size`` members of one partition; when it fills, it closes and is
 returned so its KPI document can be written. Windows never mix partitions: only then
@@ -28,6 +29,13 @@ no window is open, the offset after the last record done. Everything before that
 position is stored and belongs to a window whose KPI document is written before the
 commit. After a crash the consumer re-reads from there and rebuilds the open window
 with the same messages, so the same first offset and the same window id.
+
+A closed window read again by the consumer that closed it (its commit failed, then
+the partition was lost and handed back) is skipped message by message, and a batch
+may end in its middle. No position is committed until its last offset has been
+passed again (:meth:`PartitionWindows.skip`, ``counted_until``): a commit there
+would make the next reader start a window inside one already written, and count
+its messages twice.
 """
 
 from __future__ import annotations
@@ -92,6 +100,7 @@ class PartitionWindows:
         self._open = _OpenWindow()
         self.next_offset: int | None = None  # offset after the last record done
         self._fingerprints: dict[int, int] = {}  # offset -> fingerprint of the record handled
+        self._hold_until: int | None = None  # no commit before passing this offset (see skip)
 
     def already_done(self, offset: int) -> bool:
         """True for an offset at or before one this partition has already handled."""
@@ -108,9 +117,16 @@ class PartitionWindows:
         self._open = _OpenWindow()
         self.next_offset = None
         self._fingerprints.clear()
+        self._hold_until = None
         return dropped
 
-    def skip(self, offset: int, fingerprint: int = 0) -> None:
+    def skip(self, offset: int, fingerprint: int = 0, counted_until: int | None = None) -> None:
+        """A record done that no window being built takes. ``counted_until``: it already
+        counts in a closed window whose last offset is that; nothing of the partition
+        is committed until that offset is passed (see the module doc)."""
+        if counted_until is not None and counted_until > offset and (
+                self._hold_until is None or counted_until > self._hold_until):
+            self._hold_until = counted_until
         self._advance(offset, fingerprint)
 
     def add(self, member: WindowMember, received_at: float, stored_at: float,
@@ -135,6 +151,8 @@ class PartitionWindows:
             raise ValueError(f"offset {offset} of partition {self.partition} was already handled")
         self.next_offset = offset + 1
         self._fingerprints[offset] = fingerprint
+        if self._hold_until is not None and offset >= self._hold_until:
+            self._hold_until = None
         if len(self._fingerprints) > 2 * REMEMBERED_OFFSETS:
             oldest = offset - REMEMBERED_OFFSETS
             self._fingerprints = {o: f for o, f in self._fingerprints.items() if o > oldest}
@@ -144,30 +162,35 @@ class PartitionWindows:
         return len(self._open.members)
 
     def commit_position(self) -> int | None:
+        """Where a commit of this partition may point now; None when nowhere new."""
+        if self._hold_until is not None:
+            return None
         if self._open.members:
             return self._open.members[0].offset
         return self.next_offset
 
 
-class RecentIds:
-    """A set that remembers the last ``capacity`` ids added (bounded memory)."""
+class RecentWindowMembers:
+    """The messages of the last windows closed, at most ``capacity`` (bounded memory):
+    message id -> the last offset of its window."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._ids: dict[str, None] = {}  # insertion-ordered: the oldest first
+        self._ends: dict[str, int] = {}  # insertion-ordered: the oldest first
 
-    def add(self, ids: Iterable[str]) -> None:
-        for item in ids:
-            self._ids.pop(item, None)
-            self._ids[item] = None
-        while len(self._ids) > self.capacity:
-            del self._ids[next(iter(self._ids))]
+    def remember(self, window: ClosedWindow) -> None:
+        for member in window.members:
+            self._ends.pop(member.message_id, None)
+            self._ends[member.message_id] = window.last_offset
+        while len(self._ends) > self.capacity:
+            del self._ends[next(iter(self._ends))]
 
-    def __contains__(self, item: object) -> bool:
-        return item in self._ids
+    def window_end(self, message_id: str) -> int | None:
+        """The last offset of the closed window that counts this message, if remembered."""
+        return self._ends.get(message_id)
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._ends)
 
 
 class WindowTracker:

@@ -136,3 +136,27 @@ def test_a_stored_window_of_another_size_that_is_not_a_replay_is_kept_and_said(m
     assert kpi["message_count"] == 5
     [line] = [r.getMessage() for r in caplog.records if "KPI_WINDOW_SIZE" in r.getMessage()]
     assert line.startswith("La ventana t:0:0 ya estaba guardada con 5 mensajes y se ha reconstruido con 4")
+
+
+def test_a_closed_window_read_again_in_pieces_is_never_committed_through_its_middle(mongo_server) -> None:
+    # A window written whose commit failed, then the partition lost and handed back to
+    # the same consumer: it reads the window's messages again, here over two batches.
+    # Committing the offset between them would let a restart (or the next owner) build
+    # another window from there, over messages the first one already counts.
+    ing, store = ingestor(mongo_server, "pieces")
+    batch = records([valid_message() for _ in range(12)])
+    first = ing.ingest(batch[:7], received_at=1000.0)
+    assert first.windows == 1 and first.positions == {0: 5}  # window 0-4 written; its commit fails
+    ing.tracker.drop([0])  # the partition is lost, and comes back from the committed offset: none
+    piece = ing.ingest(batch[:2], received_at=1001.0)
+    assert piece.in_closed_windows == 2 and piece.positions == {}, "a commit inside the written window 0-4"
+    rest = ing.ingest(batch[2:], received_at=1002.0)
+    assert (rest.in_closed_windows, rest.replayed, rest.stored_new) == (3, 2, 5)
+    assert rest.positions == {0: 10} and rest.windows == 1
+    # A crash before that commit: the next reader starts from the last commit (none:
+    # offset 0) and rebuilds the same windows.
+    after, _ = ingestor(mongo_server, "pieces")
+    again = after.ingest(batch, received_at=1003.0)
+    assert (again.replayed, again.windows, again.positions) == (12, 2, {0: 10})
+    windows = sorted(store.kpis.find(), key=lambda k: k["kafka"]["first_offset"])
+    assert [(k["kafka"]["first_offset"], k["kafka"]["last_offset"]) for k in windows] == [(0, 4), (5, 9)]

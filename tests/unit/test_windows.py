@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timezone
 
 import pytest
 
-from metrics_pipeline.windows import PartitionWindows, RecentIds, WindowMember, WindowTracker
+from metrics_pipeline.windows import (ClosedWindow, PartitionWindows, RecentWindowMembers, WindowMember,
+                                      WindowTracker)
 
 T0 = datetime(2026, 11, 26, tzinfo=timezone.utc)
 
@@ -52,6 +54,23 @@ def test_commit_position_is_the_first_offset_of_the_open_window() -> None:
     p.skip(15)
     assert p.commit_position() == 16
 
+
+
+def test_a_closed_window_read_again_is_not_committed_through_until_it_has_been_passed() -> None:
+    p = PartitionWindows("t", 0, size=3)
+    p.skip(0, counted_until=2)  # offsets 0-2 already count in a closed window (written, not committed)
+    assert p.commit_position() is None
+    p.skip(1, counted_until=2)
+    assert p.commit_position() is None  # 2 would be inside that window
+    p.skip(2, counted_until=2)
+    assert p.commit_position() == 3
+    p.add(member(3), 0, 0)
+    assert p.commit_position() == 3
+    p.skip(4, counted_until=9)
+    assert p.commit_position() is None
+    p.reset()  # a new log: nothing to wait for
+    p.skip(0)
+    assert p.commit_position() == 1
 
 def test_offsets_already_handled_are_recognised_and_refused() -> None:
     p = PartitionWindows("t", 0, size=3)
@@ -128,8 +147,68 @@ def test_fingerprints_are_bounded() -> None:
     assert p.seen_before(3 * REMEMBERED_OFFSETS - 1, 3 * REMEMBERED_OFFSETS - 1)
 
 
-def test_recent_ids_remember_the_last_ones_only() -> None:
-    recent = RecentIds(3)
-    recent.add(["a", "b", "c"])
-    recent.add(["a", "d"])  # "a" is recent again; "b" is the oldest and goes
-    assert "b" not in recent and all(i in recent for i in "acd") and len(recent) == 3
+def test_recent_window_members_remember_the_last_ones_only() -> None:
+    def window(*offsets: int) -> ClosedWindow:
+        return ClosedWindow("t", 0, tuple(member(o) for o in offsets), 0.0, 0.0)
+
+    recent = RecentWindowMembers(3)
+    recent.remember(window(0, 1, 2))
+    recent.remember(window(0, 3))  # id-0 is recent again; id-1 is the oldest and goes
+    assert recent.window_end("id-1") is None and len(recent) == 3
+    assert [recent.window_end(f"id-{o}") for o in (0, 2, 3)] == [3, 2, 3]
+
+
+def _one_run_with_random_failures(rng: random.Random, size: int) -> None:
+    """A model of the commit path over two partitions: batches of random sizes, with
+    the process dying (or losing a partition) between any two steps, KPI writes that
+    keep the first document, and commits that may fail. The windows written must tile
+    each partition's valid messages in blocks of exactly ``size``."""
+    logs = {p: [rng.random() >= 0.1 for _ in range(rng.randint(0, 120))] for p in (0, 1)}  # True: valid
+    committed = {0: 0, 1: 0}          # Kafka's committed offsets (durable)
+    kpis: dict[tuple[int, int], tuple[int, ...]] = {}  # KPI collection: first write kept
+
+    def life(die: bool) -> None:
+        tracker = WindowTracker("t", size)
+        in_closed_windows: dict[tuple[int, int], int] = {}  # ingest's RecentWindowMembers, per process
+        position = dict(committed)    # where the fetch of each partition resumes
+        while any(position[p] < len(logs[p]) for p in logs):
+            p = rng.choice([q for q in logs if position[q] < len(logs[q])])
+            batch = range(position[p], min(len(logs[p]), position[p] + rng.randint(1, 2 * size)))
+            state, closed = tracker.partition(p), []
+            for offset in batch:  # steps 1-4: every valid one is a member unless already in a closed window
+                if not logs[p][offset] or (p, offset) in in_closed_windows:
+                    state.skip(offset, counted_until=in_closed_windows.get((p, offset)))
+                elif (window := state.add(member(offset), 0, 0)) is not None:
+                    closed.append(window)
+            position[p] = batch.stop
+            if die and rng.random() < 0.1:
+                return  # died before writing the KPIs
+            for window in closed:  # step 5
+                kpis.setdefault((p, window.first_offset), tuple(m.offset for m in window.members))
+                in_closed_windows.update({(p, m.offset): window.last_offset for m in window.members})
+            if die and rng.random() < 0.1:
+                return  # died before the commit
+            positions = tracker.positions_to_commit()  # step 6
+            if not die or rng.random() < 0.8:
+                committed.update(positions)
+                tracker.mark_committed(positions)
+            if die and rng.random() < 0.05:  # the partition is lost and handed back
+                tracker.drop([p])
+                position[p] = committed[p]
+
+    for _ in range(rng.randint(0, 6)):
+        life(die=True)
+    life(die=False)
+
+    for p, log in logs.items():
+        valid = [offset for offset, ok in enumerate(log) if ok]
+        expected = [tuple(valid[i:i + size]) for i in range(0, len(valid) - size + 1, size)]
+        assert sorted(members for (q, _), members in kpis.items() if q == p) == expected
+        assert all(first == members[0] for (q, first), members in kpis.items())
+
+
+@pytest.mark.parametrize("size", [1, 3, 20])
+def test_crashes_lost_partitions_and_failed_commits_anywhere_leave_windows_that_tile_each_partition(size: int) -> None:
+    rng = random.Random(size)
+    for _ in range(300):
+        _one_run_with_random_failures(rng, size)
