@@ -7,7 +7,9 @@ records; these sequences are the odd ones a broker can hand out, made exact here
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 
 from pymongo import MongoClient
 
@@ -16,7 +18,7 @@ from metrics_pipeline.ingest import BatchIngestor
 from metrics_pipeline.settings import MongoSettings
 from metrics_pipeline.storage import MetricsStore
 from metrics_pipeline.windows import WindowTracker
-from tests.support.audit import KPIS, RAW
+from tests.support.audit import KPIS, RAW, audit
 from tests.support.pipeline import Record, encode, valid_message
 
 
@@ -160,3 +162,82 @@ def test_a_closed_window_read_again_in_pieces_is_never_committed_through_its_mid
     assert (again.replayed, again.windows, again.positions) == (12, 2, {0: 10})
     windows = sorted(store.kpis.find(), key=lambda k: k["kafka"]["first_offset"])
     assert [(k["kafka"]["first_offset"], k["kafka"]["last_offset"]) for k in windows] == [(0, 4), (5, 9)]
+
+
+class _Died(Exception):
+    """The consumer dies here, like a kill -9: nothing after this line runs."""
+
+
+def _dying_after_writes(store: MetricsStore, rng: random.Random, chance: float) -> None:
+    """Let some raw and KPI writes reach MongoDB and then the process die."""
+    for name in ("insert_raw", "insert_kpis"):
+        def write_then_maybe_die(docs, _write=getattr(store, name)):
+            outcome = _write(docs)
+            if rng.random() < chance:
+                raise _Died
+            return outcome
+        setattr(store, name, write_then_maybe_die)
+
+
+def test_random_crashes_lost_partitions_and_failed_commits_store_once_and_keep_windows_exact(mongo_server) -> None:
+    # Two partitions with poison and re-sent messages, read in batches of random
+    # sizes by consumers that die after a write, lose a partition and get it back,
+    # or fail to commit; then one consumer reads to the end. The full audit after.
+    rng = random.Random(20261127)
+    for run in range(8):
+        window = rng.choice([3, 5])
+        logs: dict[int, list[Record]] = {}
+        valid_ids: set[str] = set()
+        invalid = 0
+        for partition in (0, 1):
+            sent: list[dict] = []
+            log = logs[partition] = []
+            for offset in range(rng.randint(20, 60)):
+                roll = rng.random()
+                if roll < 0.1:
+                    value, invalid = b'{"server_id": ', invalid + 1
+                elif roll < 0.15 and sent:
+                    value = encode(rng.choice(sent))  # the same message again: stored and counted once
+                else:
+                    sent.append(valid_message(f"srv{partition}"))
+                    valid_ids.add(sent[-1]["message_uuid"])
+                    value = encode(sent[-1])
+                log.append(Record("t", partition, offset, b"k", value))
+        committed = {0: 0, 1: 0}
+        name = f"random_{run}"
+
+        def life(faults: bool) -> None:
+            ing, store = ingestor(mongo_server, name, window)
+            if faults:
+                _dying_after_writes(store, rng, 0.1)
+            position = dict(committed)
+            try:
+                while any(position[p] < len(logs[p]) for p in logs):
+                    batch: list[Record] = []
+                    for p in logs:
+                        if rng.random() < 0.7:
+                            batch += logs[p][position[p]:position[p] + rng.randint(1, 2 * window)]
+                    if not batch:
+                        continue
+                    result = ing.ingest(batch, received_at=time.time())
+                    for record in batch:
+                        position[record.partition] = record.offset + 1
+                    if faults and rng.random() < 0.1:
+                        return  # died before the commit
+                    if not faults or rng.random() < 0.8:
+                        committed.update(result.positions)
+                        ing.tracker.mark_committed(result.positions)
+                    if faults and rng.random() < 0.1:  # a partition lost, and handed back
+                        p = rng.choice(list(logs))
+                        ing.tracker.drop([p])
+                        position[p] = committed[p]
+            except _Died:
+                return
+            finally:
+                store.close()
+
+        for _ in range(rng.randint(1, 6)):
+            life(faults=True)
+        life(faults=False)
+        db = MongoClient(mongo_server.uri)[f"ingest_{name}"]
+        audit(db, valid=len(valid_ids), invalid=invalid, window_size=window, valid_ids=valid_ids)
