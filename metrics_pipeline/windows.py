@@ -40,6 +40,7 @@ its messages twice.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -171,23 +172,35 @@ class PartitionWindows:
 
 
 class RecentWindowMembers:
-    """The messages of the last windows closed, at most ``capacity`` (bounded memory):
-    message id -> the last offset of its window."""
+    """The messages of the last windows closed (bounded memory): message id -> the
+    last offset of its window.
+
+    Windows are forgotten whole, the oldest first, once more than ``capacity`` ids
+    are remembered: a window half forgotten would be read again half as a rebuild
+    and half as skips, and its first messages would open another window."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._ends: dict[str, int] = {}  # insertion-ordered: the oldest first
+        self._ends: dict[str, tuple[int, int]] = {}  # id -> (serial of its window, last offset)
+        self._windows: deque[tuple[int, tuple[str, ...]]] = deque()  # (serial, ids), the oldest first
+        self._serial = 0
 
     def remember(self, window: ClosedWindow) -> None:
-        for member in window.members:
-            self._ends.pop(member.message_id, None)
-            self._ends[member.message_id] = window.last_offset
-        while len(self._ends) > self.capacity:
-            del self._ends[next(iter(self._ends))]
+        self._serial += 1
+        ids = tuple(member.message_id for member in window.members)
+        for message_id in ids:
+            self._ends[message_id] = (self._serial, window.last_offset)
+        self._windows.append((self._serial, ids))
+        while len(self._ends) > self.capacity and len(self._windows) > 1:
+            serial, old_ids = self._windows.popleft()
+            for message_id in old_ids:
+                if self._ends.get(message_id, (None, 0))[0] == serial:  # not remembered again since
+                    del self._ends[message_id]
 
     def window_end(self, message_id: str) -> int | None:
         """The last offset of the closed window that counts this message, if remembered."""
-        return self._ends.get(message_id)
+        found = self._ends.get(message_id)
+        return None if found is None else found[1]
 
     def __len__(self) -> int:
         return len(self._ends)

@@ -17,7 +17,7 @@ from metrics_pipeline.alerts import AlertThresholds
 from metrics_pipeline.ingest import BatchIngestor
 from metrics_pipeline.settings import MongoSettings
 from metrics_pipeline.storage import MetricsStore
-from metrics_pipeline.windows import WindowTracker
+from metrics_pipeline.windows import RecentWindowMembers, WindowTracker
 from tests.support.audit import KPIS, RAW, audit
 from tests.support.pipeline import Record, encode, valid_message
 
@@ -163,6 +163,21 @@ def test_a_closed_window_read_again_in_pieces_is_never_committed_through_its_mid
     windows = sorted(store.kpis.find(), key=lambda k: k["kafka"]["first_offset"])
     assert [(k["kafka"]["first_offset"], k["kafka"]["last_offset"]) for k in windows] == [(0, 4), (5, 9)]
 
+
+def test_closed_windows_are_forgotten_whole_so_a_replay_never_half_rebuilds_one(mongo_server) -> None:
+    # The consumer remembers the ids of the windows it closed up to a bound. Here the
+    # bound (7) holds one window of 5 but not two: the first is forgotten whole, so
+    # reading both again rebuilds the first (as after a crash) and skips the second.
+    ing, store = ingestor(mongo_server, "forgotten")
+    ing.in_closed_windows = RecentWindowMembers(7)
+    batch = records([valid_message() for _ in range(12)])
+    assert ing.ingest(batch[:10], received_at=1000.0).windows == 2  # commit fails
+    ing.tracker.drop([0])  # lost and handed back: read again from offset 0
+    again = ing.ingest(batch, received_at=1001.0)
+    assert (again.replayed, again.in_closed_windows, again.stored_new) == (5, 5, 2)
+    assert again.positions == {0: 10} and again.windows == 1
+    windows = sorted(store.kpis.find(), key=lambda k: k["kafka"]["first_offset"])
+    assert [(k["_id"], k["kafka"]["last_offset"]) for k in windows] == [("t:0:0", 4), ("t:0:5", 9)]
 
 class _Died(Exception):
     """The consumer dies here, like a kill -9: nothing after this line runs."""

@@ -147,15 +147,32 @@ def test_fingerprints_are_bounded() -> None:
     assert p.seen_before(3 * REMEMBERED_OFFSETS - 1, 3 * REMEMBERED_OFFSETS - 1)
 
 
-def test_recent_window_members_remember_the_last_ones_only() -> None:
-    def window(*offsets: int) -> ClosedWindow:
-        return ClosedWindow("t", 0, tuple(member(o) for o in offsets), 0.0, 0.0)
+def _closed(*offsets: int) -> ClosedWindow:
+    return ClosedWindow("t", 0, tuple(member(o) for o in offsets), 0.0, 0.0)
 
-    recent = RecentWindowMembers(3)
-    recent.remember(window(0, 1, 2))
-    recent.remember(window(0, 3))  # id-0 is recent again; id-1 is the oldest and goes
-    assert recent.window_end("id-1") is None and len(recent) == 3
-    assert [recent.window_end(f"id-{o}") for o in (0, 2, 3)] == [3, 2, 3]
+
+def test_recent_window_members_remember_the_end_of_each_window() -> None:
+    recent = RecentWindowMembers(10)
+    recent.remember(_closed(0, 1, 2))
+    recent.remember(_closed(4, 5))
+    assert [recent.window_end(f"id-{o}") for o in (0, 2, 3, 4, 5)] == [2, 2, None, 5, 5]
+
+
+def test_recent_window_members_forget_whole_windows_the_oldest_first() -> None:
+    recent = RecentWindowMembers(4)
+    recent.remember(_closed(0, 1, 2))
+    recent.remember(_closed(3, 4, 5))  # 6 ids > 4: the first window goes, all of it
+    assert [recent.window_end(f"id-{o}") for o in range(6)] == [None, None, None, 5, 5, 5]
+    assert len(recent) == 3
+
+
+def test_a_window_remembered_again_is_not_forgotten_with_its_older_copy() -> None:
+    recent = RecentWindowMembers(6)
+    recent.remember(_closed(0, 1, 2))
+    recent.remember(_closed(3, 4, 5))
+    recent.remember(_closed(0, 1, 2))  # the first window closed again (rebuilt after a replay)
+    recent.remember(_closed(6))  # 7 ids: the oldest copy goes, but its ids live on in the newer one
+    assert [recent.window_end(f"id-{o}") for o in range(7)] == [2, 2, 2, None, None, None, 6]
 
 
 def _one_run_with_random_failures(rng: random.Random, size: int) -> None:
