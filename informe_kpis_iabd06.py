@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise RunFailure(f"No se pudo dibujar el gráfico: hay KPIs fuera de lo que matplotlib puede "
                              f"representar ({exc})") from None
         print(f"\nGráfico de {report.windows_phrase(len(shown))} guardado en {settings.output} ({width}x{height} px)")
-    client.close()
+    store.close()
     return 0
 
 
