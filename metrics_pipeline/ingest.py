@@ -78,7 +78,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # How many message ids of closed windows a consumer remembers (step 2): far more
-# than can come back after a rebalance or a replaced log; ~12 MB when full.
+# than can come back after a rebalance or a replaced log; ~9 MB when full.
 REMEMBERED_WINDOW_MEMBERS = 65_536
 
 

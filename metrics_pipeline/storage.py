@@ -152,12 +152,6 @@ def open_client(settings: MongoSettings, app_name: str) -> MongoClient:
     return client
 
 
-def close_client(client: MongoClient) -> None:
-    """Close the client without waiting for a MongoDB that does not answer (CLOSE_SECONDS)."""
-    with pymongo.timeout(CLOSE_SECONDS):
-        client.close()
-
-
 def wait_until_reachable(client: MongoClient, settings: MongoSettings, stop: threading.Event) -> None:
     """Ping until MongoDB answers (:func:`~metrics_pipeline.startup.wait_for_server`);
     credentials MongoDB refuses are a StartupError at once."""
@@ -234,7 +228,8 @@ class MetricsStore:
             raise StartupError(f"No se pudieron crear los índices en MongoDB: {classify(exc)}") from None
 
     def close(self) -> None:
-        close_client(self.client)
+        with pymongo.timeout(CLOSE_SECONDS):  # see CLOSE_SECONDS
+            self.client.close()
 
     # -- the low-level write ----------------------------------------------------
 

@@ -125,9 +125,8 @@ class PartitionWindows:
         """A record done that no window being built takes. ``counted_until``: it already
         counts in a closed window whose last offset is that; nothing of the partition
         is committed until that offset is passed (see the module doc)."""
-        if counted_until is not None and counted_until > offset and (
-                self._hold_until is None or counted_until > self._hold_until):
-            self._hold_until = counted_until
+        if counted_until is not None and counted_until > offset:
+            self._hold_until = max(counted_until, self._hold_until or 0)
         self._advance(offset, fingerprint)
 
     def add(self, member: WindowMember, received_at: float, stored_at: float,
@@ -171,6 +170,12 @@ class PartitionWindows:
         return self.next_offset
 
 
+@dataclass(frozen=True, eq=False)
+class _RememberedWindow:
+    last_offset: int
+    ids: tuple[str, ...]
+
+
 class RecentWindowMembers:
     """The messages of the last windows closed (bounded memory): message id -> the
     last offset of its window.
@@ -181,29 +186,27 @@ class RecentWindowMembers:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._ends: dict[str, tuple[int, int]] = {}  # id -> (serial of its window, last offset)
-        self._windows: deque[tuple[int, tuple[str, ...]]] = deque()  # (serial, ids), the oldest first
-        self._serial = 0
+        self._windows: deque[_RememberedWindow] = deque()  # the oldest first
+        self._by_id: dict[str, _RememberedWindow] = {}  # each id -> its latest window
 
     def remember(self, window: ClosedWindow) -> None:
-        self._serial += 1
-        ids = tuple(member.message_id for member in window.members)
-        for message_id in ids:
-            self._ends[message_id] = (self._serial, window.last_offset)
-        self._windows.append((self._serial, ids))
-        while len(self._ends) > self.capacity and len(self._windows) > 1:
-            serial, old_ids = self._windows.popleft()
-            for message_id in old_ids:
-                if self._ends.get(message_id, (None, 0))[0] == serial:  # not remembered again since
-                    del self._ends[message_id]
+        remembered = _RememberedWindow(window.last_offset, tuple(m.message_id for m in window.members))
+        for message_id in remembered.ids:
+            self._by_id[message_id] = remembered
+        self._windows.append(remembered)
+        while len(self._by_id) > self.capacity and len(self._windows) > 1:
+            oldest = self._windows.popleft()
+            for message_id in oldest.ids:
+                if self._by_id.get(message_id) is oldest:  # not remembered again since
+                    del self._by_id[message_id]
 
     def window_end(self, message_id: str) -> int | None:
         """The last offset of the closed window that counts this message, if remembered."""
-        found = self._ends.get(message_id)
-        return None if found is None else found[1]
+        found = self._by_id.get(message_id)
+        return None if found is None else found.last_offset
 
     def __len__(self) -> int:
-        return len(self._ends)
+        return len(self._by_id)
 
 
 class WindowTracker:

@@ -71,6 +71,7 @@ def test_closing_the_store_does_not_wait_for_a_mongodb_that_is_gone(own_mongo) -
     store.close()
     assert time.monotonic() - started < SERVER_SELECTION_MS / 1000 - CLOSE_SECONDS
 
+
 def test_a_stop_during_a_mongodb_outage_exits_0_within_10_s_and_loses_nothing(
         kafka_server, own_mongo, tmp_path, request) -> None:
     mongo = own_mongo()

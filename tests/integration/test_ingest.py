@@ -179,12 +179,14 @@ def test_closed_windows_are_forgotten_whole_so_a_replay_never_half_rebuilds_one(
     windows = sorted(store.kpis.find(), key=lambda k: k["kafka"]["first_offset"])
     assert [(k["_id"], k["kafka"]["last_offset"]) for k in windows] == [("t:0:0", 4), ("t:0:5", 9)]
 
+
 class _Died(Exception):
     """The consumer dies here, like a kill -9: nothing after this line runs."""
 
 
 def _dying_after_writes(store: MetricsStore, rng: random.Random, chance: float) -> None:
-    """Let some raw and KPI writes reach MongoDB and then the process die."""
+    """Let some raw and KPI writes reach MongoDB and then the process die (the writes
+    themselves are the store's own, against the real server)."""
     for name in ("insert_raw", "insert_kpis"):
         def write_then_maybe_die(docs, _write=getattr(store, name)):
             outcome = _write(docs)
@@ -198,8 +200,7 @@ def test_random_crashes_lost_partitions_and_failed_commits_store_once_and_keep_w
     # Two partitions with poison and re-sent messages, read in batches of random
     # sizes by consumers that die after a write, lose a partition and get it back,
     # get records delivered again or fail to commit (in some runs each consumer with
-    # its own KPI_WINDOW_SIZE);
-    # then one consumer reads to the end. The full audit after.
+    # its own KPI_WINDOW_SIZE); then one consumer reads to the end. The full audit after.
     rng = random.Random(20261127)
     for run in range(16):
         sizes = rng.choice([[3], [5], [3, 4, 5]])

@@ -55,7 +55,6 @@ def test_commit_position_is_the_first_offset_of_the_open_window() -> None:
     assert p.commit_position() == 16
 
 
-
 def test_a_closed_window_read_again_is_not_committed_through_until_it_has_been_passed() -> None:
     p = PartitionWindows("t", 0, size=3)
     p.skip(0, counted_until=2)  # offsets 0-2 already count in a closed window (written, not committed)
@@ -71,6 +70,7 @@ def test_a_closed_window_read_again_is_not_committed_through_until_it_has_been_p
     p.reset()  # a new log: nothing to wait for
     p.skip(0)
     assert p.commit_position() == 1
+
 
 def test_offsets_already_handled_are_recognised_and_refused() -> None:
     p = PartitionWindows("t", 0, size=3)
