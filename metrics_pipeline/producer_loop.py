@@ -70,6 +70,11 @@ class ProducerStats:
     resent: int = 0
 
 
+def _count(n: int, singular: str, plural: str) -> str:
+    """'1 ronda', '2 rondas': counts in the log lines read as Spanish."""
+    return f"{n} {singular if n == 1 else plural}"
+
+
 @dataclass(frozen=True)
 class _Pending:
     key: bytes
@@ -190,9 +195,11 @@ class MetricsProducer:
     # -- the loop -------------------------------------------------------------------
 
     def run(self) -> ProducerStats:
-        log.info("Productor enviando a %s: %d servidores (%s) cada %g s%s", self.topic,
-                 len(self.source.server_ids), ",".join(self.source.server_ids[:10]), self.interval,
-                 f", {self.rounds} rondas" if self.rounds else "")
+        pace = f"cada {self.interval:g} s" if self.interval > 0 else "sin pausa entre rondas"
+        log.info("Productor enviando a %s: %s (%s) %s%s", self.topic,
+                 _count(len(self.source.server_ids), "servidor", "servidores"),
+                 ",".join(self.source.server_ids[:10]), pace,
+                 f", {_count(self.rounds, 'ronda', 'rondas')}" if self.rounds else "")
         next_start = time.monotonic()
         while not self.stop.is_set() and (self.rounds is None or self.stats.rounds < self.rounds):
             self.send_round()
@@ -205,8 +212,9 @@ class MetricsProducer:
                     next_start = now
                 self.stop.wait(next_start - now)
         self._drain()
-        log.info("Fin del productor: %d rondas, %d métricas enviadas, %d reenvíos, %d fallidas",
-                 self.stats.rounds, self.stats.sent, self.stats.resent, self.stats.failed)
+        log.info("Fin del productor: %s, %s, %s, %s", _count(self.stats.rounds, "ronda", "rondas"),
+                 _count(self.stats.sent, "métrica enviada", "métricas enviadas"),
+                 _count(self.stats.resent, "reenvío", "reenvíos"), _count(self.stats.failed, "fallida", "fallidas"))
         return self.stats
 
     def _drain(self) -> None:

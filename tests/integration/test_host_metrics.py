@@ -32,3 +32,6 @@ def test_psutil_source_takes_a_single_given_server_id(pipeline: Pipeline) -> Non
     done = pipeline.run(PRODUCER, "--source", "psutil", "--servers", "mi-portatil", "--rounds", "1", "--interval", "0")
     assert done.returncode == 0, done.stderr
     assert "Enviada métrica de mi-portatil a Kafka" in done.stderr
+    # Counts agree with their nouns; --interval 0 is said as such.
+    assert "1 servidor (mi-portatil) sin pausa entre rondas, 1 ronda" in done.stderr
+    assert "Fin del productor: 1 ronda, 1 métrica enviada, 0 reenvíos, 0 fallidas" in done.stderr

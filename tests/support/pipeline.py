@@ -168,7 +168,7 @@ class Pipeline:
 
 def producer_summary(log: str) -> tuple[int, int, int]:
     """(sent, resent, failed) from the producer's last line."""
-    match = re.search(r"(\d+) métricas enviadas, (\d+) reenvíos, (\d+) fallidas", log)
+    match = re.search(r"(\d+) métricas? enviadas?, (\d+) reenvíos?, (\d+) fallidas?", log)
     assert match, f"no producer summary in:\n{log[-2000:]}"
     return int(match.group(1)), int(match.group(2)), int(match.group(3))
 
