@@ -14,6 +14,7 @@ import time
 from pymongo import MongoClient
 
 from metrics_pipeline.alerts import AlertThresholds
+from metrics_pipeline.clock import Clock, datetime_from_ms
 from metrics_pipeline.ingest import BatchIngestor
 from metrics_pipeline.settings import MongoSettings
 from metrics_pipeline.storage import MetricsStore
@@ -22,10 +23,10 @@ from tests.support.audit import KPIS, RAW, audit
 from tests.support.pipeline import Record, encode, valid_message
 
 
-def ingestor(mongo_server, name: str, window: int = 5) -> tuple[BatchIngestor, object]:
+def ingestor(mongo_server, name: str, window: int = 5, clock: Clock | None = None) -> tuple[BatchIngestor, object]:
     settings = MongoSettings(mongo_server.uri, f"ingest_{name}", RAW, KPIS, "system_metrics_deadletter_iabd06")
     store = MetricsStore(MongoClient(settings.uri, tz_aware=True), settings)
-    return BatchIngestor(store, WindowTracker("t", window), AlertThresholds(), threading.Event()), store
+    return BatchIngestor(store, WindowTracker("t", window), AlertThresholds(), threading.Event(), clock), store
 
 
 def records(messages: list[dict], start: int = 0) -> list[Record]:
@@ -41,6 +42,25 @@ def test_the_same_records_delivered_twice_are_ignored(mongo_server) -> None:
     assert (again.ignored, again.stored_new) == (3, 0)
     assert result.positions == {0: 5}
     assert store.raw.count_documents({}) == 8
+
+
+def test_a_window_lasts_from_receiving_its_first_message_to_the_acknowledged_write_of_its_last(mongo_server) -> None:
+    # SPEC §3, on the consumer's clock: the raw write here takes 2.5 s of that clock.
+    wall = [1001.0]
+    ing, store = ingestor(mongo_server, "bounds", clock=Clock(lambda: wall[0]))
+    write = store.insert_raw
+
+    def slow_write(docs):
+        outcome = write(docs)
+        wall[0] += 2.5
+        return outcome
+
+    store.insert_raw = slow_write
+    assert ing.ingest(records([valid_message() for _ in range(5)]), received_at=1000.0).windows == 1
+    [kpi] = store.kpis.find()
+    assert (kpi["window_start"], kpi["window_end"]) == (datetime_from_ms(1_000_000), datetime_from_ms(1_003_500))
+    assert kpi["window_duration_seconds"] == 3.5 and kpi["kpis"]["tasa_procesamiento_msg_seg"] == 5 / 3.5
+    assert {doc["ingested_at"] for doc in store.raw.find()} == {datetime_from_ms(1_001_000)}
 
 
 def test_other_records_at_old_offsets_mean_a_new_log_and_are_not_lost(mongo_server) -> None:

@@ -63,6 +63,28 @@ def test_lost_partitions_always_drop_their_window() -> None:
     assert c.tracker.open_messages() == 0
 
 
+def test_a_topic_created_again_drops_every_window_and_is_read_from_its_beginning() -> None:
+    # A broker that lost its data: the topic has a new id and its offsets start again.
+    # The fetch position may already be past records of the new log, so it is moved
+    # back to the beginning explicitly, not left to an out-of-range reset.
+    c = consumer()
+    topic_id = ["id-1"]
+    seeks: list[set[TopicPartition]] = []
+    owned = {TopicPartition("t", 0), TopicPartition("t", 1)}
+    c._consumer = SimpleNamespace(  # type: ignore[assignment]
+        _cluster=SimpleNamespace(topic_id=lambda topic: topic_id[0]), assignment=lambda: owned,
+        seek_to_beginning=lambda *partitions: seeks.append(set(partitions)))
+    open_window(c, 0, 3)
+    open_window(c, 1, 2)
+    assert not c._topic_id_changed()  # the first id seen
+    assert not c._topic_id_changed()
+    topic_id[0] = "id-2"
+    assert c._topic_id_changed()
+    assert not c._topic_id_changed()  # once per change
+    c._restart_topic()
+    assert c.tracker.open_messages() == 0 and seeks == [owned]
+
+
 class _Clock:
     """Stands in for the time module inside consumer_loop: the stop rules below are
     checked at exact instants, whatever the machine is doing."""
