@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
@@ -15,9 +16,11 @@ from kafka import TopicPartition
 
 from metrics_pipeline import consumer_loop
 from metrics_pipeline.consumer_loop import MetricsConsumer, _skip_leave_group_unless_stable
+from metrics_pipeline.ingest import BatchResult
 from metrics_pipeline.log_setup import KafkaStatus
 from metrics_pipeline.settings import load_consumer_settings
 from metrics_pipeline.windows import WindowMember
+from tests.support.pipeline import Record, encode, valid_message
 
 T0 = datetime(2026, 11, 26, tzinfo=timezone.utc)
 
@@ -83,6 +86,43 @@ def test_a_topic_created_again_drops_every_window_and_is_read_from_its_beginning
     assert not c._topic_id_changed()  # once per change
     c._restart_topic()
     assert c.tracker.open_messages() == 0 and seeks == [owned]
+
+
+def test_a_rebalance_waits_for_the_batch_being_written_before_dropping_windows() -> None:
+    # The writer thread is still storing a batch of partition 1 (MongoDB is slow) when
+    # poll() reports that partition revoked. Dropping its window before that batch is
+    # done would leave the batch's members in a window of a partition we no longer
+    # own, there to mix with what its next owner commits if it ever comes back.
+    c = consumer()
+    tp0, tp1 = TopicPartition("t", 0), TopicPartition("t", 1)
+    owned = {tp0, tp1}
+    polls = iter([
+        lambda: {tp1: [Record("t", 1, 0, b"k", encode(valid_message()))]},
+        lambda: (events_from_poll(), {})[1],
+        lambda: (c.stop.set(), {})[1],
+    ])
+
+    def events_from_poll() -> None:
+        c._listener.on_partitions_revoked({tp0, tp1})
+        c._listener.on_partitions_assigned({tp0})
+        owned.discard(tp1)
+
+    def slow_ingest(records, received_at, parsed):
+        time.sleep(0.3)
+        for record in records:
+            c.tracker.partition(record.partition).add(
+                WindowMember(record.offset, "id", "s", T0, 1, 1, 1, 1, 0), received_at, received_at)
+        return BatchResult(consumed=len(records), seconds=0.3, positions=c.tracker.positions_to_commit())
+
+    c.ingestor.ingest = slow_ingest  # type: ignore[method-assign]
+    c._consumer = SimpleNamespace(  # type: ignore[assignment]
+        poll=lambda timeout_ms, max_records: next(polls)(), assignment=lambda: set(owned),
+        commit=lambda offsets, timeout_ms: None, _cluster=SimpleNamespace(topic_id=lambda topic: None))
+    try:
+        c._loop()
+    finally:
+        c._writer.shutdown()
+    assert c.summary.consumed == 1 and c.tracker.open_messages() == 0
 
 
 class _Clock:
