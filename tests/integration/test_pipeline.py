@@ -7,6 +7,8 @@ import re
 
 from kafka import KafkaConsumer, TopicPartition
 
+from metrics_pipeline.producer_loop import open_producer
+from metrics_pipeline.settings import load_producer_settings
 from tests.support.audit import DEADLETTER, KPIS, RAW, audit
 from tests.support.pipeline import CONSUMER, REPORT, Pipeline, encode, valid_message
 
@@ -35,6 +37,17 @@ def test_rounds_put_five_keyed_valid_messages_per_round_on_the_topic(pipeline: P
     sent_lines = re.findall(r"INFO .*Enviada métrica de (\w+) a Kafka \(partición (\d+), offset (\d+)\)", done.stderr)
     assert len(sent_lines) == 20
     assert sorted(int(o) for _, _, o in sent_lines) == list(range(20))
+
+
+def test_the_producer_asks_every_in_sync_replica_to_acknowledge(kafka_server) -> None:
+    # acks=all (-1): with one broker here no test can see the difference from acks=1,
+    # so the setting itself is checked on the producer the script builds.
+    settings = load_producer_settings(["--bootstrap-servers", kafka_server.address], environ={}, dotenv_path="")
+    producer = open_producer(settings.kafka)
+    try:
+        assert producer.config["acks"] == -1
+    finally:
+        producer.close()
 
 
 def test_consumer_stores_every_message_once_and_writes_exact_auditable_windows(pipeline: Pipeline) -> None:
