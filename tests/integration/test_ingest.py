@@ -94,6 +94,21 @@ def test_a_message_back_at_the_same_coordinates_in_a_new_log_is_not_counted_twic
     assert {m["message_uuid"] for m in new[:3] + new[5:7]} == set(windows[1]["message_uuids"])
 
 
+def test_a_dead_letter_is_stored_once_per_message_also_at_the_offset_of_an_old_log_s_one(mongo_server) -> None:
+    # The same poison read again at its offset is one dead letter; another poison at
+    # that offset of a new log (a broker that lost its data) is another dead letter.
+    before, store = ingestor(mongo_server, "deadletters")
+    old = [Record("t", 0, 0, b"k", b"{roto"), Record("t", 0, 1, b"k", encode(valid_message()))]
+    before.ingest(old, received_at=1000.0)
+    again, _ = ingestor(mongo_server, "deadletters")  # a restart reads it again
+    assert again.ingest(old, received_at=1001.0).deadlettered == 1
+    reborn, _ = ingestor(mongo_server, "deadletters")  # and a new log has other poison there
+    reborn.ingest([Record("t", 0, 0, b"k", b"null")], received_at=1002.0)
+    letters = sorted(store.deadletter.find(), key=lambda d: d["received_at"])
+    assert [d["value"] for d in letters] == ["{roto", "null"]
+    assert letters[0]["_id"] == "t:0:0" and letters[1]["_id"].startswith("t:0:0~")
+
+
 def test_a_window_of_a_new_log_with_a_taken_id_is_logged_under_the_id_it_was_stored_with(mongo_server,
                                                                                        caplog) -> None:
     # The local broker forgets its topics when restarted; the consumer after it starts

@@ -35,6 +35,9 @@ def test_defaults_are_the_spec_table() -> None:
     assert c.log_level == "INFO"
     assert c.kafka.startup_timeout == 60
     assert c.max_messages is None and c.idle_timeout is None
+    # Beyond the table: a group join takes about half the session timeout, so ~5 s
+    # (kafka-python's own 45 s made it ~23 s); one bulk write per poll of 2,000.
+    assert (c.session_timeout_ms, c.max_poll_interval_ms, c.batch_size) == (10_000, 300_000, 2000)
     p = producer()
     assert p.interval == 10
     assert p.server_ids == ("web01", "web02", "db01", "app01", "cache01")
