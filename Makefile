@@ -4,6 +4,7 @@
 #   make test                 the test suite (unit + integration against real servers)
 #   make bench                throughput benchmark, writes BENCHMARKS.md
 #   make soak                 long run with faults injected, prints the audit (not in CI)
+#   make mutants              deliberate bugs, one at a time: do the tests notice? (not in CI)
 #   make stack                just the local Kafka (29092) and MongoDB (27017)
 
 PYTHON ?= python3
@@ -13,7 +14,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_ROUNDS ?=
 DEMO_INTERVAL ?= 1
 
-.PHONY: setup demo test bench soak stack clean
+.PHONY: setup demo test bench soak mutants stack clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -35,6 +36,9 @@ bench: $(STAMP)
 
 soak: $(STAMP)
 	$(PY) tools/soak.py
+
+mutants: $(STAMP)
+	$(PY) tools/mutants.py
 
 stack: $(STAMP)
 	$(PY) tools/local_stack.py

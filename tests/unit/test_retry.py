@@ -66,3 +66,23 @@ def test_each_attempt_and_the_recovery_say_what_was_waiting(caplog) -> None:
                      ("INFO", "MongoDB responde de nuevo al leer las ventanas KPI ya guardadas")]
     assert caplog.records[1].getMessage().startswith(
         "MongoDB responde de nuevo al guardar 20 documentos raw, tras 1 reintento (")
+
+
+class _RecordedPauses:
+    """A stop Event that is never set and records how long each retry would wait."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+
+    def is_set(self) -> bool:
+        return False
+
+    def wait(self, seconds: float) -> bool:
+        self.pauses.append(seconds)
+        return False
+
+
+def test_the_pause_doubles_up_to_its_cap() -> None:
+    stop = _RecordedPauses()
+    assert retry_while_unavailable(Flaky(7), "lote", stop, initial=0.5, cap=10.0) == "ok"  # type: ignore[arg-type]
+    assert stop.pauses == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]

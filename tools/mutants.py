@@ -1,0 +1,274 @@
+"""Can the tests fail? (``make mutants``; not in CI, ~10 minutes.)
+
+Each *mutant* below is one small, deliberate bug in the pipeline: a step taken out,
+a bound moved, a setting changed. For each, a copy of the repository gets that one
+change and the tests that should notice it run against the copy (the working tree is
+never touched). A mutant the tests do not notice *survives*: either the tests miss
+a behaviour, or the change does not alter behaviour at all (then it is listed with
+``equivalent`` and the reason).
+
+Prints one line per mutant and the totals; exit 1 if a mutant not marked equivalent
+survives, or if a mutant's text is no longer in the code (update the list).
+
+    .venv/bin/python tools/mutants.py             # all of them
+    .venv/bin/python tools/mutants.py -k window   # those whose name contains "window"
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+UNIT = "tests/unit"
+INGEST = "tests/integration/test_ingest.py"
+PIPELINE = "tests/integration/test_pipeline.py"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: str  # pytest arguments (files, node ids): the tests that should notice it
+    equivalent: str = ""  # why surviving is expected, if it is
+
+
+MUTANTS = [
+    # -- windows and commit positions (metrics_pipeline/windows.py, kpis.py) --
+    Mutant("commit ignores the open window", "metrics_pipeline/windows.py",
+           "        if self._open.members:\n            return self._open.members[0].offset\n", "", UNIT),
+    Mutant("commit inside a window read again", "metrics_pipeline/windows.py",
+           "        if self._hold_until is not None:\n            return None\n", "", f"{UNIT} {INGEST}"),
+    Mutant("closed windows forgotten id by id", "metrics_pipeline/windows.py",
+           "                if self._by_id.get(message_id) is oldest:  # not remembered again since\n",
+           "                if True:\n", f"{UNIT} {INGEST}"),
+    Mutant("a record delivered again taken for a new log", "metrics_pipeline/windows.py",
+           "        return self._fingerprints.get(offset) == fingerprint", "        return False", f"{UNIT} {INGEST}"),
+    Mutant("rate inverted", "metrics_pipeline/kpis.py", "tasa_procesamiento_msg_seg=n / duration_seconds",
+           "tasa_procesamiento_msg_seg=duration_seconds / n", UNIT),
+    Mutant("plain sum instead of fsum", "metrics_pipeline/kpis.py", "return math.fsum(values) / len(values)",
+           "return sum(values) / len(values)", f"{UNIT} {PIPELINE}"),
+    Mutant("window end without the write", "metrics_pipeline/kpis.py",
+           "    end_ms = max(math.ceil(stored_at * 1000), start_ms + 1)", "    end_ms = start_ms + 1",
+           f"{UNIT} {PIPELINE}"),
+    # -- validation (metrics_pipeline/message.py) --
+    Mutant("booleans taken as numbers", "metrics_pipeline/message.py",
+           "if isinstance(value, bool) or not isinstance(value, (int, float)):",
+           "if not isinstance(value, (int, float)):", UNIT),
+    Mutant("nesting limit 1,000 levels", "metrics_pipeline/message.py", "MAX_NESTING_DEPTH = 100",
+           "MAX_NESTING_DEPTH = 1000", f"{UNIT} tests/integration/test_fault_poison.py"),
+    Mutant("cpu up to 101", "metrics_pipeline/message.py", "if not 0 <= values[name] <= 100:",
+           "if not 0 <= values[name] <= 101:", UNIT),
+    Mutant("reserved fields accepted", "metrics_pipeline/message.py",
+           "    reserved = [name for name in RESERVED_FIELDS if name in obj]", "    reserved = []", UNIT),
+    Mutant("uuid case kept", "metrics_pipeline/message.py", "message_id=message_uuid.lower(),",
+           "message_id=message_uuid,", f"{UNIT} {PIPELINE}"),
+    # -- the commit path (metrics_pipeline/ingest.py) --
+    Mutant("a message sent twice counted twice", "metrics_pipeline/ingest.py",
+           "                result.duplicates += 1\n",
+           "                result.duplicates += 1\n"
+           "                entry.member = member_from_message(entry.message, record.offset)\n", INGEST),
+    Mutant("rebuilt window at the new size", "metrics_pipeline/ingest.py",
+           "                if state.open_count == 0 and entry.replayed:", "                if False:", INGEST),
+    Mutant("closed windows not remembered", "metrics_pipeline/ingest.py",
+           "            elif (window_end := self.in_closed_windows.window_end(entry.message.message_id)) is not None:",
+           "            elif (window_end := None) is not None:", INGEST),
+    Mutant("window end before the raw write", "metrics_pipeline/ingest.py",
+           "        stored_at = self.clock.now()\n", "        stored_at = received_at\n", INGEST),
+    # -- documents (metrics_pipeline/documents.py) --
+    Mutant("servers map misses one", "metrics_pipeline/documents.py",
+           "\"servers\": dict(sorted(Counter(m.server_id for m in members).items())),",
+           "\"servers\": dict(sorted(Counter(m.server_id for m in members[1:]).items())),", f"{UNIT} {PIPELINE}"),
+    Mutant("message_uuids reversed", "metrics_pipeline/documents.py",
+           "\"message_uuids\": [m.message_id for m in members],",
+           "\"message_uuids\": [m.message_id for m in reversed(members)],", f"{UNIT} {PIPELINE}"),
+    Mutant("first_event_time is the max", "metrics_pipeline/documents.py",
+           "\"first_event_time\": min(m.timestamp for m in members),",
+           "\"first_event_time\": max(m.timestamp for m in members),", f"{UNIT} {PIPELINE}"),
+    Mutant("no ingested_at", "metrics_pipeline/documents.py", "    document[\"ingested_at\"] = ingested_at\n", "",
+           f"{UNIT} {PIPELINE}"),
+    Mutant("timestamp stored as text", "metrics_pipeline/documents.py",
+           "    document[\"timestamp\"] = message.timestamp\n",
+           "    document[\"timestamp\"] = message.fields[\"timestamp_utc\"]\n", f"{UNIT} {PIPELINE}"),
+    Mutant("extra fields dropped", "metrics_pipeline/documents.py", "    document = dict(message.fields)",
+           "    document = {k: v for k, v in message.fields.items() "
+           "if k in ('server_id', 'timestamp_utc', 'metrics', 'message_uuid')}", f"{UNIT} {PIPELINE}"),
+    Mutant("dead-letter value always binary", "metrics_pipeline/documents.py",
+           "    try:\n        return value.decode(\"utf-8\")\n    except UnicodeDecodeError:\n        return Binary(value)",
+           "    return Binary(value)", f"{UNIT} tests/integration/test_fault_poison.py"),
+    # -- MongoDB (metrics_pipeline/storage.py, retry.py) --
+    Mutant("ordered bulk insert", "metrics_pipeline/storage.py", "collection.insert_many(documents, ordered=False)",
+           "collection.insert_many(documents, ordered=True)", f"{INGEST} {PIPELINE}"),
+    Mutant("no j:true", "metrics_pipeline/storage.py", "    return WriteConcern(**document, j=True)",
+           "    return WriteConcern(**document)", UNIT),
+    Mutant("write concern error taken as stored", "metrics_pipeline/storage.py",
+           "            if concern_errors:  # see the module doc: not stored until a retry says so",
+           "            if False:", f"{UNIT} tests/integration/test_fault_mongodb_outage.py"),
+    Mutant("no index", "metrics_pipeline/storage.py", "                        collection.create_index(keys)",
+           "                        pass", f"{UNIT} {PIPELINE}"),
+    Mutant("dead letters compared by id only", "metrics_pipeline/storage.py",
+           "    return value.hex() if isinstance(value, bytes) else f\"text:{value}\"", "    return \"same\"", INGEST),
+    Mutant("an existing document never kept", "metrics_pipeline/storage.py",
+           "                if existing is not None and identity(existing) == identity(document):",
+           "                if False:", INGEST),
+    Mutant("no retry while MongoDB is down", "metrics_pipeline/retry.py",
+           "            if stop.wait(delay):\n                raise Stopped(what) from None\n", "            raise exc\n",
+           UNIT),
+    Mutant("backoff without a cap", "metrics_pipeline/retry.py", "            delay = min(delay * 2, cap)",
+           "            delay = delay * 2", UNIT),
+    # -- the consumer loop (metrics_pipeline/consumer_loop.py) --
+    Mutant("latest offset for a new group", "metrics_pipeline/consumer_loop.py", "auto_offset_reset=\"earliest\",",
+           "auto_offset_reset=\"latest\",", PIPELINE),
+    Mutant("auto commit", "metrics_pipeline/consumer_loop.py", "enable_auto_commit=False,",
+           "enable_auto_commit=True, auto_commit_interval_ms=100,",
+           "tests/integration/test_fault_mongodb_outage.py"),
+    Mutant("revoked partitions keep their windows", "metrics_pipeline/consumer_loop.py",
+           "            self._drop(gone, \"revocadas\")", "            pass",
+           f"{UNIT} tests/integration/test_fault_rebalance.py::test_rebalances_lose_nothing_and_double_nothing"),
+    Mutant("lost partitions keep their windows", "metrics_pipeline/consumer_loop.py",
+           "                self._drop(numbers, \"perdidas\")", "                pass", UNIT),
+    Mutant("rebalance while a batch is being written", "metrics_pipeline/consumer_loop.py",
+           "                if self._listener.events:\n                    self._drain()\n",
+           "                if self._listener.events:\n", UNIT),
+    Mutant("stop without committing the last batches", "metrics_pipeline/consumer_loop.py",
+           "                self._submit(records, received_at)\n            self._drain()\n",
+           "                self._submit(records, received_at)\n", "tests/integration/test_fault_signals.py"),
+    Mutant("a topic created again is not read from its start", "metrics_pipeline/consumer_loop.py",
+           "            self._consumer.seek_to_beginning(*assignment)", "            pass", UNIT),
+    Mutant("idle counted from the assignment only", "metrics_pipeline/consumer_loop.py",
+           "idle_enough = now - max(self._assigned_at, self._last_message_at or 0.0) >= idle",
+           "idle_enough = now - self._assigned_at >= idle", UNIT),
+    Mutant("idle stop with part of the topic", "metrics_pipeline/consumer_loop.py",
+           "            if idle_enough and (self._assigned_whole_topic or now - self._assigned_at >= sessions):",
+           "            if idle_enough:", UNIT),
+    # -- settings (metrics_pipeline/settings.py) --
+    Mutant(".env beats the environment", "metrics_pipeline/settings.py", "            for source in (environ, dotenv):",
+           "            for source in (dotenv, environ):", UNIT),
+    Mutant("kafka-python's 45 s session", "metrics_pipeline/settings.py",
+           "\"KAFKA_SESSION_TIMEOUT_MS\", \"10000\", _int(1000),", "\"KAFKA_SESSION_TIMEOUT_MS\", \"45000\", _int(1000),",
+           UNIT),
+    Mutant("start-up waits twice as long", "metrics_pipeline/startup.py", "    deadline = time.monotonic() + timeout",
+           "    deadline = time.monotonic() + 2 * timeout", UNIT),
+    Mutant("URL credentials not masked", "metrics_pipeline/redaction.py",
+           "            text = _CREDENTIALS_RE.sub(lambda m: f\"{m['scheme']}{m['user']}:{MASK}@\", text)",
+           "            pass", UNIT),
+    Mutant("URL-encoded password not masked", "metrics_pipeline/redaction.py",
+           "variants.update({secret, quote_plus(secret), quote(secret, safe=\"\")})", "variants.update({secret})", UNIT),
+    # -- Kafka and the producer --
+    Mutant("partition count ignored", "metrics_pipeline/kafka_connection.py",
+           "{\"num_partitions\": settings.partitions,\n                                                  \"replication_factor\": -1}}",
+           "{\"num_partitions\": 1,\n                                                  \"replication_factor\": -1}}", PIPELINE),
+    Mutant("create an existing topic anyway", "metrics_pipeline/kafka_connection.py",
+           "        if count:\n            return count, False", "        if False:\n            return count, False",
+           f"{PIPELINE}::test_rounds_put_five_keyed_valid_messages_per_round_on_the_topic", equivalent="the broker answers TopicAlreadyExists, which is ignored; only a Kafka whose ACLs "
+                                "forbid creating topics would tell, and the local broker has no ACLs"),
+    Mutant("no message key", "metrics_pipeline/producer_loop.py",
+           "future = self.producer.send(self.topic, key=item.key, value=item.value)",
+           "future = self.producer.send(self.topic, key=None, value=item.value)", PIPELINE),
+    Mutant("acks=1", "metrics_pipeline/producer_loop.py", "            acks=\"all\",", "            acks=1,",
+           f"{PIPELINE}::test_the_producer_asks_every_in_sync_replica_to_acknowledge"),
+    Mutant("no resend", "metrics_pipeline/producer_loop.py",
+           "            if item.attempt < MAX_ATTEMPTS and worth_it and not self.stop.is_set():",
+           "            if False:", UNIT),
+    Mutant("failed sends not counted", "metrics_pipeline/producer_loop.py", "        self.stats.failed += 1",
+           "        pass", UNIT),
+    Mutant("rounds drift", "metrics_pipeline/producer_loop.py", "                next_start += self.interval",
+           "                next_start = time.monotonic() + self.interval", UNIT),
+    Mutant("three decimals", "metrics_pipeline/simulation.py", "\"cpu_percent\": round(cpu, 2),",
+           "\"cpu_percent\": round(cpu, 3),", UNIT),
+    Mutant("cpu spikes 15 %", "metrics_pipeline/simulation.py", "CPU_SPIKE_PROBABILITY = 0.10",
+           "CPU_SPIKE_PROBABILITY = 0.15", UNIT),
+    Mutant("network in bytes, not bits", "metrics_pipeline/host_metrics.py",
+           "            \"network_mbps\": round(net * 8 / elapsed / 1e6, 2),",
+           "            \"network_mbps\": round(net / elapsed / 1e6, 2),", UNIT),
+    Mutant("dropped packets not counted", "metrics_pipeline/host_metrics.py",
+           "        net_errors=(net.errin + net.errout + net.dropin + net.dropout) if net else 0,",
+           "        net_errors=(net.errin + net.errout) if net else 0,", UNIT),
+    Mutant("disk per sample, not per second", "metrics_pipeline/host_metrics.py",
+           "            \"disk_io_mbps\": round(disk / elapsed / 1e6, 2),",
+           "            \"disk_io_mbps\": round(disk / 1e6, 2),", UNIT),
+    # -- alerts and the report --
+    Mutant("alert at the threshold", "metrics_pipeline/alerts.py", "if threshold is not None and value > threshold:",
+           "if threshold is not None and value >= threshold:", UNIT),
+    Mutant("report shows the oldest windows", "metrics_pipeline/report.py",
+           "    order = [(\"window_end\", -1), (\"kafka.partition\", -1), (\"kafka.first_offset\", -1)]",
+           "    order = [(\"window_end\", 1), (\"kafka.partition\", 1), (\"kafka.first_offset\", 1)]",
+           "tests/integration/test_report.py"),
+    Mutant("report max cpu is the average", "metrics_pipeline/report.py",
+           "\"cpu_max\": {\"$max\": \"$metrics.cpu_percent\"},", "\"cpu_max\": {\"$avg\": \"$metrics.cpu_percent\"},",
+           "tests/integration/test_report.py"),
+    Mutant("report summary ignores --since", "metrics_pipeline/report.py",
+           "        pipeline.append({\"$match\": {\"timestamp\": {\"$gte\": since}}})", "        pass",
+           "tests/integration/test_report.py"),
+    Mutant("chart at half size", "metrics_pipeline/report.py", "    fig.savefig(path, dpi=CHART_DPI)",
+           "    fig.savefig(path, dpi=CHART_DPI / 2)", "tests/integration/test_report.py"),
+]
+
+
+def _copy_of_the_repository(into: Path) -> Path:
+    """The tracked files (and the working tree's edits of them), nothing else."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    copy = into / "repo"
+    for name in filter(None, listed.decode().split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy / name)
+    return copy
+
+
+def _run(mutant: Mutant, copy: Path) -> tuple[str, str]:
+    path = copy / mutant.path
+    original = path.read_text(encoding="utf-8")
+    if original.count(mutant.old) != 1:
+        return "NO ENCONTRADO", f"el texto a cambiar aparece {original.count(mutant.old)} veces en {mutant.path}"
+    path.write_text(original.replace(mutant.old, mutant.new), encoding="utf-8")
+    try:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                               *mutant.tests.split()], cwd=copy, capture_output=True, text=True, timeout=1200)
+    except subprocess.TimeoutExpired:
+        return "DETECTADO", "los tests no terminaron en 20 min"
+    finally:
+        path.write_text(original, encoding="utf-8")
+    last = (done.stdout.strip().splitlines() or [""])[-1]
+    if done.returncode == 1:
+        return "DETECTADO", last
+    if done.returncode == 0:
+        return "SOBREVIVE", last
+    return "ERROR", f"pytest salió con {done.returncode}: {last or done.stderr[-300:]}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Errores introducidos a propósito: ¿los detectan los tests?")
+    parser.add_argument("-k", dest="pattern", default="", help="solo los mutantes cuyo nombre contiene esto")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if args.pattern in m.name]
+    started = time.monotonic()
+    outcomes: dict[str, int] = {}
+    failing = 0
+    with tempfile.TemporaryDirectory(prefix="mutants-") as tmp:
+        copy = _copy_of_the_repository(Path(tmp))
+        for number, mutant in enumerate(chosen, 1):
+            verdict, detail = _run(mutant, copy)
+            if verdict == "SOBREVIVE" and mutant.equivalent:
+                verdict, detail = "EQUIVALENTE", mutant.equivalent
+            outcomes[verdict] = outcomes.get(verdict, 0) + 1
+            failing += verdict in ("SOBREVIVE", "NO ENCONTRADO", "ERROR")
+            print(f"{number:2d}/{len(chosen)} {verdict:13s} {mutant.name} ({mutant.path}): {detail}", flush=True)
+    totals = ", ".join(f"{n} {verdict.lower()}" for verdict, n in sorted(outcomes.items()))
+    print(f"\n{len(chosen)} mutantes en {time.monotonic() - started:.0f} s: {totals}. "
+          f"Orden: make mutants", flush=True)
+    return 1 if failing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
