@@ -254,7 +254,6 @@ def main() -> int:
     chosen = [m for m in MUTANTS if args.pattern in m.name]
     started = time.monotonic()
     outcomes: dict[str, int] = {}
-    failing = 0
     with tempfile.TemporaryDirectory(prefix="mutants-") as tmp:
         copy = _copy_of_the_repository(Path(tmp))
         for number, mutant in enumerate(chosen, 1):
@@ -262,12 +261,11 @@ def main() -> int:
             if verdict == "SOBREVIVE" and mutant.equivalent:
                 verdict, detail = "EQUIVALENTE", mutant.equivalent
             outcomes[verdict] = outcomes.get(verdict, 0) + 1
-            failing += verdict in ("SOBREVIVE", "NO ENCONTRADO", "ERROR")
             print(f"{number:2d}/{len(chosen)} {verdict:13s} {mutant.name} ({mutant.path}): {detail}", flush=True)
     totals = ", ".join(f"{n} {verdict.lower()}" for verdict, n in sorted(outcomes.items()))
     print(f"\n{len(chosen)} mutantes en {time.monotonic() - started:.0f} s: {totals}. "
           f"Orden: make mutants", flush=True)
-    return 1 if failing else 0
+    return 1 if set(outcomes) - {"DETECTADO", "EQUIVALENTE"} else 0
 
 
 if __name__ == "__main__":

@@ -33,6 +33,17 @@ def records(messages: list[dict], start: int = 0) -> list[Record]:
     return [Record("t", 0, start + i, b"k", encode(m)) for i, m in enumerate(messages)]
 
 
+def _after_each_write(store: MetricsStore, names: tuple[str, ...], then) -> None:
+    """Run ``then()`` after each of these writes of the store (the writes themselves
+    are the store's own, against the real server)."""
+    for name in names:
+        def write_then(docs, _write=getattr(store, name)):
+            outcome = _write(docs)
+            then()
+            return outcome
+        setattr(store, name, write_then)
+
+
 def test_the_same_records_delivered_twice_are_ignored(mongo_server) -> None:
     ing, store = ingestor(mongo_server, "twice")
     batch = records([valid_message() for _ in range(8)])
@@ -48,14 +59,11 @@ def test_a_window_lasts_from_receiving_its_first_message_to_the_acknowledged_wri
     # SPEC §3, on the consumer's clock: the raw write here takes 2.5 s of that clock.
     wall = [1001.0]
     ing, store = ingestor(mongo_server, "bounds", clock=Clock(lambda: wall[0]))
-    write = store.insert_raw
 
-    def slow_write(docs):
-        outcome = write(docs)
+    def two_and_a_half_seconds_pass() -> None:
         wall[0] += 2.5
-        return outcome
 
-    store.insert_raw = slow_write
+    _after_each_write(store, ("insert_raw",), two_and_a_half_seconds_pass)
     assert ing.ingest(records([valid_message() for _ in range(5)]), received_at=1000.0).windows == 1
     [kpi] = store.kpis.find()
     assert (kpi["window_start"], kpi["window_end"]) == (datetime_from_ms(1_000_000), datetime_from_ms(1_003_500))
@@ -220,15 +228,12 @@ class _Died(Exception):
 
 
 def _dying_after_writes(store: MetricsStore, rng: random.Random, chance: float) -> None:
-    """Let some raw and KPI writes reach MongoDB and then the process die (the writes
-    themselves are the store's own, against the real server)."""
-    for name in ("insert_raw", "insert_kpis"):
-        def write_then_maybe_die(docs, _write=getattr(store, name)):
-            outcome = _write(docs)
-            if rng.random() < chance:
-                raise _Died
-            return outcome
-        setattr(store, name, write_then_maybe_die)
+    """Let some raw and KPI writes reach MongoDB and then the process die."""
+    def maybe_die() -> None:
+        if rng.random() < chance:
+            raise _Died
+
+    _after_each_write(store, ("insert_raw", "insert_kpis"), maybe_die)
 
 
 def test_random_crashes_lost_partitions_and_failed_commits_store_once_and_keep_windows_exact(mongo_server) -> None:

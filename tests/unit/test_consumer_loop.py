@@ -96,16 +96,21 @@ def test_a_rebalance_waits_for_the_batch_being_written_before_dropping_windows()
     c = consumer()
     tp0, tp1 = TopicPartition("t", 0), TopicPartition("t", 1)
     owned = {tp0, tp1}
-    polls = iter([
-        lambda: {tp1: [Record("t", 1, 0, b"k", encode(valid_message()))]},
-        lambda: (events_from_poll(), {})[1],
-        lambda: (c.stop.set(), {})[1],
-    ])
 
-    def events_from_poll() -> None:
+    def a_batch_of_partition_1() -> dict:
+        return {tp1: [Record("t", 1, 0, b"k", encode(valid_message()))]}
+
+    def a_rebalance_that_takes_partition_1() -> dict:
         c._listener.on_partitions_revoked({tp0, tp1})
         c._listener.on_partitions_assigned({tp0})
         owned.discard(tp1)
+        return {}
+
+    def a_stop() -> dict:
+        c.stop.set()
+        return {}
+
+    polls = iter([a_batch_of_partition_1, a_rebalance_that_takes_partition_1, a_stop])
 
     def slow_ingest(records, received_at, parsed):
         time.sleep(0.3)
