@@ -19,7 +19,8 @@
   that lost its producer state (a restart of a broker without persistence) as a
   fatal error and refuses every later send; duplicates are handled downstream.
 * SIGINT/SIGTERM: no new round; what was sent is flushed (up to
-  :data:`STOP_FLUSH_SECONDS`), then the producer closes. A message Kafka has not
+  :data:`STOP_FLUSH_SECONDS`, also when the signal comes while the last round of
+  ``--rounds`` is being flushed), then the producer closes. A message Kafka has not
   confirmed by then (Kafka down at the stop) is logged at ERROR and counted as
   failed, like one that failed every attempt: the producer cannot know it arrived.
 """
@@ -48,6 +49,7 @@ MAX_ATTEMPTS = 3
 DELIVERY_TIMEOUT_MS = 120_000
 MAX_BLOCK_MS = 10_000
 STOP_FLUSH_SECONDS = 6.0
+FLUSH_SLICE_SECONDS = 0.2
 TOPIC_CHECK_SECONDS = 5.0
 _TOPIC_MISSING = (kafka_errors.UnknownTopicOrPartitionError, kafka_errors.KafkaTimeoutError)
 _NOT_WORTH_RETRYING = (kafka_errors.MessageSizeTooLargeError, kafka_errors.InvalidTopicError,
@@ -218,14 +220,25 @@ class MetricsProducer:
         return self.stats
 
     def _drain(self) -> None:
-        """Flush, resend what failed, until nothing is pending (or the stop budget ends)."""
-        deadline = time.monotonic() + STOP_FLUSH_SECONDS if self.stop.is_set() else None
+        """Flush, resend what failed, until nothing is pending (or the stop budget ends).
+
+        Without a stop this waits for every answer (kafka-python gives each send up to
+        DELIVERY_TIMEOUT_MS). It waits in slices of FLUSH_SLICE_SECONDS, so that a stop
+        that comes meanwhile (the last round sent, Kafka not answering) still gets only
+        its STOP_FLUSH_SECONDS."""
+        deadline: float | None = None
         while True:
-            timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if deadline is None and self.stop.is_set():
+                deadline = time.monotonic() + STOP_FLUSH_SECONDS
+            timeout = FLUSH_SLICE_SECONDS
+            if deadline is not None:
+                timeout = min(timeout, max(deadline - time.monotonic(), 0.0))
             try:
                 self.producer.flush(timeout=timeout)
             except kafka_errors.KafkaTimeoutError:
-                break
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                continue
             if not self._failed:
                 break
             if deadline is not None and time.monotonic() >= deadline:

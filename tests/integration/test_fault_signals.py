@@ -117,6 +117,28 @@ def test_a_stop_while_kafka_hangs_ends_both_scripts_within_10_s(own_kafka, mongo
     audit(p.db, valid=len(in_topic), valid_ids=in_topic)
 
 
+def test_a_stop_while_the_last_round_waits_for_a_hanging_kafka_ends_within_10_s(own_kafka, mongo_server, tmp_path,
+                                                                               request) -> None:
+    # With --rounds, the producer waits at the end for Kafka to confirm the last sends.
+    # A stop then must not wait out kafka-python's 120 s delivery timeout (it did).
+    kafka = own_kafka()
+    p = Pipeline.for_test(kafka.address, mongo_server.uri, tmp_path, request.node.name)
+    producer = p.start(PRODUCER, "--rounds", "20", "--interval", "0.1")
+    producer.wait_for("Enviada métrica", timeout=60, count=10)
+    with kafka.frozen():
+        time.sleep(4)  # the other rounds go out within 2 s and get no answer
+        stopped_at = time.monotonic()
+        producer.signal(signal.SIGINT)
+        assert producer.wait(60) == 1, "messages Kafka did not confirm: not a normal end"
+        assert time.monotonic() - stopped_at < 10
+    log = producer.text()
+    assert "Traceback" not in log
+    assert re.search(r"Fin del productor: 20 rondas", log), "the stop came after the last round"
+    sent, _, failed = producer_summary(log)
+    assert failed > 0 and sent + failed == 100
+    assert len(re.findall(r" ERROR \S+: No se pudo enviar la métrica de ", log)) == failed
+
+
 def _catches_sigterm(pid: int) -> bool:
     """Whether the process has a SIGTERM handler (Python installs none by itself)."""
     with open(f"/proc/{pid}/status") as status:

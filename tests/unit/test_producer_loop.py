@@ -134,6 +134,32 @@ def test_an_outage_does_not_look_like_a_missing_topic(no_topic_checks: list[str]
     assert no_topic_checks == []
 
 
+class SilentProducer(ScriptedProducer):
+    """A Kafka that never answers: each flush waits out its timeout."""
+
+    def flush(self, timeout: float | None = None) -> None:
+        if timeout is None:
+            raise AssertionError("a flush without a timeout cannot notice a stop")
+        time.sleep(timeout)
+        raise kafka_errors.KafkaTimeoutError("Timeout waiting for future")
+
+
+def test_a_stop_during_the_final_flush_still_ends_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # All rounds sent, the producer waits for Kafka's answers, then a stop comes: it
+    # gets STOP_FLUSH_SECONDS like any stop, not kafka-python's delivery timeout.
+    monkeypatch.setattr(producer_loop, "STOP_FLUSH_SECONDS", 0.3)
+    stop = threading.Event()
+    timer = threading.Timer(0.5, stop.set)
+    timer.start()
+    try:
+        loop = MetricsProducer(SilentProducer(), SETTINGS, OneServer(), stop, KafkaStatus(), 0.0, 2)  # type: ignore[arg-type]
+        stats = loop.run()
+    finally:
+        timer.cancel()
+    assert stop.is_set(), "the flush must have lasted until the stop"
+    assert (stats.rounds, stats.sent, stats.failed) == (2, 0, 2), "both unanswered sends reported failed"
+
+
 class FakeTime:
     """A clock that only moves when the loop waits (or when a round 'takes' time)."""
 
