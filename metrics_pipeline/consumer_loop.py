@@ -24,7 +24,8 @@ work:
   see _apply_rebalance_events);
 * if the topic is created again under a running consumer (a broker that lost its
   data, a topic deleted by hand), its offsets start again from 0: open windows are
-  dropped and the new topic is read from its beginning;
+  dropped and the new topic is read from its beginning (a consumer left without
+  partitions while the topic was missing joins the group again, see _restart_topic);
 * it stops on SIGINT/SIGTERM, after ``--max-messages`` messages, or after
   ``--idle-timeout`` seconds without messages counted from its last assignment,
   always at a batch boundary, with what is complete committed. An assignment
@@ -56,7 +57,7 @@ from kafka.structs import OffsetAndMetadata
 from metrics_pipeline.clock import Clock
 from metrics_pipeline.errors import RunFailure, StartupError
 from metrics_pipeline.ingest import BatchIngestor, BatchResult, describe, parse_records
-from metrics_pipeline.kafka_connection import client_config
+from metrics_pipeline.kafka_connection import client_config, forbid_topic_auto_creation
 from metrics_pipeline.log_setup import KafkaStatus, quiet_kafka_client
 from metrics_pipeline.retry import Stopped
 from metrics_pipeline.settings import ConsumerSettings
@@ -138,6 +139,7 @@ class MetricsConsumer:
         self._assigned_whole_topic = False
         self._last_message_at: float | None = None
         self._topic_id: Any = None
+        self._rejoin_pending = False  # see _restart_topic
         self._commit_failed_while_stopping = False
         self.summary = ConsumerSummary()
 
@@ -165,6 +167,7 @@ class MetricsConsumer:
         except kafka_errors.KafkaError as exc:
             raise StartupError(f"No se pudo conectar a Kafka ({self.settings.kafka.bootstrap_servers}): "
                                f"{exc}") from None
+        forbid_topic_auto_creation(getattr(consumer, "_cluster", None))
         consumer.subscribe([self.topic], listener=self._listener)
         return consumer
 
@@ -259,15 +262,43 @@ class MetricsConsumer:
         return True
 
     def _restart_topic(self) -> None:
-        """Read a topic created again from its beginning (writer idle)."""
+        """Read a topic created again from its beginning (writer idle).
+
+        Without partitions at that moment (the topic was missing at the last
+        rebalance), the consumer joins the group again as a new member: the next
+        rebalance should hand the new topic's partitions out anyway, but a broker may
+        answer a lone member's rejoin with its previous assignment, none (Tansu 0.6
+        does, and the consumer then waits forever). A new member gets a real one, from
+        the group's committed offsets, which went with the old topic (the earliest)."""
         assert self._consumer is not None
         dropped = self.tracker.drop_all()
         assignment = list(self._consumer.assignment())
         if assignment:
             self._consumer.seek_to_beginning(*assignment)
+        else:
+            self._rejoin_pending = True
         log.warning("El tema %s se ha vuelto a crear (un broker que perdió sus datos o un tema borrado): "
                     "sus offsets empiezan de nuevo. Se descartan %d mensajes de ventanas abiertas y se lee "
                     "desde el principio", self.topic, dropped)
+
+    def _rejoin_as_new_member(self) -> None:
+        """See _restart_topic. Leaving the group is safe only outside a rebalance (see
+        the module doc); during one, try again after the next poll."""
+        assert self._consumer is not None
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        try:
+            if coordinator.rebalance_in_progress():
+                return
+        except Exception:  # another kafka-python: rejoin anyway
+            pass
+        self._rejoin_pending = False
+        if self._consumer.assignment():
+            return  # the rebalance gave us partitions after all
+        log.info("Sin particiones del tema %s vuelto a crear: el consumidor vuelve a entrar en el grupo %s",
+                 self.topic, self.settings.group_id)
+        self._consumer.unsubscribe()
+        self._consumer.subscribe([self.topic], listener=self._listener)
+        self._joining_since = time.monotonic()
 
     # -- the writer ---------------------------------------------------------------
 
@@ -361,6 +392,8 @@ class MetricsConsumer:
                     self._drain()
                     self._restart_topic()
                     continue
+                if self._rejoin_pending:
+                    self._rejoin_as_new_member()
                 if not batch:
                     continue
                 owned = self._consumer.assignment()

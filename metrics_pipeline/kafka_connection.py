@@ -6,8 +6,8 @@ Both scripts call :func:`ensure_topic` before anything else: it waits for Kafka
 and creates the topic with ``KAFKA_TOPIC_PARTITIONS``
 partitions when it is missing. Brokers differ in how many partitions they give an
 auto-created topic, and the consumer's windows are per partition, so the scripts do
-not leave that to the broker: their clients are built with
-``allow_auto_create_topics=False``, and the producer calls
+not leave that to the broker: their clients never ask for an auto-created topic
+(:func:`forbid_topic_auto_creation`), and the producer calls
 :func:`recreate_topic_if_missing` if the topic vanishes under it. An existing topic is
 used as it is.
 """
@@ -45,6 +45,23 @@ def client_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
                       sasl_plain_username=settings.sasl_username,
                       sasl_plain_password=settings.sasl_password)
     return config
+
+
+def forbid_topic_auto_creation(cluster: Any) -> None:
+    """Make a producer's or consumer's metadata requests stop asking the broker to
+    create a missing topic.
+
+    kafka-python 3.0.x accepts ``allow_auto_create_topics=False`` but does not pass it
+    on to the cluster metadata that builds those requests: they keep asking, and a
+    broker that allows it (Apache Kafka's default, and the local Tansu) creates the
+    topic with its own partition count the moment the topic is missing (seen after a
+    broker restarted without its data: 4 partitions instead of 1). ``cluster`` is the
+    client's ``ClusterMetadata``; an object of another shape (another kafka-python)
+    is left alone.
+    """
+    config = getattr(cluster, "config", None)
+    if isinstance(config, dict) and "allow_auto_create_topics" in config:
+        config["allow_auto_create_topics"] = False
 
 
 def _reason(exc: BaseException) -> str:

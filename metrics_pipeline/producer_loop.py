@@ -39,7 +39,8 @@ import kafka.errors as kafka_errors
 from kafka import KafkaProducer
 
 from metrics_pipeline.errors import StartupError
-from metrics_pipeline.kafka_connection import client_config, recreate_topic_if_missing
+from metrics_pipeline.kafka_connection import (client_config, forbid_topic_auto_creation,
+                                                 recreate_topic_if_missing)
 from metrics_pipeline.log_setup import KafkaStatus, quiet_kafka_client
 from metrics_pipeline.settings import KafkaSettings
 
@@ -89,7 +90,7 @@ class _Pending:
 
 def open_producer(settings: KafkaSettings) -> KafkaProducer:
     try:
-        return KafkaProducer(
+        producer = KafkaProducer(
             **client_config(settings, "productor_metrics_iabd06"),
             acks="all",
             enable_idempotence=False,
@@ -103,6 +104,8 @@ def open_producer(settings: KafkaSettings) -> KafkaProducer:
         )
     except kafka_errors.KafkaError as exc:
         raise StartupError(f"No se pudo conectar a Kafka ({settings.bootstrap_servers}): {exc}") from None
+    forbid_topic_auto_creation(getattr(producer, "_metadata", None))
+    return producer
 
 
 class MetricsProducer:

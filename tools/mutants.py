@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 UNIT = "tests/unit"
 INGEST = "tests/integration/test_ingest.py"
 PIPELINE = "tests/integration/test_pipeline.py"
+RESTART = "tests/integration/test_fault_broker_restart.py"
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,15 @@ MUTANTS = [
            "        if count:\n            return count, False", "        if False:\n            return count, False",
            f"{PIPELINE}::test_rounds_put_five_keyed_valid_messages_per_round_on_the_topic", equivalent="the broker answers TopicAlreadyExists, which is ignored; only a Kafka whose ACLs "
                                 "forbid creating topics would tell, and the local broker has no ACLs"),
+    Mutant("consumer lets the broker auto-create the topic", "metrics_pipeline/consumer_loop.py",
+           "        forbid_topic_auto_creation(getattr(consumer, \"_cluster\", None))\n", "",
+           f"{RESTART}::test_both_scripts_go_on_after_a_broker_that_lost_its_data"),
+    Mutant("no rejoin when the topic comes back", "metrics_pipeline/consumer_loop.py",
+           "            self._rejoin_pending = True\n", "            pass\n",
+           f"{RESTART}::test_a_consumer_left_without_partitions_gets_the_topic_created_again"),
+    Mutant("producer lets the broker auto-create the topic", "metrics_pipeline/producer_loop.py",
+           "    forbid_topic_auto_creation(getattr(producer, \"_metadata\", None))\n", "",
+           f"{RESTART}::test_both_scripts_go_on_after_a_broker_that_lost_its_data"),
     Mutant("no message key", "metrics_pipeline/producer_loop.py",
            "future = self.producer.send(self.topic, key=item.key, value=item.value)",
            "future = self.producer.send(self.topic, key=None, value=item.value)", PIPELINE),

@@ -9,23 +9,26 @@ Two restarts, because a real broker and the local one differ:
   full audit must hold.
 * Tansu itself keeps nothing across a restart (memory storage): the topic, its
   messages and the group's offsets are gone, as after a topic deleted and created
-  again. Worse, for a while after its restart Tansu 0.6 may create the topic twice
-  (producer and consumer reconnect at once and both trigger its auto-creation) and
-  serve both logs under one name, so kafka-python can read one while the producer
-  writes to the other: completeness cannot be asserted there. The second test checks
-  what must hold anyway: both scripts log the outage, reconnect and go on, nothing is
-  stored twice, every window written is exact, every failed send is an ERROR line
-  that the producer counted.
+  again; what the old log held unread goes with it. The second test checks what must
+  hold anyway: both scripts log the outage, reconnect and go on; the topic comes back
+  as the producer creates it (KAFKA_TOPIC_PARTITIONS), not as the broker would
+  auto-create it; everything in the new log is stored; nothing is stored twice;
+  every window written is exact; every failed send is an ERROR line that the
+  producer counted. (Until the clients stopped asking for auto-created topics,
+  producer and consumer could both trigger Tansu's auto-creation at once, and Tansu
+  could serve two logs under one name.) The third: a consumer left without
+  partitions while the topic was missing gets them once it is back.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
-from datetime import datetime, timedelta, timezone
 
 import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from tests.support.audit import KPIS, RAW, check_kpis, audit
 from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, producer_summary
@@ -73,7 +76,6 @@ def test_both_scripts_go_on_after_a_broker_that_lost_its_data(own_kafka, mongo_s
     consumer.wait_for("Ventana KPI", timeout=60, count=3)
 
     kafka.kill()
-    restarted = datetime.now(timezone.utc)
     time.sleep(3)
     kafka.start()  # same port, empty: the topic and the group are gone
     assert producer.wait(240) in (0, 1)
@@ -83,10 +85,17 @@ def test_both_scripts_go_on_after_a_broker_that_lost_its_data(own_kafka, mongo_s
     assert log.count("No se pudo enviar la métrica") == failed
     assert (producer.process.returncode == 1) == (failed > 0)
 
+    # The topic came back as the scripts create it, not as the broker would have: the
+    # clients never ask for an auto-created topic (kafka-python 3.0.x asked anyway and
+    # Tansu gave it 4 partitions), the producer creates it with KAFKA_TOPIC_PARTITIONS.
+    assert "creado de nuevo (particiones: 1)" in log
+    assert _partitions(p) == 1
+    # Everything in the new log gets stored (what the old log held unread went with it).
     raw = p.db[RAW]
-    later = restarted + timedelta(seconds=8)
-    wait_until(lambda: raw.count_documents({"ingested_at": {"$gt": later}}) >= 50, 90,
-               "the consumer to keep storing after the restart")
+    new_log = _topic_message_ids(p)
+    assert len(new_log) >= 50
+    wait_until(lambda: raw.count_documents({"_id": {"$in": list(new_log)}}) == len(new_log), 90,
+               "every message of the new log stored")
     consumer.signal(signal.SIGTERM)
     assert consumer.wait(15) == 0
     clog = consumer.text()
@@ -103,3 +112,52 @@ def test_both_scripts_go_on_after_a_broker_that_lost_its_data(own_kafka, mongo_s
         assert len(ids) == len(set(ids)) == 20 and seen.isdisjoint(ids)
         seen.update(ids)
         check_kpis(kpi, [raw_docs[i] for i in ids])
+
+
+def test_a_consumer_left_without_partitions_gets_the_topic_created_again(own_kafka, mongo_server, tmp_path,
+                                                                        request) -> None:
+    # The broker comes back empty and the consumer rejoins its group while the topic
+    # does not exist: no partitions. Tansu answers its later rejoins with that same
+    # empty assignment; the consumer must join again as a new member once the topic
+    # is back, here created by a producer started 8 s later.
+    kafka = own_kafka()
+    p = Pipeline.for_test(kafka.address, mongo_server.uri, tmp_path, request.node.name)
+    consumer = p.start(CONSUMER)
+    p.produce(4)
+    consumer.wait_for("Ventana KPI", timeout=60)
+    kafka.kill()
+    time.sleep(1)
+    kafka.start()
+    consumer.wait_for("Particiones asignadas del tema", timeout=30, count=2)
+    assignments = re.findall(r"Particiones asignadas del tema \S+: (.*)", consumer.text())
+    assert assignments[1] == "ninguna", "the topic is missing: nothing to assign"
+    time.sleep(8)
+    p.produce(4)  # creates the topic again, with KAFKA_TOPIC_PARTITIONS
+    new_log = _topic_message_ids(p)
+    raw = p.db[RAW]
+    wait_until(lambda: raw.count_documents({"_id": {"$in": list(new_log)}}) == 20, 60,
+               "the 20 messages of the new topic stored")
+    consumer.signal(signal.SIGTERM)
+    assert consumer.wait(15) == 0
+    log = consumer.text()
+    assert "Traceback" not in log and "se ha vuelto a crear" in log
+    assert raw.count_documents({}) == 40 and p.db[KPIS].count_documents({}) == 2
+
+
+def _partitions(p: Pipeline) -> int:
+    admin = KafkaAdminClient(bootstrap_servers=p.bootstrap)
+    try:
+        (topic,) = admin.describe_topics([p.topic])
+        return len(topic["partitions"])
+    finally:
+        admin.close()
+
+
+def _topic_message_ids(p: Pipeline) -> set[str]:
+    reader = KafkaConsumer(bootstrap_servers=p.bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000)
+    try:
+        reader.assign([TopicPartition(p.topic, n) for n in range(_partitions(p))])
+        reader.seek_to_beginning()
+        return {json.loads(r.value)["message_uuid"] for r in reader}
+    finally:
+        reader.close()
