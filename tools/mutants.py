@@ -74,6 +74,10 @@ MUTANTS = [
     Mutant("uuid case kept", "metrics_pipeline/message.py", "message_id=message_uuid.lower(),",
            "message_id=message_uuid,", f"{UNIT} {PIPELINE}"),
     # -- the commit path (metrics_pipeline/ingest.py) --
+    Mutant("a document MongoDB refuses taken as stored", "metrics_pipeline/storage.py",
+           "                    rejected[index] = f\"MongoDB rechazó el documento: {error.get('errmsg', code)}\"",
+           "                    pass", "tests/integration/test_fault_poison.py::"
+           "test_a_message_mongodb_refuses_is_dead_lettered_with_its_reason"),
     Mutant("a message sent twice counted twice", "metrics_pipeline/ingest.py",
            "                result.duplicates += 1\n",
            "                result.duplicates += 1\n"

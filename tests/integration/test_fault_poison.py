@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from tests.support.audit import DEADLETTER, audit
+from tests.support.audit import DEADLETTER, RAW, audit
 from tests.support.pipeline import CONSUMER, Pipeline, encode, valid_message
 
 pytestmark = pytest.mark.slow
@@ -109,3 +109,27 @@ def test_every_kind_of_poison_is_dead_lettered_exactly_once(pipeline: Pipeline) 
         assert (stored.encode() if isinstance(stored, str) else stored) == sent or (sent is None and stored is None)
         assert letter["key"] == "poison" and letter["error"]
         assert letter["kafka"] == {"topic": pipeline.topic, "partition": partition, "offset": offset}
+
+
+def test_a_message_mongodb_refuses_is_dead_lettered_with_its_reason(pipeline: Pipeline) -> None:
+    # Valid by SPEC §2 but refused by the database: here a schema validator someone put
+    # on the raw collection (server ids of at most 6 characters). MongoDB refuses the
+    # document alone; the batch's other documents are stored.
+    pipeline.db.create_collection(RAW, validator={"$jsonSchema": {
+        "bsonType": "object", "properties": {"server_id": {"bsonType": "string", "maxLength": 6}}}})
+    pipeline.create_topic()
+    messages = [valid_message("servidor-con-nombre-largo" if i in (7, 30, 51) else f"web{i % 5:02d}")
+                for i in range(60)]
+    coordinates = pipeline.send_raw([(m["server_id"].encode(), encode(m)) for m in messages])
+    refused = {f"{pipeline.topic}:{coordinates[i][0]}:{coordinates[i][1]}" for i in (7, 30, 51)}
+
+    first, second = pipeline.consume(), pipeline.consume()
+    for run in (first.stderr, second.stderr):
+        assert "Traceback" not in run and " ERROR " not in run
+    assert first.stderr.count("enviado a dead-letter: MongoDB rechazó el documento") == 3
+    stored = [m for i, m in enumerate(messages) if i not in (7, 30, 51)]
+    report = audit(pipeline.db, valid=57, invalid=3, valid_ids={m["message_uuid"] for m in stored},
+                   deadletter_ids=refused)
+    assert report.windows == 2, "refused messages count in no window"
+    for letter in pipeline.db[DEADLETTER].find():
+        assert "Document failed validation" in letter["error"]
