@@ -119,7 +119,7 @@ def test_a_consumer_left_without_partitions_gets_the_topic_created_again(own_kaf
     # The broker comes back empty and the consumer rejoins its group while the topic
     # does not exist: no partitions. Tansu answers its later rejoins with that same
     # empty assignment; the consumer must join again as a new member once the topic
-    # is back, here created by a producer started 8 s later.
+    # is back, here created by a producer started after that rejoin.
     kafka = own_kafka()
     p = Pipeline.for_test(kafka.address, mongo_server.uri, tmp_path, request.node.name)
     consumer = p.start(CONSUMER)
@@ -131,7 +131,7 @@ def test_a_consumer_left_without_partitions_gets_the_topic_created_again(own_kaf
     consumer.wait_for("Particiones asignadas del tema", timeout=30, count=2)
     assignments = re.findall(r"Particiones asignadas del tema \S+: (.*)", consumer.text())
     assert assignments[1] == "ninguna", "the topic is missing: nothing to assign"
-    time.sleep(8)
+    time.sleep(2)
     p.produce(4)  # creates the topic again, with KAFKA_TOPIC_PARTITIONS
     new_log = _topic_message_ids(p)
     raw = p.db[RAW]

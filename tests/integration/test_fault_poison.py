@@ -123,9 +123,8 @@ def test_a_message_mongodb_refuses_is_dead_lettered_with_its_reason(pipeline: Pi
     coordinates = pipeline.send_raw([(m["server_id"].encode(), encode(m)) for m in messages])
     refused = {f"{pipeline.topic}:{coordinates[i][0]}:{coordinates[i][1]}" for i in (7, 30, 51)}
 
-    first, second = pipeline.consume(), pipeline.consume()
-    for run in (first.stderr, second.stderr):
-        assert "Traceback" not in run and " ERROR " not in run
+    first = pipeline.consume()
+    assert "Traceback" not in first.stderr and " ERROR " not in first.stderr
     assert first.stderr.count("enviado a dead-letter: MongoDB rechazó el documento") == 3
     stored = [m for i, m in enumerate(messages) if i not in (7, 30, 51)]
     report = audit(pipeline.db, valid=57, invalid=3, valid_ids={m["message_uuid"] for m in stored},
