@@ -71,7 +71,7 @@ def test_a_broker_restart_that_keeps_the_data_loses_and_doubles_nothing(mongo_se
 def test_both_scripts_go_on_after_a_broker_that_lost_its_data(own_kafka, mongo_server, tmp_path, request) -> None:
     kafka = own_kafka()
     p = Pipeline.for_test(kafka.address, mongo_server.uri, tmp_path, request.node.name)
-    producer = p.start(PRODUCER, "--rounds", "120", "--interval", "0.2")
+    producer = p.start(PRODUCER, "--rounds", "80", "--interval", "0.2")
     consumer = p.start(CONSUMER)
     consumer.wait_for("Ventana KPI", timeout=60, count=3)
 
@@ -81,7 +81,7 @@ def test_both_scripts_go_on_after_a_broker_that_lost_its_data(own_kafka, mongo_s
     assert producer.wait(240) in (0, 1)
     log = producer.text()
     sent, _, failed = producer_summary(log)
-    assert sent + failed == 600
+    assert sent + failed == 400
     assert log.count("No se pudo enviar la métrica") == failed
     assert (producer.process.returncode == 1) == (failed > 0)
 
