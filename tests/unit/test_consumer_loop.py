@@ -88,6 +88,35 @@ def test_a_topic_created_again_drops_every_window_and_is_read_from_its_beginning
     assert c.tracker.open_messages() == 0 and seeks == [owned]
 
 
+def test_a_topic_back_while_without_partitions_rejoins_as_a_new_member_outside_a_rebalance() -> None:
+    # The topic was missing at the last rebalance: no partitions. A broker may keep
+    # answering the lone member's rejoins with that empty assignment (Tansu does), so
+    # the consumer leaves and joins again, but never in the middle of a rebalance.
+    c = consumer()
+    calls: list[str] = []
+    rebalancing = [True]
+    owned: set[TopicPartition] = set()
+    c._consumer = SimpleNamespace(  # type: ignore[assignment]
+        assignment=lambda: owned, seek_to_beginning=lambda *partitions: calls.append("seek"),
+        _coordinator=SimpleNamespace(rebalance_in_progress=lambda: rebalancing[0]),
+        unsubscribe=lambda: calls.append("unsubscribe"),
+        subscribe=lambda topics, listener: calls.append(f"subscribe {topics[0]}"))
+    c._restart_topic()
+    assert c._rejoin_pending and calls == []
+    c._rejoin_as_new_member()
+    assert c._rejoin_pending and calls == [], "not during a rebalance"
+    rebalancing[0] = False
+    c._rejoin_as_new_member()
+    assert not c._rejoin_pending and calls == ["unsubscribe", "subscribe t"]
+
+    # Partitions that arrive before the rejoin make it unnecessary.
+    calls.clear()
+    c._restart_topic()
+    owned.add(TopicPartition("t", 0))
+    c._rejoin_as_new_member()
+    assert not c._rejoin_pending and calls == []
+
+
 def test_a_rebalance_waits_for_the_batch_being_written_before_dropping_windows() -> None:
     # The writer thread is still storing a batch of partition 1 (MongoDB is slow) when
     # poll() reports that partition revoked. Dropping its window before that batch is
