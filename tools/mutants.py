@@ -1,4 +1,4 @@
-"""Can the tests fail? (``make mutants``; not in CI, ~10 minutes.)
+"""Can the tests fail? (``make mutants``; not in CI, ~12 minutes.)
 
 Each *mutant* below is one small, deliberate bug in the pipeline: a step taken out,
 a bound moved, a setting changed. For each, a copy of the repository gets that one
