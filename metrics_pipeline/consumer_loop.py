@@ -285,12 +285,12 @@ class MetricsConsumer:
         """See _restart_topic. Leaving the group is safe only outside a rebalance (see
         the module doc); during one, try again after the next poll."""
         assert self._consumer is not None
-        coordinator = getattr(self._consumer, "_coordinator", None)
         try:
-            if coordinator.rebalance_in_progress():
-                return
+            rebalancing = self._consumer._coordinator.rebalance_in_progress()
         except Exception:  # another kafka-python: rejoin anyway
-            pass
+            rebalancing = False
+        if rebalancing:
+            return
         self._rejoin_pending = False
         if self._consumer.assignment():
             return  # the rebalance gave us partitions after all

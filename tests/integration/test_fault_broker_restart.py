@@ -22,13 +22,12 @@ Two restarts, because a real broker and the local one differ:
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import time
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient
 
 from tests.support.audit import KPIS, RAW, check_kpis, audit
 from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, producer_summary
@@ -92,7 +91,7 @@ def test_both_scripts_go_on_after_a_broker_that_lost_its_data(own_kafka, mongo_s
     assert _partitions(p) == 1
     # Everything in the new log gets stored (what the old log held unread went with it).
     raw = p.db[RAW]
-    new_log = _topic_message_ids(p)
+    new_log = p.topic_message_ids()
     assert len(new_log) >= 50
     wait_until(lambda: raw.count_documents({"_id": {"$in": list(new_log)}}) == len(new_log), 90,
                "every message of the new log stored")
@@ -133,7 +132,7 @@ def test_a_consumer_left_without_partitions_gets_the_topic_created_again(own_kaf
     assert assignments[1] == "ninguna", "the topic is missing: nothing to assign"
     time.sleep(2)
     p.produce(4)  # creates the topic again, with KAFKA_TOPIC_PARTITIONS
-    new_log = _topic_message_ids(p)
+    new_log = p.topic_message_ids()
     raw = p.db[RAW]
     wait_until(lambda: raw.count_documents({"_id": {"$in": list(new_log)}}) == 20, 60,
                "the 20 messages of the new topic stored")
@@ -151,13 +150,3 @@ def _partitions(p: Pipeline) -> int:
         return len(topic["partitions"])
     finally:
         admin.close()
-
-
-def _topic_message_ids(p: Pipeline) -> set[str]:
-    reader = KafkaConsumer(bootstrap_servers=p.bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000)
-    try:
-        reader.assign([TopicPartition(p.topic, n) for n in range(_partitions(p))])
-        reader.seek_to_beginning()
-        return {json.loads(r.value)["message_uuid"] for r in reader}
-    finally:
-        reader.close()

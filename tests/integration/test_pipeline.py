@@ -15,18 +15,9 @@ from tests.support.pipeline import CONSUMER, REPORT, Pipeline, encode, valid_mes
 SERVERS = ("web01", "web02", "db01", "app01", "cache01")
 
 
-def _topic_messages(p: Pipeline) -> list:
-    consumer = KafkaConsumer(bootstrap_servers=p.bootstrap, enable_auto_commit=False,
-                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
-    consumer.assign([TopicPartition(p.topic, i) for i in range(p.partitions)])
-    records = list(consumer)
-    consumer.close()
-    return records
-
-
 def test_rounds_put_five_keyed_valid_messages_per_round_on_the_topic(pipeline: Pipeline) -> None:
     done = pipeline.produce(4)
-    records = _topic_messages(pipeline)
+    records = pipeline.topic_records()
     assert len(records) == 20
     assert [r.key.decode() for r in records] == list(SERVERS) * 4
     for record in records:
@@ -52,7 +43,7 @@ def test_the_producer_asks_every_in_sync_replica_to_acknowledge(kafka_server) ->
 
 def test_consumer_stores_every_message_once_and_writes_exact_auditable_windows(pipeline: Pipeline) -> None:
     pipeline.produce(12)  # 60 messages
-    records = _topic_messages(pipeline)
+    records = pipeline.topic_records()
     sent_ids = {json.loads(r.value)["message_uuid"] for r in records}
 
     done = pipeline.consume()

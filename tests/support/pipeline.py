@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from pymongo import MongoClient
 
 from metrics_pipeline.settings import CONSUMER_OPTIONS, PRODUCER_OPTIONS, REPORT_OPTIONS
@@ -164,6 +164,20 @@ class Pipeline:
             return [(m.partition, m.offset) for m in (f.get(30) for f in futures)]
         finally:
             producer.close()
+
+
+    def topic_records(self) -> list[Any]:
+        """Every record of the topic, from the beginning of each partition (no group)."""
+        reader = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                               auto_offset_reset="earliest", consumer_timeout_ms=3000)
+        try:
+            reader.assign([TopicPartition(self.topic, n) for n in range(self.partitions)])
+            return list(reader)
+        finally:
+            reader.close()
+
+    def topic_message_ids(self) -> set[str]:
+        return {json.loads(r.value)["message_uuid"] for r in self.topic_records()}
 
 
 def producer_summary(log: str) -> tuple[int, int, int]:
