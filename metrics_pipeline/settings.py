@@ -19,6 +19,7 @@ the scripts turn it into one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
 import re
@@ -29,6 +30,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from metrics_pipeline.alerts import AlertThresholds
 from metrics_pipeline.message import MAX_SERVER_ID_LENGTH
@@ -529,8 +531,39 @@ def _load(prog: str, description: str, options: Sequence[Option], argv: Sequence
     dotenv: Mapping[str, str | None] = {}
     path = ".env" if dotenv_path is None else dotenv_path
     if path and os.path.isfile(path):
-        dotenv = dotenv_values(path)
+        dotenv = _read_dotenv(path)
     return _resolve(options, args, env, dotenv)
+
+
+def _read_dotenv(path: str) -> Mapping[str, str | None]:
+    """The values of a ``.env`` file, or SettingsError naming what is wrong with it.
+
+    python-dotenv skips a line it cannot parse with an English warning, and the
+    setting on it silently takes its default; a file not in UTF-8 (an editor's
+    Latin-1, with an accent in a value) makes it raise. Both are bad settings here.
+    Only line numbers are named: a line may hold a password."""
+    try:
+        with open(path, encoding="utf-8-sig") as file:
+            text = file.read()
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise SettingsError(path, f"no está en UTF-8 (línea {line}): guárdelo con codificación UTF-8") from None
+    except OSError as exc:
+        raise SettingsError(path, f"no se puede leer: {exc.strerror}") from None
+    bad = [str(_first_line(binding.original)) for binding in parse_stream(io.StringIO(text)) if binding.error]
+    if len(bad) == 1:
+        raise SettingsError(path, f"la línea {bad[0]} no tiene la forma NOMBRE=valor (¿unas comillas sin cerrar?)")
+    if bad:
+        raise SettingsError(path, f"las líneas {', '.join(bad)} no tienen la forma NOMBRE=valor "
+                                  f"(¿unas comillas sin cerrar?)")
+    return dotenv_values(stream=io.StringIO(text))
+
+
+def _first_line(original: Any) -> int:
+    """The line of a python-dotenv statement's first character that is not blank
+    (its own line number counts the blank lines before it)."""
+    blank = original.string[:len(original.string) - len(original.string.lstrip())]
+    return int(original.line) + blank.count("\n")
 
 
 def load_producer_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,

@@ -63,6 +63,30 @@ def test_empty_values_count_as_not_set(tmp_path: Path) -> None:
     assert c.group_id == "from-dotenv"
 
 
+@pytest.mark.parametrize("content, reason", [
+    (b"KAFKA_TOPIC=t\n\n  \nesto no\n", "la línea 4 no tiene la forma NOMBRE=valor"),
+    (b'MONGODB_URI="mongodb://u:secreto@h\nKAFKA_TOPIC=t\nKAFKA GROUP=g\n', "las líneas 1, 3 no tienen la forma NOMBRE=valor"),
+    (b"KAFKA_TOPIC=t\nMONGODB_DATABASE=m\xe9tricas\n", "no está en UTF-8 (línea 2)"),  # Latin-1
+])
+def test_a_dotenv_file_that_cannot_be_read_whole_is_a_bad_setting(tmp_path: Path, content: bytes,
+                                                                 reason: str) -> None:
+    # python-dotenv would skip the line (its setting silently at its default) or raise.
+    dotenv = tmp_path / ".env"
+    dotenv.write_bytes(content)
+    with pytest.raises(SettingsError) as error:
+        consumer([], {}, dotenv)
+    assert error.value.setting == str(dotenv)
+    assert error.value.reason.startswith(reason)
+    assert "secreto" not in str(error.value)
+
+
+def test_a_dotenv_file_as_windows_editors_write_it_is_read(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_bytes("\ufeffMONGODB_DATABASE=métricas\r\n# comentario\r\nexport KAFKA_TOPIC='t'\r\n".encode())
+    c = consumer([], {}, dotenv)
+    assert (c.mongo.database, c.kafka.topic) == ("métricas", "t")
+
+
 @pytest.mark.parametrize("argv, env, setting", [
     (["--window-size", "0"], {}, "KPI_WINDOW_SIZE"),
     (["--window-size", "10001"], {}, "KPI_WINDOW_SIZE"),  # its KPI document could outgrow 16 MB
