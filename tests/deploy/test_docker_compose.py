@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from metrics_pipeline.settings import CONSUMER_OPTIONS, PRODUCER_OPTIONS
+from metrics_pipeline.settings import (CONSUMER_OPTIONS, PRODUCER_OPTIONS, load_consumer_settings,
+                                       load_producer_settings, load_report_settings)
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -140,7 +141,8 @@ def test_compose_itself_takes_the_file_with_a_env_copied_from_the_example(tmp_pa
     assert consumer["MONGODB_URI"] == "mongodb://mongo:27017"
     assert consumer["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
     assert str(consumer["KPI_WINDOW_SIZE"]) == "20"  # from .env
-    assert services["productor"]["environment"]["SERVER_IDS"] == "web01,web02,db01,app01,cache01"
+    # Empty: the producer's own default (the five servers; the host name with psutil).
+    assert services["productor"]["environment"]["SERVER_IDS"] == ""
     advertised = services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
     assert advertised == "INTERNAL://kafka:19092,HOST://localhost:29092"
     # Without the profile, `docker compose up -d` starts only Kafka and MongoDB (v2
@@ -197,3 +199,9 @@ def test_env_example_lists_every_variable() -> None:
     assert re.search(r"^# MONGODB_URI=mongodb\+srv://", text, re.M)
     # Empty, not localhost: the same .env serves the containers of the "app" profile.
     assert re.search(r"^MONGODB_URI=$", text, re.M)
+
+
+def test_env_example_copied_as_dotenv_gives_the_defaults() -> None:
+    """`cp .env.example .env` is the README's first step: the scripts must read it whole."""
+    for load in (load_producer_settings, load_consumer_settings, load_report_settings):
+        assert load([], environ={}, dotenv_path=str(REPO / ".env.example")) == load([], environ={}, dotenv_path="")
