@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from metrics_pipeline.redaction import Redactor
-from metrics_pipeline.settings import (CONSUMER_OPTIONS, PRODUCER_OPTIONS, SettingsError,
+from metrics_pipeline.settings import (CONSUMER_OPTIONS, PRODUCER_OPTIONS, REPORT_OPTIONS, SettingsError,
                                        load_consumer_settings, load_producer_settings,
                                        load_report_settings)
 
@@ -223,3 +224,21 @@ def test_report_settings() -> None:
     for other in ("hoy.pdf", "hoy.xyz", "hoy"):  # matplotlib would write another format, or fail
         with pytest.raises(SettingsError, match="--output"):
             load_report_settings(["--output", other], environ={}, dotenv_path="")
+
+
+def test_the_readme_settings_table_matches_the_option_tables() -> None:
+    """Each row of README's «Configuración» table: variable, flag, default and which
+    scripts read it, as the option tables say (the --help texts come from those)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \| `(--[a-z-]+)` \| (.*) \| ([a-z ]+) \|$", readme, re.M)
+    readers = {"ambos": {"P", "C"}, "los tres": {"P", "C", "R"}, "productor": {"P"}, "consumidor": {"C"},
+               "consumidor e informe": {"C", "R"}}
+    options: dict[str, tuple[str, str | None, set[str]]] = {}
+    for script, table in (("P", PRODUCER_OPTIONS), ("C", CONSUMER_OPTIONS), ("R", REPORT_OPTIONS)):
+        for option in table:
+            if option.env:
+                options.setdefault(option.env, (option.flag, option.default, set()))[2].add(script)
+    assert {row[0] for row in rows} == set(options)
+    for env, flag, default, who in rows:
+        assert (flag, readers[who]) == (options[env][0], options[env][2]), env
+        assert default.startswith(f"`{options[env][1]}`" if options[env][1] else "sin valor"), env
