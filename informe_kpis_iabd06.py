@@ -41,11 +41,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         total = report.count_windows(store.kpis, settings.since)
         summary = report.server_summary(store.raw, settings.since)
         shown = report.chart_windows(store.kpis, settings.since) if settings.chart and windows else []
+        foreign = report.foreign_documents(store.kpis, store.raw)
     except PyMongoError as exc:
         raise RunFailure(f"MongoDB falló al leer los datos del informe: {short_reason(exc)}") from None
     print(report.format_windows(windows, total))
     print()
     print(report.format_summary(summary, settings.since))
+    if any(foreign):
+        print("\n" + report.foreign_note(foreign, settings.mongo))
 
     if not windows:
         print(f"\nNo hay ventanas KPI en {settings.mongo.database}.{settings.mongo.kpi_collection}"

@@ -3,6 +3,10 @@
 * :func:`recent_windows` reads the KPI collection (newest first, limited);
 * :func:`server_summary` asks MongoDB for the per-server figures with an
   aggregation pipeline over the raw collection (the database does the maths);
+* every query reads only documents of the shape this pipeline writes
+  (:data:`WINDOW_SHAPE`, :data:`MESSAGE_SHAPE`): the collection names are fixed by
+  the course, so a database shared with another version of the exercise holds
+  documents of other shapes; :func:`foreign_documents` counts them, for a note;
 * :func:`format_windows` / :func:`format_summary` turn them into aligned text tables
   (pure functions, so their output is tested exactly);
 * :func:`draw_chart` writes a PNG of the KPIs over time with matplotlib's Agg
@@ -14,11 +18,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from datetime import datetime, timezone
 from typing import Any
 
 from bson.decimal128 import Decimal128
 from pymongo.collection import Collection
+
+from metrics_pipeline.kpis import WindowKpis
 
 CHART_SIZE_INCHES = (12.0, 9.0)
 CHART_DPI = 100  # 1200 x 900 pixels
@@ -28,27 +35,45 @@ SERVER_COLUMN_WIDTH = 40  # longer server ids are cut in the summary table (not 
 _ALERT_SHORT = {"cpu_percent_avg": "CPU", "memory_percent_avg": "memoria", "error_count_sum": "errores"}
 
 
-def _since_filter(field: str, since: datetime | None) -> dict[str, Any]:
-    return {field: {"$gte": since}} if since is not None else {}
+# The fields the report reads, with their types (see the module doc).
+WINDOW_SHAPE: dict[str, Any] = {
+    "window_end": {"$type": "date"}, "message_count": {"$type": "number"},
+    "kafka.partition": {"$type": "number"}, "kafka.first_offset": {"$type": "number"},
+    **{f"kpis.{field.name}": {"$type": "number"} for field in fields(WindowKpis)},
+}
+MESSAGE_SHAPE: dict[str, Any] = {
+    "server_id": {"$type": "string"}, "timestamp": {"$type": "date"}, "kafka": {"$type": "object"},
+}
+
+
+def _shaped(shape: dict[str, Any], field: str, since: datetime | None) -> dict[str, Any]:
+    """``shape``, and ``field`` >= ``since`` when there is one."""
+    if since is None:
+        return shape
+    return {**shape, field: {**shape[field], "$gte": since}}
 
 
 def recent_windows(kpis: Collection, since: datetime | None, limit: int) -> list[dict[str, Any]]:
     """The most recent ``limit`` windows (since ``since``), oldest first."""
     # Windows closed by one batch share their window_end: offsets break the tie.
     order = [("window_end", -1), ("kafka.partition", -1), ("kafka.first_offset", -1)]
-    cursor = kpis.find(_since_filter("window_end", since), {"message_uuids": 0}).sort(order).limit(limit)
+    query = _shaped(WINDOW_SHAPE, "window_end", since)
+    cursor = kpis.find(query, {"message_uuids": 0}).sort(order).limit(limit)
     return list(cursor)[::-1]
 
 
 def count_windows(kpis: Collection, since: datetime | None) -> int:
-    return kpis.count_documents(_since_filter("window_end", since))
+    return kpis.count_documents(_shaped(WINDOW_SHAPE, "window_end", since))
+
+
+def foreign_documents(kpis: Collection, raw: Collection) -> tuple[int, int]:
+    """How many documents of each collection the report leaves out (module doc)."""
+    return (kpis.count_documents({"$nor": [WINDOW_SHAPE]}), raw.count_documents({"$nor": [MESSAGE_SHAPE]}))
 
 
 def server_summary(raw: Collection, since: datetime | None) -> list[dict[str, Any]]:
     """Per-server figures computed by MongoDB (aggregation pipeline)."""
-    pipeline: list[dict[str, Any]] = []
-    if since is not None:
-        pipeline.append({"$match": {"timestamp": {"$gte": since}}})
+    pipeline: list[dict[str, Any]] = [{"$match": _shaped(MESSAGE_SHAPE, "timestamp", since)}]
     pipeline += [
         {"$group": {
             "_id": "$server_id",
@@ -132,6 +157,16 @@ def format_summary(summary: Sequence[dict[str, Any]], since: datetime | None) ->
     headers = ["servidor", "mensajes", "CPU % media", "CPU % máx", "memoria % media", "disco MB/s media",
                "red Mbps media", "errores", "último mensaje (UTC)"]
     return "\n".join([f"Resumen por servidor ({scope}), calculado por MongoDB", "", *_table(headers, rows)])
+
+
+def foreign_note(foreign: tuple[int, int], mongo: Any) -> str:
+    """The note for what foreign_documents() found (``mongo``: the MongoSettings)."""
+    parts = [f"{count} de {mongo.database}.{collection}" for count, collection
+             in zip(foreign, (mongo.kpi_collection, mongo.raw_collection)) if count]
+    noun = "documento" if parts[0].startswith("1 ") else "documentos"
+    parts[0] = parts[0].replace(" de ", f" {noun} de ", 1)
+    return (f"Nota: se dejan fuera {' y '.join(parts)}, sin la forma que escribe este pipeline "
+            "(¿de otra versión del ejercicio, con las mismas colecciones?).")
 
 
 def _event_time(window: dict[str, Any]) -> datetime:

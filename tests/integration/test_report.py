@@ -30,7 +30,7 @@ def _load(p: Pipeline) -> None:
         "_id": f"00000000-0000-4000-8000-00000000000{i}", "server_id": server,
         "metrics": {"cpu_percent": cpu, "memory_percent": mem, "disk_io_mbps": disk, "network_mbps": net,
                     "error_count": errors},
-        "timestamp": T0 + timedelta(seconds=i),
+        "timestamp": T0 + timedelta(seconds=i), "kafka": {"topic": "t", "partition": 0, "offset": i},
     } for i, (server, cpu, mem, disk, net, errors) in enumerate(RAW_DOCS)])
     windows = []
     for n in range(3):
@@ -79,6 +79,28 @@ def test_report_prints_the_exact_table_and_summary_and_draws_the_chart(pipeline:
     assert done.stdout == (EXPECTED_TABLE + "\n" + EXPECTED_SUMMARY
                            + f"\nGráfico de 3 ventanas guardado en {chart} (1200x900 px)\n")
     assert chart.stat().st_size > 10_000
+    assert _png_size(chart) == (1200, 900)
+
+
+def test_documents_of_another_version_of_the_exercise_are_left_out_with_a_note(pipeline: Pipeline,
+                                                                              tmp_path: Path) -> None:
+    # The collection names are fixed by the course: a student's database may still hold
+    # what the usual version of the exercise wrote there (the report used to stop on them).
+    _load(pipeline)
+    pipeline.db[KPIS].insert_many([
+        {"timestamp": T0 + timedelta(hours=1), "cpu_percent_avg": 50.0, "error_count_sum": 3,
+         "tasa_procesamiento_msg_seg": 12.0},
+        {"window_end": T0 + timedelta(hours=2), "kpis": {"cpu_percent_avg": "alto"}},
+    ])
+    pipeline.db[RAW].insert_one({"server_id": "web01", "timestamp": "2026-11-26T11:00:00Z",
+                                 "metrics": {"cpu_percent": 99.0, "error_count": 7}})
+    chart = tmp_path / "kpis.png"
+    done = pipeline.run(REPORT, "--last", "2", "--output", str(chart))
+    assert done.returncode == 0, done.stderr
+    note = (f"Nota: se dejan fuera 2 documentos de {pipeline.database}.{KPIS} y 1 de {pipeline.database}.{RAW}, "
+            "sin la forma que escribe este pipeline (¿de otra versión del ejercicio, con las mismas colecciones?).")
+    assert done.stdout == (EXPECTED_TABLE + "\n" + EXPECTED_SUMMARY + "\n" + note + "\n"
+                           + f"\nGráfico de 3 ventanas guardado en {chart} (1200x900 px)\n")
     assert _png_size(chart) == (1200, 900)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from metrics_pipeline.report import _table, format_summary, format_windows, windows_phrase
+from metrics_pipeline.report import _table, foreign_note, format_summary, format_windows, windows_phrase
+from metrics_pipeline.settings import load_report_settings
 
 
 def test_columns_line_up_text_left_numbers_right() -> None:
@@ -52,3 +53,15 @@ def test_a_server_id_as_long_as_a_host_name_is_cut_in_the_table() -> None:
            "network_avg": 5.0, "errors": 6, "last": datetime(2026, 11, 26, 9, 0)}
     last = format_summary([row], None).splitlines()[-1]
     assert last.startswith("h" * 39 + "…  ")
+
+
+def test_the_foreign_documents_note_names_only_the_collections_that_have_them() -> None:
+    mongo = load_report_settings([], environ={}, dotenv_path="").mongo
+    tail = ", sin la forma que escribe este pipeline (¿de otra versión del ejercicio, con las mismas colecciones?)."
+    assert foreign_note((0, 1), mongo) == (
+        "Nota: se dejan fuera 1 documento de monitoring_iabd06.system_metrics_raw_iabd06" + tail)
+    assert foreign_note((3, 0), mongo) == (
+        "Nota: se dejan fuera 3 documentos de monitoring_iabd06.system_metrics_kpis_iabd06" + tail)
+    assert foreign_note((1, 2), mongo) == (
+        "Nota: se dejan fuera 1 documento de monitoring_iabd06.system_metrics_kpis_iabd06 y 2 de "
+        "monitoring_iabd06.system_metrics_raw_iabd06" + tail)
