@@ -200,7 +200,14 @@ class BatchingStreamHandler(logging.StreamHandler):
 
 
 def _buffered_stderr() -> TextIO:
-    """A buffered text stream on file descriptor 2, whatever PYTHONUNBUFFERED says."""
+    """A buffered text stream on file descriptor 2, whatever PYTHONUNBUFFERED says.
+
+    Except on a Windows console: there Python's own sys.stderr writes through the
+    console's Unicode API, while UTF-8 bytes written to the descriptor would show
+    "mÃ©trica" under the console's code page. (Not run on Windows: there is none here.)
+    """
+    if sys.platform == "win32" and sys.stderr.isatty():
+        return sys.stderr
     raw = io.FileIO(sys.stderr.fileno(), "w", closefd=False)
     return io.TextIOWrapper(io.BufferedWriter(raw, buffer_size=1 << 16), encoding="utf-8",
                             errors="replace", write_through=False)

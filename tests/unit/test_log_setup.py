@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
 
 import pytest
 
-from metrics_pipeline.log_setup import KafkaLogBridge, KafkaStatus
+from metrics_pipeline.log_setup import KafkaLogBridge, KafkaStatus, _buffered_stderr
 
 
 class FakeClock:
@@ -96,3 +98,22 @@ def test_lines_that_differ_only_in_numbers_are_one_kind_for_the_once_a_minute_li
             bridge.emit(record(f"Node {node} at 0x{node:x}ff sent an unexpected response after 1.{node}s",
                                logging.WARNING, "kafka.client"))
     assert len(caplog.records) == 1
+
+
+class _Console(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("platform, expect_console", [("win32", True), ("linux", False)])
+def test_a_windows_console_keeps_pythons_own_stderr(monkeypatch: pytest.MonkeyPatch, platform: str,
+                                                     expect_console: bool) -> None:
+    console = _Console()
+    monkeypatch.setattr(sys, "platform", platform)
+    monkeypatch.setattr(sys, "stderr", console)
+    if expect_console:
+        assert _buffered_stderr() is console
+    else:  # a console elsewhere: the buffered UTF-8 stream on descriptor 2 (the real one)
+        monkeypatch.setattr(console, "fileno", lambda: 2, raising=False)
+        stream = _buffered_stderr()
+        assert stream is not console and stream.encoding == "utf-8"
