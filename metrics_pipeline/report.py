@@ -26,6 +26,7 @@ from bson.decimal128 import Decimal128
 from pymongo.collection import Collection
 
 from metrics_pipeline.kpis import WindowKpis
+from metrics_pipeline.settings import MongoSettings
 
 CHART_SIZE_INCHES = (12.0, 9.0)
 CHART_DPI = 100  # 1200 x 900 pixels
@@ -159,12 +160,13 @@ def format_summary(summary: Sequence[dict[str, Any]], since: datetime | None) ->
     return "\n".join([f"Resumen por servidor ({scope}), calculado por MongoDB", "", *_table(headers, rows)])
 
 
-def foreign_note(foreign: tuple[int, int], mongo: Any) -> str:
-    """The note for what foreign_documents() found (``mongo``: the MongoSettings)."""
-    parts = [f"{count} de {mongo.database}.{collection}" for count, collection
-             in zip(foreign, (mongo.kpi_collection, mongo.raw_collection)) if count]
-    noun = "documento" if parts[0].startswith("1 ") else "documentos"
-    parts[0] = parts[0].replace(" de ", f" {noun} de ", 1)
+def foreign_note(foreign: tuple[int, int], mongo: MongoSettings) -> str:
+    """The note for what foreign_documents() found."""
+    parts = []
+    for count, collection in zip(foreign, (mongo.kpi_collection, mongo.raw_collection)):
+        if count:
+            noun = "" if parts else (" documento" if count == 1 else " documentos")
+            parts.append(f"{count}{noun} de {mongo.database}.{collection}")
     return (f"Nota: se dejan fuera {' y '.join(parts)}, sin la forma que escribe este pipeline "
             "(¿de otra versión del ejercicio, con las mismas colecciones?).")
 

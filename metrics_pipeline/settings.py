@@ -543,13 +543,15 @@ def _read_dotenv(path: str) -> Mapping[str, str | None]:
     Latin-1, with an accent in a value) makes it raise. Both are bad settings here.
     Only line numbers are named: a line may hold a password."""
     try:
-        with open(path, encoding="utf-8-sig") as file:
-            text = file.read()
-    except UnicodeDecodeError as exc:
-        line = exc.object[:exc.start].count(b"\n") + 1
-        raise SettingsError(path, f"no está en UTF-8 (línea {line}): guárdelo con codificación UTF-8") from None
+        with open(path, "rb") as file:
+            data = file.read()
     except OSError as exc:
         raise SettingsError(path, f"no se puede leer: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise SettingsError(path, f"no está en UTF-8 (línea {line}): guárdelo con codificación UTF-8") from None
     bad = [str(_first_line(binding.original)) for binding in parse_stream(io.StringIO(text)) if binding.error]
     if len(bad) == 1:
         raise SettingsError(path, f"la línea {bad[0]} no tiene la forma NOMBRE=valor (¿unas comillas sin cerrar?)")
