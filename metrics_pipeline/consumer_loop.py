@@ -25,7 +25,10 @@ work:
 * if the topic is created again under a running consumer (a broker that lost its
   data, a topic deleted by hand), its offsets start again from 0: open windows are
   dropped and the new topic is read from its beginning (a consumer left without
-  partitions while the topic was missing joins the group again, see _restart_topic);
+  partitions until a rebalance hands some out joins the group again, see _restart_topic);
+* a group join that kafka-python leaves half done when the topic's metadata changes
+  and changes back (its version of the Java client's KAFKA-9815) is resumed, see
+  _resume_a_dropped_join;
 * it stops on SIGINT/SIGTERM, after ``--max-messages`` messages, or after
   ``--idle-timeout`` seconds without messages counted from its last assignment,
   always at a batch boundary, with what is complete committed. An assignment
@@ -140,6 +143,7 @@ class MetricsConsumer:
         self._last_message_at: float | None = None
         self._topic_id: Any = None
         self._rejoin_pending = False  # see _restart_topic
+        self._dropped_join_seen = False  # see _resume_a_dropped_join
         self._commit_failed_while_stopping = False
         self.summary = ConsumerSummary()
 
@@ -206,6 +210,8 @@ class MetricsConsumer:
                 continue
             # assigned
             self._joining_since = None
+            if numbers:
+                self._rejoin_pending = False  # see _restart_topic
             gone = sorted(self._pending_revoked.difference(numbers))
             self._pending_revoked.clear()
             self._drop(gone, "revocadas")
@@ -264,19 +270,20 @@ class MetricsConsumer:
     def _restart_topic(self) -> None:
         """Read a topic created again from its beginning (writer idle).
 
-        Without partitions at that moment (the topic was missing at the last
-        rebalance), the consumer joins the group again as a new member: the next
-        rebalance should hand the new topic's partitions out anyway, but a broker may
-        answer a lone member's rejoin with its previous assignment, none (Tansu 0.6
-        does, and the consumer then waits forever). A new member gets a real one, from
-        the group's committed offsets, which went with the old topic (the earliest)."""
+        From here until a rebalance hands this consumer partitions, being left
+        without any (now, or by the rebalance that the new topic's metadata starts)
+        makes it join the group again as a new member: a broker may answer a lone
+        member's rejoins with the assignment it computed while the topic was missing,
+        none (Tansu 0.6 does, and the consumer then waits forever). A new member gets
+        a real one, from the group's committed offsets, which went with the old topic
+        (the earliest). At most once per re-creation: a consumer that legitimately has
+        no partition (more members than partitions) costs one extra rebalance."""
         assert self._consumer is not None
         dropped = self.tracker.drop_all()
         assignment = list(self._consumer.assignment())
         if assignment:
             self._consumer.seek_to_beginning(*assignment)
-        else:
-            self._rejoin_pending = True
+        self._rejoin_pending = True
         log.warning("El tema %s se ha vuelto a crear (un broker que perdió sus datos o un tema borrado): "
                     "sus offsets empiezan de nuevo. Se descartan %d mensajes de ventanas abiertas y se lee "
                     "desde el principio", self.topic, dropped)
@@ -289,16 +296,42 @@ class MetricsConsumer:
             rebalancing = self._consumer._coordinator.rebalance_in_progress()
         except Exception:  # another kafka-python: rejoin anyway
             rebalancing = False
-        if rebalancing:
-            return
+        if rebalancing or self._consumer.assignment():
+            return  # partitions, for now: the rebalance the new topic starts may take them
         self._rejoin_pending = False
-        if self._consumer.assignment():
-            return  # the rebalance gave us partitions after all
         log.info("Sin particiones del tema %s vuelto a crear: el consumidor vuelve a entrar en el grupo %s",
                  self.topic, self.settings.group_id)
         self._consumer.unsubscribe()
         self._consumer.subscribe([self.topic], listener=self._listener)
         self._joining_since = time.monotonic()
+
+    def _resume_a_dropped_join(self) -> None:
+        """Make kafka-python finish a group join it dropped (its KAFKA-9815).
+
+        A metadata change (the topic missing for a moment: a broker that lost its
+        data, a topic created again) makes kafka-python 3.0 revoke our partitions and
+        send a JoinGroup. If the metadata changes back before that join completes, its
+        join loop, which runs only while need_rejoin() is true, stops: the member stays
+        "rebalancing" forever, with no partitions and no heartbeats (seen in 6 runs in
+        10 of the lost-data test). The Java client fixed it by asking for a rejoin when
+        the metadata change starts one; ask for it now, which resumes the join. Seen
+        twice in a row (a poll apart), so a join that is just completing is left alone.
+        """
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        try:
+            with coordinator._lock:
+                dropped = coordinator.rebalance_in_progress() and not coordinator.need_rejoin()
+        except Exception:  # another kafka-python: nothing to do
+            return
+        if not dropped:
+            self._dropped_join_seen = False
+        elif not self._dropped_join_seen:
+            self._dropped_join_seen = True
+        else:
+            self._dropped_join_seen = False
+            log.info("kafka-python abandonó a medias la entrada en el grupo %s (los metadatos del tema "
+                     "cambiaron y volvieron a cambiar): se le pide que la retome", self.settings.group_id)
+            coordinator.request_rejoin()
 
     # -- the writer ---------------------------------------------------------------
 
@@ -388,6 +421,7 @@ class MetricsConsumer:
                     self._drain()
                     self._apply_rebalance_events()
                 self._warn_if_join_is_slow()
+                self._resume_a_dropped_join()
                 if self._topic_id_changed():
                     self._drain()
                     self._restart_topic()

@@ -87,8 +87,12 @@ def test_both_scripts_go_on_after_a_broker_that_lost_its_data(own_kafka, mongo_s
     # The topic came back as the scripts create it, not as the broker would have: the
     # clients never ask for an auto-created topic (kafka-python 3.0.x asked anyway and
     # Tansu gave it 4 partitions), the producer creates it with KAFKA_TOPIC_PARTITIONS.
-    assert "creado de nuevo (particiones: 1)" in log
-    assert _partitions(p) == 1
+    # Unless Tansu (not Kafka) takes a produce request for the topic it lost as an
+    # order to create it again (1 run in 6 here): then the producer never sees it
+    # missing, and the topic has the one partition the request was for.
+    partitions = _partitions(p)
+    assert partitions == 1
+    assert "creado de nuevo" not in log or "creado de nuevo (particiones: 1)" in log
     # Everything in the new log gets stored (what the old log held unread went with it).
     raw = p.db[RAW]
     new_log = p.topic_message_ids()

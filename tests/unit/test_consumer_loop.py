@@ -88,7 +88,7 @@ def test_a_topic_created_again_drops_every_window_and_is_read_from_its_beginning
     assert c.tracker.open_messages() == 0 and seeks == [owned]
 
 
-def test_a_topic_back_while_without_partitions_rejoins_as_a_new_member_outside_a_rebalance() -> None:
+def test_a_topic_back_without_partitions_rejoins_as_a_new_member_outside_a_rebalance() -> None:
     # The topic was missing at the last rebalance: no partitions. A broker may keep
     # answering the lone member's rejoins with that empty assignment (Tansu does), so
     # the consumer leaves and joins again, but never in the middle of a rebalance.
@@ -109,12 +109,70 @@ def test_a_topic_back_while_without_partitions_rejoins_as_a_new_member_outside_a
     c._rejoin_as_new_member()
     assert not c._rejoin_pending and calls == ["unsubscribe", "subscribe t"]
 
-    # Partitions that arrive before the rejoin make it unnecessary.
+    # With partitions at the re-creation, the rebalance the new topic starts may still
+    # hand out none (seen with Tansu: revoked [0], assigned nothing, forever).
     calls.clear()
-    c._restart_topic()
     owned.add(TopicPartition("t", 0))
+    c._restart_topic()
     c._rejoin_as_new_member()
-    assert not c._rejoin_pending and calls == []
+    assert c._rejoin_pending and calls == ["seek"], "partitions for now: stay ready"
+    owned.clear()
+    c._listener.on_partitions_revoked({TopicPartition("t", 0)})
+    c._listener.on_partitions_assigned(set())
+    c._apply_rebalance_events()
+    c._rejoin_as_new_member()
+    assert not c._rejoin_pending and calls == ["seek", "unsubscribe", "subscribe t"]
+
+    # A rebalance that hands partitions out ends it: an empty assignment later (more
+    # members than partitions) is no reason to rejoin.
+    calls.clear()
+    owned.add(TopicPartition("t", 0))
+    c._restart_topic()
+    c._listener.on_partitions_assigned({TopicPartition("t", 0)})
+    c._apply_rebalance_events()
+    assert not c._rejoin_pending and calls == ["seek"]  # the loop rejoins only while it is pending
+
+
+class _JoinCoordinator:
+    """kafka-python's coordinator, as far as _resume_a_dropped_join looks at it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.rebalancing, self.rejoin_needed, self.requests = False, False, 0
+
+    def rebalance_in_progress(self) -> bool:
+        return self.rebalancing
+
+    def need_rejoin(self) -> bool:
+        return self.rejoin_needed
+
+    def request_rejoin(self) -> None:
+        self.requests += 1
+        self.rejoin_needed = True
+
+
+def test_a_join_kafka_python_dropped_is_resumed_once_seen_twice_in_a_row() -> None:
+    # kafka-python's join loop runs only while need_rejoin() is true; a join started
+    # for a metadata change that then changes back is left "rebalancing" forever.
+    c = consumer()
+    coordinator = _JoinCoordinator()
+    c._consumer = SimpleNamespace(_coordinator=coordinator)  # type: ignore[assignment]
+    coordinator.rebalancing, coordinator.rejoin_needed = True, True  # a join going on normally
+    for _ in range(3):
+        c._resume_a_dropped_join()
+    assert coordinator.requests == 0
+    coordinator.rejoin_needed = False  # dropped (or just completing: seen once only)
+    c._resume_a_dropped_join()
+    assert coordinator.requests == 0
+    coordinator.rebalancing = False  # it was completing
+    c._resume_a_dropped_join()
+    coordinator.rebalancing = True
+    c._resume_a_dropped_join()
+    assert coordinator.requests == 0
+    c._resume_a_dropped_join()  # still dropped a poll later
+    assert coordinator.requests == 1 and coordinator.need_rejoin()
+    c._consumer = SimpleNamespace()  # type: ignore[assignment]  # another kafka-python
+    c._resume_a_dropped_join()
 
 
 def test_a_rebalance_waits_for_the_batch_being_written_before_dropping_windows() -> None:
