@@ -41,7 +41,7 @@ from typing import Any
 import bson
 import pymongo
 from bson.binary import Binary
-from pymongo import ASCENDING, DESCENDING, MongoClient, WriteConcern
+from pymongo import ASCENDING, DESCENDING, MongoClient, ReadPreference, WriteConcern
 from pymongo.collection import Collection
 from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailure, InvalidURI,
                             OperationFailure, PyMongoError)
@@ -206,7 +206,11 @@ class MetricsStore:
 
     def __init__(self, client: MongoClient, settings: MongoSettings) -> None:
         self.client = client
-        database = client.get_database(settings.database, write_concern=journaled(client.write_concern))
+        # Reads from the primary whatever the URI's readPreference: after a write, the
+        # consumer reads back what it just stored (the owner of a duplicate _id, the
+        # windows already written), and a lagging secondary may not have it yet.
+        database = client.get_database(settings.database, write_concern=journaled(client.write_concern),
+                                       read_preference=ReadPreference.PRIMARY)
         self.raw: Collection = database[settings.raw_collection]
         self.kpis: Collection = database[settings.kpi_collection]
         self.deadletter: Collection = database[settings.deadletter_collection]

@@ -130,6 +130,8 @@ MUTANTS = [
            UNIT),
     Mutant("backoff without a cap", "metrics_pipeline/retry.py", "            delay = min(delay * 2, cap)",
            "            delay = delay * 2", UNIT),
+    Mutant("reads from a secondary when the URI asks", "metrics_pipeline/storage.py",
+           ",\n                                       read_preference=ReadPreference.PRIMARY)", ")", UNIT),
     # -- the consumer loop (metrics_pipeline/consumer_loop.py) --
     Mutant("latest offset for a new group", "metrics_pipeline/consumer_loop.py", "auto_offset_reset=\"earliest\",",
            "auto_offset_reset=\"latest\",", PIPELINE),

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import bson
 import pytest
-from pymongo import WriteConcern
+from pymongo import ReadPreference, WriteConcern
 
 from metrics_pipeline.documents import deadletter_document
 from metrics_pipeline.settings import SettingsError, load_consumer_settings
@@ -29,7 +29,7 @@ def test_an_ordinary_dead_letter_is_kept_as_it_came() -> None:
     assert _fit_deadletter(doc) == doc
 
 
-def test_writes_are_journaled_and_keep_the_write_concern_of_the_uri() -> None:
+def test_writes_are_journaled_keep_the_write_concern_of_the_uri_and_reads_go_to_the_primary() -> None:
     assert journaled(WriteConcern()).document == {"j": True}
     assert journaled(WriteConcern(w="majority", wtimeout=5000)).document == {"w": "majority", "wtimeout": 5000,
                                                                              "j": True}
@@ -37,11 +37,14 @@ def test_writes_are_journaled_and_keep_the_write_concern_of_the_uri() -> None:
     assert journaled(WriteConcern(w=2, fsync=True)).document == {"w": 2, "j": True}
     # What the consumer builds from an Atlas-style URI (no connection is opened).
     settings = load_consumer_settings(
-        ["--mongodb-uri", "mongodb://db.example.net/?w=majority&wtimeoutMS=8000"], environ={}, dotenv_path="")
+        ["--mongodb-uri", "mongodb://db.example.net/?w=majority&wtimeoutMS=8000&readPreference=secondaryPreferred"],
+        environ={}, dotenv_path="")
     client = open_client(settings.mongo, "test")
     store = MetricsStore(client, settings.mongo)
     for collection in (store.raw, store.kpis, store.deadletter):
         assert collection.write_concern.document == {"w": "majority", "wtimeout": 8000, "j": True}
+        # What was just written is read back: never from a secondary that may lag behind.
+        assert collection.read_preference == ReadPreference.PRIMARY
     client.close()
 
 
