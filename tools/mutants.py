@@ -185,6 +185,7 @@ MUTANTS = [
                                 "forbid creating topics would tell, and the local broker has no ACLs"),
     Mutant("consumer lets the broker auto-create the topic", "metrics_pipeline/consumer_loop.py",
            "        forbid_topic_auto_creation(getattr(consumer, \"_cluster\", None))\n", "",
+           f"{RESTART}::test_a_consumer_left_without_partitions_gets_the_topic_created_again "
            f"{RESTART}::test_both_scripts_go_on_after_a_broker_that_lost_its_data"),
     Mutant("no rejoin when the topic comes back", "metrics_pipeline/consumer_loop.py",
            "        self._rejoin_pending = True\n", "",

@@ -145,6 +145,7 @@ def test_a_consumer_left_without_partitions_gets_the_topic_created_again(own_kaf
     log = consumer.text()
     assert "Traceback" not in log and "se ha vuelto a crear" in log
     assert raw.count_documents({}) == 40 and p.db[KPIS].count_documents({}) == 2
+    assert _partitions(p) == 1  # as the producer created it: the consumer never asked the broker to
 
 
 def _partitions(p: Pipeline) -> int:
