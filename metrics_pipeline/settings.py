@@ -553,11 +553,9 @@ def _read_dotenv(path: str) -> Mapping[str, str | None]:
         line = data[:exc.start].count(b"\n") + 1
         raise SettingsError(path, f"no está en UTF-8 (línea {line}): guárdelo con codificación UTF-8") from None
     bad = [str(_first_line(binding.original)) for binding in parse_stream(io.StringIO(text)) if binding.error]
-    if len(bad) == 1:
-        raise SettingsError(path, f"la línea {bad[0]} no tiene la forma NOMBRE=valor (¿unas comillas sin cerrar?)")
     if bad:
-        raise SettingsError(path, f"las líneas {', '.join(bad)} no tienen la forma NOMBRE=valor "
-                                  f"(¿unas comillas sin cerrar?)")
+        lines = f"la línea {bad[0]} no tiene" if len(bad) == 1 else f"las líneas {', '.join(bad)} no tienen"
+        raise SettingsError(path, f"{lines} la forma NOMBRE=valor (¿unas comillas sin cerrar?)")
     return dotenv_values(stream=io.StringIO(text))
 
 
