@@ -212,6 +212,7 @@ class Option:
     help: str
     metavar: str = "VALOR"
     secret: bool = False
+    unset: str = "sin valor"  # what --help says the default is when there is none
 
 
 KAFKA_OPTIONS = (
@@ -266,9 +267,9 @@ PRODUCER_OPTIONS = KAFKA_OPTIONS + (
            "origen de las métricas: simulated (valores del curso) o psutil (esta máquina, de verdad)",
            "ORIGEN"),
     Option("rounds", "--rounds", None, None, _int(1),
-           "enviar N rondas completas, vaciar el buffer y salir (por defecto: hasta que se pare)", "N"),
+           "enviar N rondas completas, vaciar el buffer y salir", "N", unset="hasta que se pare"),
     Option("seed", "--seed", None, None, _int(-(2**63)),
-           "semilla del generador aleatorio, para repetir una simulación", "S"),
+           "semilla del generador aleatorio, para repetir una simulación", "S", unset="ninguna, otra simulación cada vez"),
 ) + COMMON_OPTIONS
 
 CONSUMER_OPTIONS = KAFKA_OPTIONS + (
@@ -293,16 +294,19 @@ CONSUMER_OPTIONS = KAFKA_OPTIONS + (
     Option("alert_error_sum", "--alert-error-sum", "ALERT_ERROR_SUM", "10", _optional_threshold,
            "alerta si la suma de errores de una ventana supera este valor (off = sin alerta)", "N"),
     Option("max_messages", "--max-messages", None, None, _int(1),
-           "parar tras consumir N mensajes (válidos o no) y guardar y confirmar lo que producen", "N"),
+           "parar tras consumir N mensajes (válidos o no) y guardar y confirmar lo que producen", "N",
+           unset="sin límite"),
     Option("idle_timeout", "--idle-timeout", None, None, _float(0, strict=True),
            "parar tras S segundos sin mensajes nuevos, contados desde la última asignación de "
-           "particiones (sin todas las del tema asignadas, no antes de 2 timeouts de sesión)", "S"),
+           "particiones (sin todas las del tema asignadas, no antes de 2 timeouts de sesión)", "S",
+           unset="sin límite"),
 ) + COMMON_OPTIONS
 
 REPORT_OPTIONS = MONGO_OPTIONS + (
     Option("last", "--last", None, "10", _int(1), "número de ventanas KPI recientes a mostrar", "N"),
     Option("since", "--since", None, None, _since,
-           "solo ventanas y mensajes desde esta fecha ISO 8601 (UTC si no lleva zona)", "FECHA"),
+           "solo ventanas y mensajes desde esta fecha ISO 8601 (UTC si no lleva zona)", "FECHA",
+           unset="todas"),
     Option("output", "--output", None, "informe_kpis_iabd06.png", _png_path,
            "fichero PNG del gráfico (acabado en .png)", "FICHERO"),
     Option("chart", "--chart", None, "yes", _choice(("YES", "NO")),
@@ -445,7 +449,7 @@ def _build_parser(prog: str, description: str, options: Sequence[Option]) -> arg
     parser.add_argument("-h", "--help", action="help", help="muestra esta ayuda y sale")
     for option in options:
         where = f"variable {option.env}; " if option.env else ""
-        default = option.default if option.default is not None else "sin valor"
+        default = option.default if option.default is not None else option.unset
         parser.add_argument(option.flag, dest=option.name, metavar=option.metavar, default=None,
                             help=f"{option.help} ({where}por defecto: {default})")
     return parser

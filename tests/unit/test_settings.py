@@ -170,7 +170,8 @@ def test_a_uri_without_credentials_is_not_a_secret() -> None:
 
 
 def test_help_lists_every_flag_with_its_default(capsys: pytest.CaptureFixture[str]) -> None:
-    for loader, options in ((load_consumer_settings, CONSUMER_OPTIONS), (load_producer_settings, PRODUCER_OPTIONS)):
+    for loader, options in ((load_consumer_settings, CONSUMER_OPTIONS), (load_producer_settings, PRODUCER_OPTIONS),
+                            (load_report_settings, REPORT_OPTIONS)):
         with pytest.raises(SystemExit) as caught:
             loader(["--help"], environ={}, dotenv_path="")
         assert caught.value.code == 0
@@ -180,8 +181,9 @@ def test_help_lists_every_flag_with_its_default(capsys: pytest.CaptureFixture[st
             assert option.flag in text
             if option.env:
                 assert option.env in text
-            default = option.default if option.default is not None else "sin valor"
+            default = option.default if option.default is not None else option.unset
             assert f"por defecto: {default}" in text, option.flag
+        assert text.count("por defecto:") == len(options), "one default per flag, no more"
 
 
 def test_unknown_flag_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
