@@ -97,10 +97,13 @@ def _optional_threshold(text: str) -> float | None:
     return _float(0)(text)
 
 
-def _choice(choices: Sequence[str], *, upper: bool = True) -> Callable[[str], str]:
+def _choice(choices: Sequence[str]) -> Callable[[str], str]:
+    """One of `choices`, in any case (``info``, ``PSUTIL``); returned as spelled there."""
+    canonical = {choice.upper(): choice for choice in choices}
+
     def parse(text: str) -> str:
-        value = text.strip().upper() if upper else text.strip()
-        if value not in choices:
+        value = canonical.get(text.strip().upper())
+        if value is None:
             raise ValueError(f"debe ser uno de {', '.join(choices)}, no {text!r}")
         return value
     return parse
@@ -263,7 +266,7 @@ PRODUCER_OPTIONS = KAFKA_OPTIONS + (
            "segundos entre el inicio de una ronda y el de la siguiente (0 = sin pausa)", "SEGUNDOS"),
     Option("server_ids", "--servers", "SERVER_IDS", ",".join(DEFAULT_SERVER_IDS), _server_ids,
            "identificadores de servidor separados por comas", "IDS"),
-    Option("source", "--source", "METRICS_SOURCE", "simulated", _choice(SOURCES, upper=False),
+    Option("source", "--source", "METRICS_SOURCE", "simulated", _choice(SOURCES),
            "origen de las métricas: simulated (valores del curso) o psutil (esta máquina, de verdad)",
            "ORIGEN"),
     Option("rounds", "--rounds", None, None, _int(1),

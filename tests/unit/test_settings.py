@@ -145,6 +145,14 @@ def test_alert_thresholds_can_be_switched_off() -> None:
     assert c.alerts.error_count_sum == 3
 
 
+def test_choices_are_read_in_any_case_and_kept_as_documented() -> None:
+    p = producer(["--source", " PSUTIL ", "--log-level", "debug", "--security-protocol", "sasl_ssl",
+                  "--sasl-mechanism", "scram-sha-256", "--sasl-username", "u", "--sasl-password", "p4ss"])
+    assert (p.source, p.log_level) == ("psutil", "DEBUG")
+    assert (p.kafka.security_protocol, p.kafka.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-256")
+    assert load_report_settings(["--chart", "No"], environ={}, dotenv_path="").chart is False
+
+
 def test_psutil_source_keeps_one_given_server_id() -> None:
     p = producer(["--source", "psutil", "--servers", "mi-portatil"])
     assert p.server_ids == ("mi-portatil",) and p.server_ids_given
