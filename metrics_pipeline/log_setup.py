@@ -240,8 +240,11 @@ def configure_logging(level: str, secrets: Iterable[str] = (), stream: TextIO | 
     kafka_logger.setLevel(logging.WARNING)
     kafka_logger.propagate = False
 
-    # pymongo's own logs are structured debug output; keep them quiet unless asked.
-    logging.getLogger("pymongo").setLevel(max(logging.getLevelName(level), logging.WARNING))
+    # pymongo's own logs are structured debug output, and matplotlib's INFO lines
+    # (e.g. "generated new fontManager" on a first run) are no news to our users;
+    # keep both quiet unless asked.
+    for library in ("pymongo", "matplotlib"):
+        logging.getLogger(library).setLevel(max(logging.getLevelName(level), logging.WARNING))
     logging.captureWarnings(True)
     return status
 

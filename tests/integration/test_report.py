@@ -74,8 +74,11 @@ def _png_size(path: Path) -> tuple[int, int]:
 def test_report_prints_the_exact_table_and_summary_and_draws_the_chart(pipeline: Pipeline, tmp_path: Path) -> None:
     _load(pipeline)
     chart = tmp_path / "kpis.png"
-    done = pipeline.run(REPORT, "--last", "2", "--output", str(chart))
+    # A fresh matplotlib cache, as on a user's first run: its INFO chatter stays out.
+    done = pipeline.run(REPORT, "--last", "2", "--output", str(chart),
+                        env=pipeline.env(MPLCONFIGDIR=str(tmp_path / "matplotlib")))
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
     assert done.stdout == (EXPECTED_TABLE + "\n" + EXPECTED_SUMMARY
                            + f"\nGráfico de 3 ventanas guardado en {chart} (1200x900 px)\n")
     assert chart.stat().st_size > 10_000
