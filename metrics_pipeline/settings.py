@@ -104,7 +104,7 @@ def _choice(choices: Sequence[str]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = canonical.get(text.strip().upper())
         if value is None:
-            raise ValueError(f"debe ser uno de {', '.join(choices)}, no {text!r}")
+            raise ValueError(f"{text!r} no es válido: los valores posibles son {', '.join(choices)}")
         return value
     return parse
 
@@ -312,7 +312,7 @@ REPORT_OPTIONS = MONGO_OPTIONS + (
            unset="todas"),
     Option("output", "--output", None, "informe_kpis_iabd06.png", _png_path,
            "fichero PNG del gráfico (acabado en .png)", "FICHERO"),
-    Option("chart", "--chart", None, "yes", _choice(("YES", "NO")),
+    Option("chart", "--chart", None, "yes", _choice(("yes", "no")),
            "dibujar el gráfico PNG: yes o no", "yes|no"),
 ) + COMMON_OPTIONS
 
@@ -611,5 +611,5 @@ def load_report_settings(argv: Sequence[str] | None = None, environ: Mapping[str
     values, _ = _load(prog, "Muestra las últimas ventanas KPI, un resumen por servidor y dibuja "
                       "un gráfico PNG.", REPORT_OPTIONS, argv, environ, dotenv_path)
     return ReportSettings(mongo=_mongo(values), last=values["last"], since=values["since"],
-                          output=values["output"], chart=values["chart"] == "YES",
+                          output=values["output"], chart=values["chart"] == "yes",
                           log_level=values["log_level"])

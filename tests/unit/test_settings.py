@@ -151,6 +151,8 @@ def test_choices_are_read_in_any_case_and_kept_as_documented() -> None:
     assert (p.source, p.log_level) == ("psutil", "DEBUG")
     assert (p.kafka.security_protocol, p.kafka.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-256")
     assert load_report_settings(["--chart", "No"], environ={}, dotenv_path="").chart is False
+    with pytest.raises(SettingsError, match=r"--chart: 'maybe' no es válido: los valores posibles son yes, no$"):
+        load_report_settings(["--chart", "maybe"], environ={}, dotenv_path="")
 
 
 def test_psutil_source_keeps_one_given_server_id() -> None:
