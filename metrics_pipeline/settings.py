@@ -272,7 +272,8 @@ PRODUCER_OPTIONS = KAFKA_OPTIONS + (
     Option("rounds", "--rounds", None, None, _int(1),
            "enviar N rondas completas, vaciar el buffer y salir", "N", unset="hasta que se pare"),
     Option("seed", "--seed", None, None, _int(-(2**63)),
-           "semilla del generador aleatorio, para repetir una simulación", "S", unset="ninguna, otra simulación cada vez"),
+           "semilla del generador aleatorio, para repetir una simulación", "S",
+           unset="ninguna, otra simulación cada vez"),
 ) + COMMON_OPTIONS
 
 CONSUMER_OPTIONS = KAFKA_OPTIONS + (
