@@ -13,6 +13,12 @@ the cycle:
 * MongoDB frozen (SIGSTOP) for 8 s: open connections that never answer;
 * Kafka frozen (SIGSTOP) for 8 s, the same for the broker.
 
+With ``--overlap`` the faults come at random moments (1 to ``--fault-every`` s apart)
+and in random order, last a random while (MongoDB down 3-12 s, frozen 2-9 s, Kafka
+frozen 2-8 s) and overlap: the server faults run in the background, so a consumer may
+be killed, or stopped with SIGTERM or SIGINT (which must end it with 0 within 10 s),
+while MongoDB or Kafka is down. A stop is counted as failed otherwise.
+
 When the producer is done and everything is stored (every complete window too), the
 consumers are stopped and the audit of tests/support/audit.py runs:
 raw = valid messages sent, dead-letter = poison sent, every window exact and
@@ -23,9 +29,11 @@ from __future__ import annotations
 
 import argparse
 import random
+import shlex
 import shutil
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -64,6 +72,45 @@ def wait_group_stable(consumers: list[Running], timeout: float = 90) -> None:
     log("aviso: el grupo no se estabilizó a tiempo")
 
 
+class ServerFaults:
+    """Faults of one server run in the background (``--overlap``), one at a time."""
+
+    def __init__(self) -> None:
+        self._busy = threading.Lock()
+        self.threads: list[threading.Thread] = []
+
+    def start(self, fault, *args) -> bool:
+        if not self._busy.acquire(blocking=False):
+            return False  # this server's previous fault is still under way
+
+        def run() -> None:
+            try:
+                fault(*args)
+            finally:
+                self._busy.release()
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+        return True
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join()
+
+
+def _server_fault(server, kill: bool, seconds: float) -> None:
+    """kill -9 and restart on the same port and data, or SIGSTOP then SIGCONT."""
+    if kill:
+        log(f"fallo: kill -9 de {server.name} durante {seconds:.1f} s")
+        server.kill()
+        time.sleep(seconds)
+        server.start()
+    else:
+        log(f"fallo: {server.name} congelado (SIGSTOP) durante {seconds:.1f} s")
+        with server.frozen():
+            time.sleep(seconds)
+
+
 def _caught_up(db, sent: int) -> bool:
     """Everything stored, and every complete window of every partition written."""
     if db[RAW].count_documents({}) < sent:
@@ -78,6 +125,8 @@ def main() -> int:
     parser.add_argument("--servers", type=int, default=20, help="servidores simulados por ronda")
     parser.add_argument("--interval", type=float, default=0.05, help="segundos entre rondas")
     parser.add_argument("--fault-every", type=float, default=8.0, help="segundos entre fallos")
+    parser.add_argument("--overlap", action="store_true",
+                        help="fallos en momentos y orden al azar, de duración al azar y solapados")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--data-dir", default=str(ROOT / ".soak-data"))
     args = parser.parse_args()
@@ -97,6 +146,11 @@ def main() -> int:
     faults: dict[str, int] = {"kill -9 consumidor": 0, "SIGTERM consumidor": 0, "MongoDB caído 10 s": 0,
                               "ráfaga de mensajes no válidos": 0, "MongoDB congelado 8 s": 0,
                               "Kafka congelado 8 s": 0}
+    if args.overlap:
+        faults = {"kill -9 consumidor": 0, "SIGTERM o SIGINT consumidor": 0, "MongoDB caído 3-12 s": 0,
+                  "ráfaga de mensajes no válidos": 0, "MongoDB congelado 2-9 s": 0, "Kafka congelado 2-8 s": 0}
+    mongo_faults, kafka_faults = ServerFaults(), ServerFaults()
+    failed_stops: list[str] = []
     poison_sent = 0
     started = time.monotonic()
     consumers: list[Running] = []
@@ -112,10 +166,37 @@ def main() -> int:
             time.sleep(0.2)
             if time.monotonic() < next_fault:
                 continue
-            next_fault = time.monotonic() + args.fault_every
-            kind = cycle % len(faults)
-            cycle += 1
-            if kind == 0:
+            if args.overlap:
+                next_fault = time.monotonic() + rng.uniform(1, args.fault_every)
+                kind = rng.randrange(len(faults))
+            else:
+                next_fault = time.monotonic() + args.fault_every
+                kind = cycle % len(faults)
+                cycle += 1
+            name = list(faults)[kind]
+            if args.overlap and kind == 1:
+                victim = rng.randrange(len(consumers))
+                signum = rng.choice([signal.SIGTERM, signal.SIGINT])
+                began = time.monotonic()
+                consumers[victim].signal(signum)
+                try:
+                    code: int | str = consumers[victim].wait(30)
+                except Exception:  # subprocess.TimeoutExpired
+                    code = "sin salir en 30 s"
+                    consumers[victim].kill()
+                took = time.monotonic() - began
+                faults[name] += 1
+                log(f"fallo: {signal.Signals(signum).name} del consumidor {victim} (salió con {code} en {took:.1f} s)")
+                if code != 0 or took > 10:
+                    failed_stops.append(f"{signal.Signals(signum).name}: {code} en {took:.1f} s")
+                time.sleep(rng.uniform(0, 3))
+                consumers[victim] = p.start(CONSUMER, label=f"-{victim}")
+            elif args.overlap and kind in (2, 4, 5):
+                low, high, server, faulty = {2: (3, 12, mongo_faults, mongo), 4: (2, 9, mongo_faults, mongo),
+                                             5: (2, 8, kafka_faults, kafka)}[kind]
+                if server.start(_server_fault, faulty, kind == 2, rng.uniform(low, high)):
+                    faults[name] += 1
+            elif kind == 0:
                 victim = rng.randrange(len(consumers))
                 consumers[victim].kill()
                 faults["kill -9 consumidor"] += 1
@@ -156,6 +237,8 @@ def main() -> int:
                 poison_sent += len(burst)
                 faults["ráfaga de mensajes no válidos"] += 1
                 log(f"fallo: {len(burst)} mensajes no válidos")
+        mongo_faults.join()
+        kafka_faults.join()
         sent_text = producer.text()
         sent, _, failed = producer_summary(sent_text)
         log(f"productor terminado: {sent} enviadas, {failed} fallidas (código {producer.process.returncode})")
@@ -169,7 +252,8 @@ def main() -> int:
             consumer.signal(signal.SIGTERM)
         codes = [consumer.wait(60) for consumer in consumers]
         elapsed = time.monotonic() - started
-        logs = "".join(c.text() for c in consumers)
+        # Every consumer's log, those killed or stopped on the way included.
+        logs = "".join(path.read_text(errors="replace") for path in data.glob(f"{CONSUMER.stem}*.log"))
         tracebacks = logs.count("Traceback") + sent_text.count("Traceback")
 
         try:
@@ -193,11 +277,15 @@ def main() -> int:
             print(f"  mensajes aún sin ventana      {sum(report.pending.values()):8d}  (por partición: {report.pending})")
         print(f"  códigos de salida (SIGTERM)   {codes}")
         print(f"  trazas (Traceback) en logs    {tracebacks:8d}")
+        if args.overlap:
+            print(f"  paradas con señal fallidas    {len(failed_stops):8d}  {failed_stops or ''}")
         print(f"  resultado                     {verdict}")
-        print(f"  para repetirlo: make soak  (o .venv/bin/python tools/soak.py --messages {args.messages})")
-        ok = report is not None and failed == 0 and tracebacks == 0 and set(codes) == {0}
+        print(f"  para repetirlo: .venv/bin/python tools/soak.py {shlex.join(sys.argv[1:])}".rstrip())
+        ok = report is not None and failed == 0 and tracebacks == 0 and set(codes) == {0} and not failed_stops
         return 0 if ok else 1
     finally:
+        mongo_faults.join()  # a server a fault has stopped must not be restarted after this
+        kafka_faults.join()
         for process in consumers + ([producer] if producer else []):
             process.kill()
         kafka.kill()
