@@ -1,0 +1,43 @@
+"""metrics_pipeline/shutdown.py: what SIGINT and SIGTERM do, in a real process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_the_first_signal_asks_to_stop_and_the_second_exits_130_at_once() -> None:
+    done = _run("""
+        import logging, os, signal
+        from metrics_pipeline.shutdown import install_stop_handlers
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+        stop = install_stop_handlers()
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("stop pedido:", stop.is_set(), flush=True)
+        os.kill(os.getpid(), signal.SIGINT)
+        print("no debería llegar aquí", flush=True)
+    """)
+    assert done.returncode == 130
+    assert done.stdout == "stop pedido: True\n"
+    assert done.stderr.splitlines() == ["INFO Señal SIGTERM recibida: se termina lo que está en curso y se sale",
+                                        "WARNING Segunda señal SIGINT: salida inmediata"]
+
+
+def test_a_signal_while_the_libraries_load_is_a_quiet_exit_0() -> None:
+    done = _run("""
+        import os, signal
+        from metrics_pipeline.shutdown import exit_at_once_on_signal
+        exit_at_once_on_signal()
+        os.kill(os.getpid(), signal.SIGINT)
+        print("no debería llegar aquí", flush=True)
+    """)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
