@@ -37,11 +37,12 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import bson
 import pymongo
 from bson.binary import Binary
-from pymongo import ASCENDING, DESCENDING, MongoClient, ReadPreference, WriteConcern
+from pymongo import ASCENDING, DESCENDING, MongoClient, ReadPreference, WriteConcern, uri_parser
 from pymongo.collection import Collection
 from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailure, InvalidURI,
                             OperationFailure, PyMongoError)
@@ -147,9 +148,34 @@ def open_client(settings: MongoSettings, app_name: str) -> MongoClient:
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     if ignored:
         client.close()
-        raise SettingsError("MONGODB_URI (--mongodb-uri)", "opción no válida en la URI, que pymongo ignoraría: "
-                            + "; ".join(ignored))
+        names = _options_pymongo_ignores(settings.uri)
+        named = f" ({', '.join(names)})" if names else ""
+        raise SettingsError("MONGODB_URI (--mongodb-uri)", f"opción no válida en la URI{named}, que pymongo "
+                            "ignoraría: " + "; ".join(dict.fromkeys(ignored)))
     return client
+
+
+def _options_pymongo_ignores(uri: str) -> list[str]:
+    """The names of the URI options pymongo warns about, each one checked alone
+    (its message does not always say which: "Unknown option. Did you mean ..."), and
+    of those given twice. Names only: a value may be a secret."""
+    names: list[str] = []
+    seen: set[str] = set()
+    for name, value in parse_qsl(uri.partition("?")[2], keep_blank_values=True):
+        if name.lower() in seen:
+            names.append(name)
+            continue
+        seen.add(name.lower())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                uri_parser.parse_uri("mongodb://localhost/?" + urlencode({name: value}), warn=True)
+                refused = False
+            except (InvalidURI, ConfigurationError, ValueError, TypeError):
+                refused = True
+        if refused or caught:
+            names.append(name)
+    return list(dict.fromkeys(names))
 
 
 def wait_until_reachable(client: MongoClient, settings: MongoSettings, stop: threading.Event) -> None:

@@ -177,6 +177,8 @@ MUTANTS = [
     Mutant("matplotlib's INFO lines reach the user", "metrics_pipeline/log_setup.py",
            "    for library in (\"pymongo\", \"matplotlib\"):", "    for library in (\"pymongo\",):",
            "tests/integration/test_report.py::test_report_prints_the_exact_table_and_summary_and_draws_the_chart"),
+    Mutant("a bad URI option not named", "metrics_pipeline/storage.py",
+           "        names = _options_pymongo_ignores(settings.uri)", "        names = []", UNIT),
     Mutant("start-up waits twice as long", "metrics_pipeline/startup.py", "    deadline = time.monotonic() + timeout",
            "    deadline = time.monotonic() + 2 * timeout", UNIT),
     Mutant("URL credentials not masked", "metrics_pipeline/redaction.py",
