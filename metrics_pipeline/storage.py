@@ -125,6 +125,15 @@ def classify(exc: PyMongoError) -> Exception:
     return StorageUnavailable(short_reason(exc))
 
 
+# What pymongo raises for a URI it cannot use at all.
+_BAD_URI = (InvalidURI, ConfigurationError, ValueError, TypeError)
+
+
+def _ignores_an_option(warning: warnings.WarningMessage) -> bool:
+    """A warning of pymongo's URI parser: an option it will go on without."""
+    return warning.category is UserWarning and "uri_parser" in warning.filename
+
+
 def open_client(settings: MongoSettings, app_name: str) -> MongoClient:
     """Build the client (no network yet). A malformed URI is a settings error, and so
     is an option pymongo would only warn about and then ignore (``tls=maybe``, an
@@ -138,11 +147,11 @@ def open_client(settings: MongoSettings, app_name: str) -> MongoClient:
                 serverSelectionTimeoutMS=SERVER_SELECTION_MS, connectTimeoutMS=SERVER_SELECTION_MS,
                 heartbeatFrequencyMS=HEARTBEAT_MS,
                 socketTimeoutMS=SOCKET_TIMEOUT_MS)
-        except (InvalidURI, ConfigurationError, ValueError, TypeError) as exc:
+        except _BAD_URI as exc:
             raise SettingsError("MONGODB_URI (--mongodb-uri)", f"no es una URI de MongoDB válida: {exc}") from None
     ignored = []
     for warning in caught:
-        if warning.category is UserWarning and "uri_parser" in warning.filename:
+        if _ignores_an_option(warning):
             ignored.append(str(warning.message))
         else:  # e.g. a deprecated option that still works: shown as it would have been
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
@@ -171,9 +180,9 @@ def _options_pymongo_ignores(uri: str) -> list[str]:
             try:
                 uri_parser.parse_uri("mongodb://localhost/?" + urlencode({name: value}), warn=True)
                 refused = False
-            except (InvalidURI, ConfigurationError, ValueError, TypeError):
+            except _BAD_URI:
                 refused = True
-        if refused or caught:
+        if refused or any(_ignores_an_option(warning) for warning in caught):
             names.append(name)
     return list(dict.fromkeys(names))
 

@@ -211,22 +211,10 @@ def main() -> int:
                 faults["SIGTERM consumidor"] += 1
                 log(f"fallo: SIGTERM del consumidor {victim} (salió con {code})")
                 consumers[victim] = p.start(CONSUMER, label=f"-{victim}")
-            elif kind == 2:
-                mongo.kill()
-                faults["MongoDB caído 10 s"] += 1
-                log("fallo: kill -9 de MongoDB durante 10 s")
-                time.sleep(10)
-                mongo.start()
-            elif kind == 4:
-                faults["MongoDB congelado 8 s"] += 1
-                log("fallo: MongoDB congelado (SIGSTOP) durante 8 s")
-                with mongo.frozen():
-                    time.sleep(8)
-            elif kind == 5:
-                faults["Kafka congelado 8 s"] += 1
-                log("fallo: Kafka congelado (SIGSTOP) durante 8 s")
-                with kafka.frozen():
-                    time.sleep(8)
+            elif kind in (2, 4, 5):  # the same faults, one after another, of fixed length
+                faulty, seconds = {2: (mongo, 10), 4: (mongo, 8), 5: (kafka, 8)}[kind]
+                faults[name] += 1
+                _server_fault(faulty, kind == 2, seconds)
             else:
                 burst = [rng.choice(POISON) for _ in range(rng.randint(3, 9))]
                 producer_raw = KafkaProducer(bootstrap_servers=p.bootstrap, acks="all", enable_idempotence=False)
