@@ -1,7 +1,7 @@
 # One command per job. Everything runs inside .venv, created on first use.
 #   make demo                 the whole pipeline on this machine (Ctrl-C to stop)
 #   make demo DEMO_ROUNDS=12  ...or a fixed number of rounds, then the report
-#   make test                 the test suite (unit + integration against real servers)
+#   make test                 the test suite (unit + integration against real servers), in 2 processes
 #   make bench                throughput benchmark, writes BENCHMARKS.md
 #   make soak                 long run with faults injected, prints the audit (not in CI)
 #   make mutants              deliberate bugs, one at a time: do the tests notice? (not in CI)
@@ -13,6 +13,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_ROUNDS ?=
 DEMO_INTERVAL ?= 1
+# Test processes: the integration tests mostly wait (group joins, sessions, outages),
+# so two share even one core well; each has its own Tansu and SecantusDB.
+# TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test bench soak mutants stack clean
 
@@ -29,7 +33,7 @@ demo: $(STAMP)
 	$(PY) tools/demo.py --interval $(DEMO_INTERVAL) $(if $(DEMO_ROUNDS),--rounds $(DEMO_ROUNDS))
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 bench: $(STAMP)
 	$(PY) bench/bench.py

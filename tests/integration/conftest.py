@@ -1,7 +1,8 @@
 """Real servers for the integration tests, on free loopback ports.
 
-One Tansu broker and one SecantusDB server are shared by the whole session (each
-test has its own topic, group and database). Fault tests that kill a server start
+One Tansu broker and one SecantusDB server are shared by the whole session of each
+pytest process (``make test`` runs two, with pytest-xdist; each test has its own
+topic, group and database). Fault tests that kill a server start
 their own with the ``own_kafka`` / ``own_mongo`` factories.
 """
 
