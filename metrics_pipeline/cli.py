@@ -2,10 +2,12 @@
 
 * 0: normal end (a signal, also one while still waiting for a server at start-up,
   ``--rounds``, ``--max-messages``, ``--idle-timeout``);
-* 2: bad settings or flags: one line naming the setting and why;
+* 2: bad settings or flags: one line naming the setting and why (also a session
+  timeout the broker refuses, known only when the consumer joins its group);
 * 1: a failure retrying cannot cure (a server unreachable after
-  ``--startup-timeout``, credentials refused, messages that could not be sent):
-  one clear line, no traceback.
+  ``--startup-timeout``, credentials refused, a consumer group another program
+  uses in an incompatible way, messages that could not be sent): one clear line,
+  no traceback.
 
 Only a bug (an exception nobody expected) prints a traceback, through the
 redacting formatter, so even then no secret is shown.
@@ -30,17 +32,14 @@ def run_main(main: Callable[[Sequence[str] | None], int], prog: str,
              argv: Sequence[str] | None = None) -> int:
     try:
         return main(argv)
-    except SettingsError as exc:
-        print_error_line(prog, f"configuración no válida: {exc}")
+    except SettingsError as exc:  # usually before logging is set up; else one the broker refused
+        _error_line(prog, f"configuración no válida: {exc}")
         return 2
     except StartupStopped as exc:
         log.info("%s", exc)
         return 0
     except (StartupError, StorageFatal, RunFailure) as exc:
-        if logging.getLogger().handlers:
-            log.error("%s", exc)
-        else:
-            print_error_line(prog, str(exc))
+        _error_line(prog, str(exc))
         return 1
     except KeyboardInterrupt:  # a Ctrl-C before the signal handlers were installed
         return 0
@@ -54,6 +53,14 @@ def run_main(main: Callable[[Sequence[str] | None], int], prog: str,
             import traceback
             print_error_line(prog, "error inesperado:\n" + traceback.format_exc())
         return 1
+
+
+def _error_line(prog: str, text: str) -> None:
+    """One ERROR log line once logging is set up, else one line on stderr."""
+    if logging.getLogger().handlers:
+        log.error("%s", text)
+    else:
+        print_error_line(prog, text)
 
 
 def _silence_stdout() -> None:

@@ -63,7 +63,7 @@ from metrics_pipeline.ingest import BatchIngestor, BatchResult, describe, parse_
 from metrics_pipeline.kafka_connection import client_config, forbid_topic_auto_creation
 from metrics_pipeline.log_setup import KafkaStatus, quiet_kafka_client
 from metrics_pipeline.retry import Stopped
-from metrics_pipeline.settings import ConsumerSettings
+from metrics_pipeline.settings import ConsumerSettings, SettingsError
 from metrics_pipeline.storage import MetricsStore
 from metrics_pipeline.windows import WindowTracker
 
@@ -87,6 +87,11 @@ CLOSE_TIMEOUT_MS = 3_000
 # or a topic or group our credentials may not read. One line and exit 1.
 UNREADABLE = (kafka_errors.UnsupportedCodecError, kafka_errors.CorruptRecordError,
               kafka_errors.AuthorizationError, kafka_errors.SaslAuthenticationFailedError)
+# A group join the broker refuses for good (kafka-python raises these from poll()):
+# a session timeout outside the broker's bounds, or a group that another program
+# already uses with incompatible assignment strategies, or one that is full.
+JOIN_REFUSED = (kafka_errors.InvalidSessionTimeoutError, kafka_errors.InconsistentGroupProtocolError,
+                kafka_errors.GroupMaxSizeReachedError, kafka_errors.InvalidGroupIdError)
 
 
 class _RebalanceEvents(ConsumerRebalanceListener):
@@ -416,6 +421,8 @@ class MetricsConsumer:
                     batch = self._consumer.poll(timeout_ms=timeout, max_records=limit)
                 except UNREADABLE as exc:  # retrying cannot cure these
                     raise RunFailure(_unreadable(self.topic, exc)) from None
+                except JOIN_REFUSED as exc:
+                    raise _join_refused(self.settings, exc) from None
                 received_at = self.clock.now()
                 if self._listener.events:
                     self._drain()
@@ -475,6 +482,24 @@ def _unreadable(topic: str, exc: Exception) -> str:
         return (f"El tema {topic} tiene mensajes comprimidos con un códec que esta instalación no sabe leer "
                 f"({exc}): instale requirements.txt (lz4, zstandard, python-snappy)")
     return f"No se puede leer el tema {topic} y reintentar no lo arregla: {exc}"
+
+
+def _join_refused(settings: ConsumerSettings, exc: Exception) -> Exception:
+    """The one line for an error of JOIN_REFUSED: a settings error (exit 2) when it is
+    our session timeout, a run failure (exit 1) when the group is another program's."""
+    group = settings.group_id
+    if isinstance(exc, kafka_errors.InvalidSessionTimeoutError):
+        return SettingsError("KAFKA_SESSION_TIMEOUT_MS (--session-timeout-ms)",
+                             f"Kafka no admite {settings.session_timeout_ms} ms: el broker solo acepta valores entre "
+                             "group.min.session.timeout.ms y group.max.session.timeout.ms (en Apache Kafka, "
+                             "6000 y 1800000 por defecto)")
+    if isinstance(exc, kafka_errors.InconsistentGroupProtocolError):
+        return RunFailure(f"Kafka no deja entrar al consumidor en el grupo {group}: otro programa ya lo usa con "
+                          "otra forma de repartir las particiones. Elija otro KAFKA_GROUP_ID (--group-id)")
+    if isinstance(exc, kafka_errors.GroupMaxSizeReachedError):
+        return RunFailure(f"El grupo {group} ya tiene todos los miembros que admite Kafka (group.max.size): "
+                          "pare otro consumidor del grupo o elija otro KAFKA_GROUP_ID (--group-id)")
+    return RunFailure(f"Kafka no acepta el grupo {group} (KAFKA_GROUP_ID, --group-id): {exc}")
 
 
 def _skip_leave_group_unless_stable(consumer: KafkaConsumer) -> None:

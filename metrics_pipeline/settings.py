@@ -46,6 +46,12 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 SOURCES = ("simulated", "psutil")
+# Kafka's protocol carries counts and timeouts (partitions, session and poll
+# timeouts) as 32-bit integers; no integer setting needs more.
+MAX_INT = 2**31 - 1
+# Waits in seconds: far beyond anything meant, and below the longest a thread can
+# wait on every platform (threading.TIMEOUT_MAX, ~49 days on Windows).
+MAX_SECONDS = 30 * 24 * 3600
 
 
 class SettingsError(Exception):
@@ -61,7 +67,7 @@ class SettingsError(Exception):
 # Value parsers: text in, typed value out, ValueError with a Spanish reason.
 # --------------------------------------------------------------------------
 
-def _int(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+def _int(minimum: int, maximum: int | None = MAX_INT) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text.strip())
@@ -75,7 +81,7 @@ def _int(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def _float(minimum: float, *, strict: bool = False) -> Callable[[str], float]:
+def _float(minimum: float, *, strict: bool = False, maximum: float | None = None) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             value = float(text.strip())
@@ -86,8 +92,14 @@ def _float(minimum: float, *, strict: bool = False) -> Callable[[str], float]:
         if value < minimum or (strict and value == minimum):
             sign = ">" if strict else ">="
             raise ValueError(f"debe ser un número {sign} {minimum:g}, no {value:g}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"debe ser un número <= {maximum:g}, no {value:g}")
         return value
     return parse
+
+
+def _seconds(*, strict: bool = False) -> Callable[[str], float]:
+    return _float(0, strict=strict, maximum=MAX_SECONDS)
 
 
 def _optional_threshold(text: str) -> float | None:
@@ -240,7 +252,7 @@ KAFKA_OPTIONS = (
 COMMON_OPTIONS = (
     Option("log_level", "--log-level", "LOG_LEVEL", "INFO", _choice(LOG_LEVELS),
            "nivel de log: " + ", ".join(LOG_LEVELS), "NIVEL"),
-    Option("startup_timeout", "--startup-timeout", "STARTUP_TIMEOUT_SECONDS", "60", _float(0, strict=True),
+    Option("startup_timeout", "--startup-timeout", "STARTUP_TIMEOUT_SECONDS", "60", _seconds(strict=True),
            "segundos de espera a cada servidor al arrancar antes de salir con código 1", "SEGUNDOS"),
 )
 
@@ -262,7 +274,7 @@ DEADLETTER_OPTION = Option(
     "COLECCIÓN")
 
 PRODUCER_OPTIONS = KAFKA_OPTIONS + (
-    Option("interval", "--interval", "PRODUCER_INTERVAL_SECONDS", "10", _float(0),
+    Option("interval", "--interval", "PRODUCER_INTERVAL_SECONDS", "10", _seconds(),
            "segundos entre el inicio de una ronda y el de la siguiente (0 = sin pausa)", "SEGUNDOS"),
     Option("server_ids", "--servers", "SERVER_IDS", ",".join(DEFAULT_SERVER_IDS), _server_ids,
            "identificadores de servidor separados por comas", "IDS"),
@@ -271,7 +283,7 @@ PRODUCER_OPTIONS = KAFKA_OPTIONS + (
            "ORIGEN"),
     Option("rounds", "--rounds", None, None, _int(1),
            "enviar N rondas completas, vaciar el buffer y salir", "N", unset="hasta que se pare"),
-    Option("seed", "--seed", None, None, _int(-(2**63)),
+    Option("seed", "--seed", None, None, _int(-(2**63), None),
            "semilla del generador aleatorio, para repetir una simulación", "S",
            unset="ninguna, otra simulación cada vez"),
 ) + COMMON_OPTIONS
@@ -300,7 +312,7 @@ CONSUMER_OPTIONS = KAFKA_OPTIONS + (
     Option("max_messages", "--max-messages", None, None, _int(1),
            "parar tras consumir N mensajes (válidos o no) y guardar y confirmar lo que producen", "N",
            unset="sin límite"),
-    Option("idle_timeout", "--idle-timeout", None, None, _float(0, strict=True),
+    Option("idle_timeout", "--idle-timeout", None, None, _seconds(strict=True),
            "parar tras S segundos sin mensajes nuevos, contados desde la última asignación de "
            "particiones (sin todas las del tema asignadas, no antes de 2 timeouts de sesión)", "S",
            unset="sin límite"),

@@ -11,6 +11,8 @@ import signal
 import time
 
 import pytest
+from kafka import KafkaConsumer
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from tests.support.pipeline import CONSUMER, PRODUCER, REPORT, Pipeline
 from tests.support.secrets import assert_no_secret
@@ -79,6 +81,31 @@ def test_a_sasl_login_the_broker_refuses_exits_1_without_waiting_out_the_timeout
     args = ["--rounds", "1"] if script == PRODUCER else []
     line, _ = _exits_1_after(pipeline, script, args, env, 0, 30)
     assert f"Kafka ({pipeline.bootstrap}) rechazó la autenticación" in line and "Sasl" in line
+
+
+class _ItsOwnStrategy(RoundRobinPartitionAssignor):
+    """An assignment strategy only the other program knows (like a Java consumer with
+    only ``cooperative-sticky``): no strategy in common with ours."""
+
+    name = "solo-la-suya"
+
+
+def test_a_group_another_program_uses_with_other_strategies_exits_1_naming_the_group(pipeline: Pipeline) -> None:
+    # Kafka refuses our join for good (INCONSISTENT_GROUP_PROTOCOL); kafka-python
+    # raises it from poll(), where it used to end as an "unexpected error" traceback.
+    pipeline.create_topic()
+    other = KafkaConsumer(pipeline.topic, bootstrap_servers=pipeline.bootstrap, group_id=pipeline.group,
+                          enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=1000,
+                          partition_assignment_strategy=[_ItsOwnStrategy])
+    try:
+        deadline = time.monotonic() + 60
+        while not other.assignment() and time.monotonic() < deadline:
+            other.poll(timeout_ms=500)
+        assert other.assignment(), "the other program's consumer never got its partition"
+        line, _ = _exits_1_after(pipeline, CONSUMER, ["--idle-timeout", "60"], pipeline.env(), 0, 50)
+    finally:
+        other.close()
+    assert f"grupo {pipeline.group}" in line and "KAFKA_GROUP_ID (--group-id)" in line
 
 
 @pytest.mark.parametrize("script, unreachable, signum", [

@@ -47,13 +47,19 @@ def test_an_expected_failure_is_its_exit_code_and_one_line(raise_statement: str,
     assert (done.returncode, done.stdout, done.stderr) == (code, "", line + "\n")
 
 
-def test_after_logging_is_set_up_the_line_is_a_log_line() -> None:
-    done = _exit_with("raise StartupError('No se pudo conectar a MongoDB (mongodb://db:27017) en 3 s')",
-                      logging_set_up=True)
-    assert done.returncode == 1
+@pytest.mark.parametrize("raise_statement, code, line", [
+    ("raise StartupError('No se pudo conectar a MongoDB (mongodb://db:27017) en 3 s')", 1,
+     "No se pudo conectar a MongoDB (mongodb://db:27017) en 3 s"),
+    # A setting only the broker can judge (the consumer's session timeout).
+    ("raise SettingsError('KAFKA_SESSION_TIMEOUT_MS (--session-timeout-ms)', 'Kafka no admite 3000 ms')", 2,
+     "configuración no válida: KAFKA_SESSION_TIMEOUT_MS (--session-timeout-ms): Kafka no admite 3000 ms"),
+])
+def test_after_logging_is_set_up_the_line_is_a_log_line(raise_statement: str, code: int, line: str) -> None:
+    done = _exit_with(raise_statement, logging_set_up=True)
+    assert done.returncode == code
     lines = done.stderr.splitlines()
     assert len(lines) == 1
-    assert lines[0].endswith(" ERROR metrics_pipeline: No se pudo conectar a MongoDB (mongodb://db:27017) en 3 s")
+    assert lines[0].endswith(f" ERROR metrics_pipeline: {line}")
 
 
 @pytest.mark.parametrize("raise_statement", ["raise StartupStopped('Parada pedida mientras se esperaba a Kafka')",

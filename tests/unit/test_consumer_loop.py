@@ -12,13 +12,16 @@ import time
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
+import kafka.errors as kafka_errors
+import pytest
 from kafka import TopicPartition
 
 from metrics_pipeline import consumer_loop
 from metrics_pipeline.consumer_loop import MetricsConsumer, _skip_leave_group_unless_stable
+from metrics_pipeline.errors import RunFailure
 from metrics_pipeline.ingest import BatchResult
 from metrics_pipeline.log_setup import KafkaStatus
-from metrics_pipeline.settings import load_consumer_settings
+from metrics_pipeline.settings import SettingsError, load_consumer_settings
 from metrics_pipeline.windows import WindowMember
 from tests.support.pipeline import Record, encode, valid_message
 
@@ -346,3 +349,28 @@ def test_a_slow_group_join_is_reported(caplog, monkeypatch) -> None:
         c._warn_if_join_is_slow()  # joined: nothing to report
     assert [r.getMessage()[:40] for r in caplog.records] == ["El consumidor lleva 30 s sin particiones",
                                                              "El consumidor lleva 70 s sin particiones"]
+
+
+def test_a_join_the_broker_refuses_for_good_is_one_clear_error() -> None:
+    # kafka-python raises these from poll(); retrying cannot cure them.
+    def raising(error: Exception) -> MetricsConsumer:
+        c = consumer("--session-timeout-ms", "3000", "--group-id", "grupo_x")
+
+        def poll(timeout_ms, max_records):
+            raise error
+
+        c._consumer = SimpleNamespace(poll=poll)  # type: ignore[assignment]
+        return c
+
+    # A real Apache Kafka accepts 6000-1800000 ms by default: the setting is wrong (exit 2).
+    with pytest.raises(SettingsError) as caught:
+        raising(kafka_errors.InvalidSessionTimeoutError())._loop()
+    assert caught.value.setting == "KAFKA_SESSION_TIMEOUT_MS (--session-timeout-ms)"
+    assert "Kafka no admite 3000 ms" in caught.value.reason
+    # The group is another program's (exit 1), named with the setting that picks another.
+    for error, says in ((kafka_errors.InconsistentGroupProtocolError(), "otra forma de repartir"),
+                        (kafka_errors.GroupMaxSizeReachedError("grupo_x"), "group.max.size")):
+        with pytest.raises(RunFailure) as failed:
+            raising(error)._loop()
+        assert "grupo grupo_x" in str(failed.value) and says in str(failed.value)
+        assert "KAFKA_GROUP_ID (--group-id)" in str(failed.value)

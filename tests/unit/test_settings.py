@@ -93,6 +93,10 @@ def test_a_dotenv_file_as_windows_editors_write_it_is_read(tmp_path: Path) -> No
     (["--window-size", "10001"], {}, "KPI_WINDOW_SIZE"),  # its KPI document could outgrow 16 MB
     ([], {"KPI_WINDOW_SIZE": "veinte"}, "KPI_WINDOW_SIZE"),
     (["--partitions", "-1"], {}, "KAFKA_TOPIC_PARTITIONS"),
+    # Kafka's protocol carries these as 32-bit integers: a larger one could not be sent.
+    (["--partitions", "2147483648"], {}, "KAFKA_TOPIC_PARTITIONS"),
+    (["--session-timeout-ms", "2147483648"], {}, "KAFKA_SESSION_TIMEOUT_MS"),
+    ([], {"KAFKA_MAX_POLL_INTERVAL_MS": "3000000000"}, "KAFKA_MAX_POLL_INTERVAL_MS"),
     (["--bootstrap-servers", "localhost"], {}, "KAFKA_BOOTSTRAP_SERVERS"),
     (["--bootstrap-servers", "h:99999"], {}, "KAFKA_BOOTSTRAP_SERVERS"),
     (["--topic", "con espacios"], {}, "KAFKA_TOPIC"),
@@ -105,6 +109,8 @@ def test_a_dotenv_file_as_windows_editors_write_it_is_read(tmp_path: Path) -> No
     (["--startup-timeout", "nan"], {}, "STARTUP_TIMEOUT_SECONDS"),
     (["--max-messages", "0"], {}, "--max-messages"),
     (["--idle-timeout", "-1"], {}, "--idle-timeout"),
+    (["--idle-timeout", "1e12"], {}, "--idle-timeout"),  # beyond what a thread may wait
+    (["--startup-timeout", "2592001"], {}, "STARTUP_TIMEOUT_SECONDS"),  # 30 days and a second
     (["--alert-cpu-avg", "mucho"], {}, "ALERT_CPU_AVG"),
     ([], {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "KAFKA_SASL_MECHANISM"),
     ([], {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN"}, "KAFKA_SASL_USERNAME"),
@@ -118,6 +124,8 @@ def test_bad_consumer_values_name_the_setting(argv, env, setting) -> None:
 
 @pytest.mark.parametrize("argv, setting", [
     (["--interval", "-1"], "PRODUCER_INTERVAL_SECONDS"),
+    (["--interval", "1e12"], "PRODUCER_INTERVAL_SECONDS"),  # beyond what a thread may wait
+    (["--rounds", "1" + "0" * 20], "--rounds"),
     (["--servers", "web01,,db01"], "SERVER_IDS"),
     (["--servers", "web01,web01"], "SERVER_IDS"),
     (["--servers", "web01," + "x" * 254], "SERVER_IDS"),
@@ -130,6 +138,13 @@ def test_bad_producer_values_name_the_setting(argv, setting) -> None:
     with pytest.raises(SettingsError) as caught:
         producer(argv)
     assert setting in str(caught.value)
+
+
+def test_the_largest_values_are_accepted() -> None:
+    c = consumer(["--partitions", "2147483647", "--session-timeout-ms", "2147483647",
+                  "--idle-timeout", "2592000", "--startup-timeout", "2592000"])
+    assert (c.kafka.partitions, c.session_timeout_ms, c.idle_timeout) == (2**31 - 1, 2**31 - 1, 2592000)
+    assert producer(["--interval", "2592000", "--seed", str(2**63)]).interval == 2592000
 
 
 def test_error_names_the_environment_variable_when_the_value_came_from_there() -> None:
@@ -232,6 +247,8 @@ def test_report_settings() -> None:
     assert r.last == 5 and r.since.isoformat() == "2026-11-26T00:00:00+00:00" and r.chart
     with pytest.raises(SettingsError):
         load_report_settings(["--since", "ayer"], environ={}, dotenv_path="")
+    with pytest.raises(SettingsError, match="--last"):  # MongoDB's limit is a 64-bit integer
+        load_report_settings(["--last", "1" + "0" * 20], environ={}, dotenv_path="")
     assert load_report_settings(["--output", "hoy.PNG"], environ={}, dotenv_path="").output == "hoy.PNG"
     for other in ("hoy.pdf", "hoy.xyz", "hoy"):  # matplotlib would write another format, or fail
         with pytest.raises(SettingsError, match="--output"):
