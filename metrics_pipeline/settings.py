@@ -93,7 +93,7 @@ def _float(minimum: float, *, strict: bool = False, maximum: float | None = None
             sign = ">" if strict else ">="
             raise ValueError(f"debe ser un número {sign} {minimum:g}, no {value:g}")
         if maximum is not None and value > maximum:
-            raise ValueError(f"debe ser un número <= {maximum:g}, no {value:g}")
+            raise ValueError(f"debe ser un número <= {maximum:.15g}, no {value:g}")
         return value
     return parse
 
