@@ -3,7 +3,10 @@
 The first signal sets an Event that the loops check between batches and while they
 wait, so the batch in hand is finished and committed before the script exits 0.
 A second signal means "now": the process exits at once with code 130; nothing
-committed is lost, and the consumer re-reads what it had not committed. While a
+committed is lost, and the consumer re-reads what it had not committed. The same
+signal again within :data:`REPEAT_SECONDS` is the first one delivered twice, not a
+second request: ``timeout`` signals the script and then its whole process group, and
+the script may see both. While a
 script still waits for a server at start-up, the first signal ends the wait at once
 (:mod:`metrics_pipeline.startup`). Earlier still, while Python loads the libraries
 (about half a second), :func:`exit_at_once_on_signal` makes a signal end the script
@@ -16,8 +19,11 @@ import logging
 import os
 import signal
 import threading
+import time
 
 log = logging.getLogger(__name__)
+
+REPEAT_SECONDS = 0.5  # see the module doc
 
 
 def exit_at_once_on_signal() -> None:
@@ -35,13 +41,20 @@ def exit_at_once_on_signal() -> None:
 
 def install_stop_handlers() -> threading.Event:
     stop = threading.Event()
+    first: list[tuple[int, float]] = []  # the first signal and when it came
 
     def handle(signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
-        if stop.is_set():
+        now = time.monotonic()
+        if first:
+            first_signum, first_at = first[0]
+            if signum == first_signum and now - first_at < REPEAT_SECONDS:
+                log.info("Señal %s repetida al instante: es la misma petición de parada", name)
+                return
             log.warning("Segunda señal %s: salida inmediata", name)
             logging.shutdown()
             os._exit(130)
+        first.append((signum, now))
         log.info("Señal %s recibida: se termina lo que está en curso y se sale", name)
         stop.set()
 

@@ -32,6 +32,28 @@ def test_the_first_signal_asks_to_stop_and_the_second_exits_130_at_once() -> Non
                                         "WARNING Segunda señal SIGINT: salida inmediata"]
 
 
+def test_the_same_signal_twice_at_once_is_one_request_to_stop() -> None:
+    # `timeout` sends SIGTERM to the script and then to its process group: the
+    # script may see it twice, microseconds apart. That is not "stop now".
+    done = _run("""
+        import logging, os, signal, time
+        from metrics_pipeline.shutdown import install_stop_handlers
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+        stop = install_stop_handlers()
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("sigue:", stop.is_set(), flush=True)
+        time.sleep(0.7)
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("no debería llegar aquí", flush=True)
+    """)
+    assert done.returncode == 130
+    assert done.stdout == "sigue: True\n"
+    assert done.stderr.splitlines() == ["INFO Señal SIGTERM recibida: se termina lo que está en curso y se sale",
+                                        "INFO Señal SIGTERM repetida al instante: es la misma petición de parada",
+                                        "WARNING Segunda señal SIGTERM: salida inmediata"]
+
+
 def test_a_signal_while_the_libraries_load_is_a_quiet_exit_0() -> None:
     done = _run("""
         import os, signal
