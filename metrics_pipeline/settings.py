@@ -185,7 +185,9 @@ _BAD_DB_CHARS = re.compile(r'[/\\. "$\x00]')
 
 def _database(text: str) -> str:
     value = text.strip()
-    if not value or len(value) > 63 or _BAD_DB_CHARS.search(value):
+    if len(value.encode()) > 63:  # MongoDB's limit, in bytes
+        raise ValueError(f"un nombre de base de datos tiene como mucho 63 bytes, no {len(value.encode())}")
+    if not value or _BAD_DB_CHARS.search(value):
         raise ValueError("un nombre de base de datos no puede estar vacío ni contener / \\ . \" $ o espacios")
     return value
 

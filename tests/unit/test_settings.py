@@ -140,6 +140,13 @@ def test_bad_producer_values_name_the_setting(argv, setting) -> None:
     assert setting in str(caught.value)
 
 
+def test_a_database_name_too_long_for_mongodb_says_so() -> None:
+    assert consumer(["--database", "d" * 63]).mongo.database == "d" * 63
+    for name in ("d" * 64, "ñ" * 32):  # MongoDB counts bytes
+        with pytest.raises(SettingsError, match="MONGODB_DATABASE.*como mucho 63 bytes, no 64"):
+            consumer(["--database", name])
+
+
 def test_the_largest_values_are_accepted() -> None:
     c = consumer(["--partitions", "2147483647", "--session-timeout-ms", "2147483647",
                   "--idle-timeout", "2592000", "--startup-timeout", "2592000"])
