@@ -6,11 +6,10 @@ A second signal means "now": the process exits at once with code 130; nothing
 committed is lost, and the consumer re-reads what it had not committed. The same
 signal again within :data:`REPEAT_SECONDS` is the first one delivered twice, not a
 second request: ``timeout`` signals the script and then its whole process group, and
-the script may see both. While a
-script still waits for a server at start-up, the first signal ends the wait at once
-(:mod:`metrics_pipeline.startup`). Earlier still, while Python loads the libraries
-(about half a second), :func:`exit_at_once_on_signal` makes a signal end the script
-with code 0 and no traceback: nothing has been done yet.
+the script may see both. While a script still waits for a server at start-up, the
+first signal ends the wait at once (:mod:`metrics_pipeline.startup`). Earlier still,
+while Python loads the libraries (about half a second), :func:`exit_at_once_on_signal`
+makes a signal end the script with code 0 and no traceback: nothing has been done yet.
 """
 
 from __future__ import annotations
