@@ -89,10 +89,14 @@ def test_both_scripts_go_on_after_a_broker_that_lost_its_data(own_kafka, mongo_s
     # Tansu gave it 4 partitions), the producer creates it with KAFKA_TOPIC_PARTITIONS.
     # Unless Tansu (not Kafka) takes a produce request for the topic it lost as an
     # order to create it again (1 run in 6 here): then the producer never sees it
-    # missing, and the topic has the one partition the request was for.
+    # missing, and the topic has the one partition the request was for. Right after
+    # either, Tansu may describe the topic with no partition at all (1 CI run in 7 on
+    # 27 Nov; README, "Límites conocidos"). Never the 4 of a topic the clients let
+    # the broker auto-create.
     partitions = _partitions(p)
-    assert partitions == 1
-    assert "creado de nuevo" not in log or "creado de nuevo (particiones: 1)" in log
+    topic_lines = [line for line in log.splitlines() if "Tema" in line or "tema" in line]
+    assert partitions in (0, 1), (partitions, topic_lines)
+    assert "creado de nuevo" not in log or "creado de nuevo (particiones: 1)" in log, topic_lines
     # Everything in the new log gets stored (what the old log held unread went with it).
     raw = p.db[RAW]
     new_log = p.topic_message_ids()
