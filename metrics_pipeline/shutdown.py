@@ -40,20 +40,21 @@ def exit_at_once_on_signal() -> None:
 
 def install_stop_handlers() -> threading.Event:
     stop = threading.Event()
-    first: list[tuple[int, float]] = []  # the first signal and when it came
+    first_signum: int | None = None  # the first signal, and when it came
+    first_at = 0.0
 
     def handle(signum: int, _frame: object) -> None:
+        nonlocal first_signum, first_at
         name = signal.Signals(signum).name
         now = time.monotonic()
-        if first:
-            first_signum, first_at = first[0]
+        if first_signum is not None:
             if signum == first_signum and now - first_at < REPEAT_SECONDS:
                 log.info("Señal %s repetida al instante: es la misma petición de parada", name)
                 return
             log.warning("Segunda señal %s: salida inmediata", name)
             logging.shutdown()
             os._exit(130)
-        first.append((signum, now))
+        first_signum, first_at = signum, now
         log.info("Señal %s recibida: se termina lo que está en curso y se sale", name)
         stop.set()
 

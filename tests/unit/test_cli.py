@@ -5,13 +5,11 @@ child process, as the scripts run, so no test framework handler is in the way.""
 from __future__ import annotations
 
 import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.child import run_snippet
+
 PROG = "script.py"
 
 
@@ -31,8 +29,7 @@ def _exit_with(raise_statement: str, *, logging_set_up: bool = False) -> subproc
 
         exit_with(main, "{PROG}")
     """
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    return run_snippet(code)
 
 
 @pytest.mark.parametrize("raise_statement, code, line", [

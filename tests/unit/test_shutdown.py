@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _run(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+from tests.support.child import run_snippet
 
 
 def test_the_first_signal_asks_to_stop_and_the_second_exits_130_at_once() -> None:
-    done = _run("""
+    done = run_snippet("""
         import logging, os, signal
         from metrics_pipeline.shutdown import install_stop_handlers
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -35,7 +25,7 @@ def test_the_first_signal_asks_to_stop_and_the_second_exits_130_at_once() -> Non
 def test_the_same_signal_twice_at_once_is_one_request_to_stop() -> None:
     # `timeout` sends SIGTERM to the script and then to its process group: the
     # script may see it twice, microseconds apart. That is not "stop now".
-    done = _run("""
+    done = run_snippet("""
         import logging, os, signal, time
         from metrics_pipeline.shutdown import install_stop_handlers
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -55,7 +45,7 @@ def test_the_same_signal_twice_at_once_is_one_request_to_stop() -> None:
 
 
 def test_a_signal_while_the_libraries_load_is_a_quiet_exit_0() -> None:
-    done = _run("""
+    done = run_snippet("""
         import os, signal
         from metrics_pipeline.shutdown import exit_at_once_on_signal
         exit_at_once_on_signal()
