@@ -32,6 +32,7 @@ import random
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -49,6 +50,7 @@ from tools.local_stack import SecantusServer, TansuServer, free_port  # noqa: E4
 
 POISON = [b"", b"null", b"[1,2]", b'{"server_id": "x"', b"\xff\xfe", b'{"a": NaN}',
           b'{"server_id": "web01", "metrics": {"cpu_percent": true}}']
+CATCH_UP_SECONDS = 300  # after the producer's end, to store everything and write every window
 
 
 def log(message: str) -> None:
@@ -109,6 +111,15 @@ def _server_fault(server, kill: bool, seconds: float) -> None:
         log(f"fallo: {server.name} congelado (SIGSTOP) durante {seconds:.1f} s")
         with server.frozen():
             time.sleep(seconds)
+
+
+def _exit_code(process: Running, seconds: float) -> int | str:
+    """The exit code, or (after a kill -9) why there is none: the soak reports, it does not crash."""
+    try:
+        return process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return f"sin salir en {seconds:.0f} s"
 
 
 def _caught_up(db, sent: int) -> bool:
@@ -179,11 +190,7 @@ def main() -> int:
                 signum = rng.choice([signal.SIGTERM, signal.SIGINT])
                 began = time.monotonic()
                 consumers[victim].signal(signum)
-                try:
-                    code: int | str = consumers[victim].wait(30)
-                except Exception:  # subprocess.TimeoutExpired
-                    code = "sin salir en 30 s"
-                    consumers[victim].kill()
+                code = _exit_code(consumers[victim], 30)
                 took = time.monotonic() - began
                 faults[name] += 1
                 log(f"fallo: {signal.Signals(signum).name} del consumidor {victim} (salió con {code} en {took:.1f} s)")
@@ -207,7 +214,7 @@ def main() -> int:
                 wait_group_stable(consumers)
                 victim = rng.randrange(len(consumers))
                 consumers[victim].signal(signal.SIGTERM)
-                code = consumers[victim].wait(30)
+                code = _exit_code(consumers[victim], 30)
                 faults["SIGTERM consumidor"] += 1
                 log(f"fallo: SIGTERM del consumidor {victim} (salió con {code})")
                 consumers[victim] = p.start(CONSUMER, label=f"-{victim}")
@@ -232,13 +239,16 @@ def main() -> int:
         log(f"productor terminado: {sent} enviadas, {failed} fallidas (código {producer.process.returncode})")
 
         db = MongoClient(mongo.uri, tz_aware=True)[p.database]
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + CATCH_UP_SECONDS
         while time.monotonic() < deadline and not _caught_up(db, sent):
             time.sleep(1)
+        if not _caught_up(db, sent):
+            log(f"aviso: los consumidores no lo han guardado todo {CATCH_UP_SECONDS} s después del productor; "
+                "se paran y se audita lo guardado (¿un grupo que no termina de reequilibrarse?)")
         wait_group_stable(consumers)
         for consumer in consumers:
             consumer.signal(signal.SIGTERM)
-        codes = [consumer.wait(60) for consumer in consumers]
+        codes = [_exit_code(consumer, 60) for consumer in consumers]
         elapsed = time.monotonic() - started
         # Every consumer's log, those killed or stopped on the way included.
         logs = "".join(path.read_text(errors="replace") for path in data.glob(f"{CONSUMER.stem}*.log"))
