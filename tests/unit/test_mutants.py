@@ -1,0 +1,29 @@
+"""tools/mutants.py: only a test that fails detects a mutant; a test that cannot even
+run (its fixture broke) is an error to look at, not a detection."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tools import mutants
+
+CASES = {
+    "a_test_fails": ("def test_it():\n    assert 1 == 2\n", "DETECTADO"),
+    "a_fixture_breaks": ("import pytest\n\n@pytest.fixture\ndef server():\n    raise OSError('puerto ocupado')\n\n"
+                         "def test_it(server):\n    pass\n", "ERROR"),
+    "the_file_does_not_import": ("import a_module_that_is_not_there\n\ndef test_it():\n    pass\n", "ERROR"),
+    "every_test_passes": ("def test_it():\n    assert 1 == 1\n", "SOBREVIVE"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_verdict_of_a_real_pytest_run(case: str, tmp_path: Path) -> None:
+    code, expected = CASES[case]
+    (tmp_path / "test_case.py").write_text(code)
+    done = subprocess.run(mutants.pytest_command(["test_case.py"]), cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    summary = (done.stdout.strip().splitlines() or [""])[-1]
+    assert mutants.verdict(done.returncode, summary, done.stderr)[0] == expected, done.stdout
