@@ -65,22 +65,16 @@ class KafkaStatus:
         self._down_since: float | None = None
         self._last_reminder = 0.0
         self.bootstrap = "Kafka"
-        self.outages = 0
         # What kafka-python last complained about, for the start-up error line:
         # its own exception then only says "Unable to bootstrap".
         self.last_error: str | None = None
         self.auth_failure: str | None = None
-
-    @property
-    def is_down(self) -> bool:
-        return self._down_since is not None
 
     def mark_down(self, reason: str) -> None:
         now = self._clock()
         with self._lock:
             if self._down_since is None:
                 self._down_since = self._last_reminder = now
-                self.outages += 1
                 self._log.warning("Kafka (%s) no responde: %s; se sigue reintentando", self.bootstrap, reason)
             elif now - self._last_reminder >= self.REMINDER_SECONDS:
                 self._last_reminder = now

@@ -36,11 +36,14 @@ def test_an_outage_is_one_warning_then_reminders_then_one_info(caplog: pytest.Lo
         bridge.emit(record("No node available for metadata refresh", logging.WARNING, "kafka.cluster"))
         status.mark_up()
         status.mark_up()
+        clock.t = 40
+        status.mark_down("Connection lost")  # a new outage: its own first warning
     lines = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert lines[0][0] == "WARNING" and "no responde" in lines[0][1] and "ECONNREFUSED" in lines[0][1]
     assert lines[1][0] == "WARNING" and "sigue sin responder" in lines[1][1]
     assert lines[2][0] == "INFO" and "restablecida" in lines[2][1]
-    assert len(lines) == 3 and status.outages == 1 and not status.is_down
+    assert lines[3][0] == "WARNING" and "no responde: Connection lost" in lines[3][1]
+    assert len(lines) == 4
 
 
 def test_other_library_warnings_pass_at_most_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
