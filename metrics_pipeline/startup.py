@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -50,7 +51,7 @@ def wait_for_server(what: str, attempt: Callable[[float], T], stop: threading.Ev
     while True:
         remaining = deadline - time.monotonic()
         try:
-            return run_unless_stopped(lambda: attempt(remaining), stop, stopped)
+            return run_unless_stopped(functools.partial(attempt, remaining), stop, stopped)
         except NotReady as exc:
             reason = str(exc)
         if not stop.is_set():
