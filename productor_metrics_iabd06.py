@@ -22,7 +22,7 @@ from metrics_pipeline.errors import RunFailure
 from metrics_pipeline.host_metrics import HostMetricsSource, default_server_id
 from metrics_pipeline.kafka_connection import ensure_topic
 from metrics_pipeline.log_setup import configure_logging
-from metrics_pipeline.producer_loop import MetricsProducer, open_producer
+from metrics_pipeline.producer_loop import MetricsProducer, MetricsSource, open_producer
 from metrics_pipeline.settings import load_producer_settings
 from metrics_pipeline.shutdown import install_stop_handlers
 from metrics_pipeline.simulation import SimulatedSource
@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     kafka_status.bootstrap = settings.kafka.bootstrap_servers
     stop = install_stop_handlers()
 
+    source: MetricsSource
     if settings.source == "psutil":
         server_id = settings.server_ids[0] if settings.server_ids_given else default_server_id()
         source = HostMetricsSource(server_id)

@@ -322,7 +322,7 @@ class MetricsConsumer:
         the metadata change starts one; ask for it now, which resumes the join. Seen
         twice in a row (a poll apart), so a join that is just completing is left alone.
         """
-        coordinator = getattr(self._consumer, "_coordinator", None)
+        coordinator: Any = getattr(self._consumer, "_coordinator", None)
         try:
             with coordinator._lock:
                 dropped = coordinator.rebalance_in_progress() and not coordinator.need_rejoin()
@@ -508,7 +508,7 @@ def _skip_leave_group_unless_stable(consumer: KafkaConsumer) -> None:
     kafka-python has no public switch for this; reach its coordinator defensively
     and, if its shape is not the expected one, close the normal way.
     """
-    coordinator = getattr(consumer, "_coordinator", None)
+    coordinator: Any = getattr(consumer, "_coordinator", None)
     try:
         stable = not coordinator.rebalance_in_progress() and not coordinator.need_rejoin()
     except Exception:  # another kafka-python: keep its normal close

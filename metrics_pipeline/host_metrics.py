@@ -58,7 +58,7 @@ class HostMetricsSource:
 
     def __init__(self, server_id: str, clock: Callable[[], float] = time.monotonic,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
-        self.server_ids = (server_id,)
+        self.server_ids: tuple[str, ...] = (server_id,)
         self._clock = clock
         self._now = now
         psutil.cpu_percent(interval=None)  # starts the CPU measurement interval

@@ -231,14 +231,14 @@ class BatchIngestor:
                 entry.replayed = True
 
         # 3. Store dead letters.
-        dead = [e for e in entries if e.error is not None]
+        dead = [(e.record, e.error) for e in entries if e.error is not None]
         if dead:
-            docs = [deadletter_document(e.record.topic, e.record.partition, e.record.offset,
-                                        e.record.key, e.record.value, e.error, received) for e in dead]
+            docs = [deadletter_document(record.topic, record.partition, record.offset, record.key, record.value,
+                                        error, received) for record, error in dead]
             self._with_retry(lambda: self.store.insert_deadletters(docs), f"{len(docs)} documentos dead-letter")
-            for e in dead:
+            for record, error in dead:
                 log.warning("Mensaje no válido en partición %d, offset %d enviado a dead-letter: %s",
-                            e.record.partition, e.record.offset, e.error)
+                            record.partition, record.offset, error)
             result.deadlettered = len(dead)
 
         # 4. Close windows (a window being rebuilt: at the size it was stored with).

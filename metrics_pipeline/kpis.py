@@ -30,11 +30,18 @@ from metrics_pipeline.clock import datetime_from_ms
 
 
 class Measured(Protocol):
-    cpu_percent: float
-    memory_percent: float
-    disk_io_mbps: float
-    network_mbps: float
-    error_count: int
+    """What a KPI needs of a message (read-only, so frozen dataclasses qualify)."""
+
+    @property
+    def cpu_percent(self) -> float: ...
+    @property
+    def memory_percent(self) -> float: ...
+    @property
+    def disk_io_mbps(self) -> float: ...
+    @property
+    def network_mbps(self) -> float: ...
+    @property
+    def error_count(self) -> int: ...
 
 
 @dataclass(frozen=True)

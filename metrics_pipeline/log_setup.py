@@ -212,7 +212,7 @@ def configure_logging(level: str, secrets: Iterable[str] = (), stream: TextIO | 
     # The producer logs every message sent; skip what our format does not print
     # (the logging HOWTO's "Optimization" section): caller lookup, thread and
     # process names.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

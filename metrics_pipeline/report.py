@@ -162,7 +162,7 @@ def format_summary(summary: Sequence[dict[str, Any]], since: datetime | None) ->
 
 def foreign_note(foreign: tuple[int, int], mongo: MongoSettings) -> str:
     """The note for what foreign_documents() found."""
-    parts = []
+    parts: list[str] = []
     for count, collection in zip(foreign, (mongo.kpi_collection, mongo.raw_collection)):
         if count:
             noun = "" if parts else (" documento" if count == 1 else " documentos")

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NoReturn
 
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
@@ -270,9 +270,10 @@ MONGO_OPTIONS = (
            _collection, "colección de ventanas KPI", "COLECCIÓN"),
 )
 
+DEFAULT_DEADLETTER_COLLECTION = "system_metrics_deadletter_iabd06"
 DEADLETTER_OPTION = Option(
     "deadletter_collection", "--deadletter-collection", "MONGODB_DEADLETTER_COLLECTION",
-    "system_metrics_deadletter_iabd06", _collection, "colección de mensajes no válidos (dead-letter)",
+    DEFAULT_DEADLETTER_COLLECTION, _collection, "colección de mensajes no válidos (dead-letter)",
     "COLECCIÓN")
 
 PRODUCER_OPTIONS = KAFKA_OPTIONS + (
@@ -448,7 +449,7 @@ class _SpanishParser(argparse.ArgumentParser):
             self.error(f"argumentos desconocidos: {shown}")
         return parsed
 
-    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+    def error(self, message: str) -> NoReturn:  # noqa: D401 - argparse API
         message = (message.replace("expected one argument", "falta su valor")
                    .replace("argument ", "argumento "))
         line = Redactor()(f"{self.prog}: error: {message} (véase --help)")
@@ -456,7 +457,7 @@ class _SpanishParser(argparse.ArgumentParser):
 
 
 class _HelpFormatter(argparse.HelpFormatter):
-    def add_usage(self, usage, actions, groups, prefix=None):  # type: ignore[override]
+    def add_usage(self, usage, actions, groups, prefix=None):
         super().add_usage(usage, actions, groups, prefix="uso: " if prefix is None else prefix)
 
 
@@ -541,7 +542,7 @@ def _mongo(values: dict[str, Any]) -> MongoSettings:
     return MongoSettings(
         uri=values["mongodb_uri"], database=values["database"],
         raw_collection=values["raw_collection"], kpi_collection=values["kpi_collection"],
-        deadletter_collection=values.get("deadletter_collection") or DEADLETTER_OPTION.default,
+        deadletter_collection=values.get("deadletter_collection") or DEFAULT_DEADLETTER_COLLECTION,
         startup_timeout=values["startup_timeout"])
 
 

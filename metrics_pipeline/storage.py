@@ -142,7 +142,7 @@ def open_client(settings: MongoSettings, app_name: str) -> MongoClient:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            client = MongoClient(
+            client: MongoClient[dict[str, Any]] = MongoClient(
                 settings.uri, connect=False, appname=app_name, tz_aware=True,
                 serverSelectionTimeoutMS=SERVER_SELECTION_MS, connectTimeoutMS=SERVER_SELECTION_MS,
                 heartbeatFrequencyMS=HEARTBEAT_MS,

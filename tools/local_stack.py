@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 
 def tansu_binary() -> str:
@@ -69,7 +70,7 @@ class ServerProcess:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "ServerProcess":
+    def start(self, timeout: float = 30.0) -> Self:
         if port_in_use(self.port):
             raise RuntimeError(f"el puerto {self.port} ya está en uso: no puedo arrancar {self.name} ahí")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
