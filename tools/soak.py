@@ -9,7 +9,8 @@ the cycle:
 * SIGTERM of a consumer (restarted at once), once the group is stable (see
   wait_group_stable);
 * kill -9 of MongoDB for 10 s (restarted on the same port and data);
-* a burst of poison messages (they must all reach the dead-letter collection);
+* a burst of 3-9 poison messages of random kinds (those of tests/support/poison.py:
+  they must all reach the dead-letter collection);
 * MongoDB frozen (SIGSTOP) for 8 s: open connections that never answer;
 * Kafka frozen (SIGSTOP) for 8 s, the same for the broker.
 
@@ -46,10 +47,9 @@ from pymongo import MongoClient  # noqa: E402
 
 from tests.support.audit import DEADLETTER, KPIS, RAW, audit  # noqa: E402
 from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, Running, producer_summary  # noqa: E402
+from tests.support.poison import POISON  # noqa: E402
 from tools.local_stack import SecantusServer, TansuServer, free_port  # noqa: E402
 
-POISON = [b"", b"null", b"[1,2]", b'{"server_id": "x"', b"\xff\xfe", b'{"a": NaN}',
-          b'{"server_id": "web01", "metrics": {"cpu_percent": true}}']
 CATCH_UP_SECONDS = 300  # after the producer's end, to store everything and write every window
 
 
@@ -224,14 +224,15 @@ def main() -> int:
                 _server_fault(faulty, kind == 2, seconds)
             else:
                 burst = [rng.choice(POISON) for _ in range(rng.randint(3, 9))]
-                producer_raw = KafkaProducer(bootstrap_servers=p.bootstrap, acks="all", enable_idempotence=False)
-                for value in burst:
+                producer_raw = KafkaProducer(bootstrap_servers=p.bootstrap, acks="all", enable_idempotence=False,
+                                             max_request_size=2**21)  # the near-1 MB value fits
+                for _, value in burst:
                     producer_raw.send(p.topic, key=b"poison", value=value)
                 producer_raw.flush()
                 producer_raw.close()
                 poison_sent += len(burst)
                 faults["ráfaga de mensajes no válidos"] += 1
-                log(f"fallo: {len(burst)} mensajes no válidos")
+                log(f"fallo: {len(burst)} mensajes no válidos ({', '.join(kind for kind, _ in burst)})")
         mongo_faults.join()
         kafka_faults.join()
         sent_text = producer.text()
