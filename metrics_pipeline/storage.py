@@ -57,7 +57,12 @@ log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
 UNSATISFIABLE_WRITE_CONCERN = {79, 100}  # UnknownReplWriteConcern, UnsatisfiableWriteConcern
-AUTH_ERROR_CODES = {13, 18, 8000}  # Unauthorized, AuthenticationFailed, Atlas "AtlasError"
+UNAUTHORIZED = 13
+AUTH_ERROR_CODES = {UNAUTHORIZED, 18, 8000}  # Unauthorized, AuthenticationFailed, Atlas "AtlasError"
+# What to do about an Unauthorized: the user of the URI may read but not write (e.g. an
+# Atlas user with the "read" role); retrying cannot cure it.
+UNAUTHORIZED_HINT = ("; el usuario de MONGODB_URI necesita permiso de escritura en la base de datos "
+                     "(p. ej. el rol readWrite)")
 TRANSIENT_CODES = {
     6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 50, 112, 117, 133, 134, 150,
 }
@@ -118,7 +123,8 @@ def classify(exc: PyMongoError) -> Exception:
         return StorageUnavailable(short_reason(exc))
     if isinstance(exc, OperationFailure):
         if exc.code in AUTH_ERROR_CODES:
-            return StorageFatal(f"MongoDB rechazó la operación: {short_reason(exc)}")
+            hint = UNAUTHORIZED_HINT if exc.code == UNAUTHORIZED else ""
+            return StorageFatal(f"MongoDB rechazó la operación: {short_reason(exc)}{hint}")
         if exc.code in TRANSIENT_CODES or exc.has_error_label("RetryableWriteError"):
             return StorageUnavailable(short_reason(exc))
         return StorageFatal(f"MongoDB rechazó la operación: {short_reason(exc)}")
@@ -293,7 +299,8 @@ class MetricsStore:
                 elif code in TRANSIENT_CODES:
                     raise StorageUnavailable(error.get("errmsg", str(code))) from None
                 elif code in AUTH_ERROR_CODES:
-                    raise StorageFatal(f"MongoDB rechazó la escritura: {error.get('errmsg', code)}") from None
+                    hint = UNAUTHORIZED_HINT if code == UNAUTHORIZED else ""
+                    raise StorageFatal(f"MongoDB rechazó la escritura: {error.get('errmsg', code)}{hint}") from None
                 else:
                     rejected[index] = f"MongoDB rechazó el documento: {error.get('errmsg', code)}"
             concern_errors = exc.details.get("writeConcernErrors") or []

@@ -82,3 +82,47 @@ def test_a_wrong_password_over_tls_is_one_error_line_and_exit_1(secure_mongo, ka
     [error] = [line for line in output.splitlines() if " ERROR " in line]
     assert "rechazó las credenciales" in error
     assert "otra-cosa" not in output and "Traceback" not in output
+
+
+def test_a_user_who_may_only_read_stops_with_one_line_and_loses_nothing(own_mongo, kafka_server, tmp_path,
+                                                                         request) -> None:
+    """An Atlas user with the "read" role: MongoDB refuses the consumer's writes (code 13,
+    Unauthorized). Retrying cannot cure that, so the consumer stops with exit 1 and one
+    ERROR line saying what MongoDB refused, at start-up (the index cannot be created) or
+    at its first write (when an owner created the index before); it commits nothing, so
+    a run with a user who may write stores everything, once."""
+    plain = own_mongo()
+    name = Pipeline.for_test(kafka_server.address, plain.uri, tmp_path, request.node.name).name
+    owner_password, reader_password = "Propietaria-2026", "Solo-Lectura-2026"
+    with MongoClient(plain.uri) as client:
+        client.admin.command("createUser", "ana", pwd=owner_password, roles=["root"])
+        client.admin.command("createUser", "lector", pwd=reader_password,
+                             roles=[{"role": "read", "db": f"db_{name}"[:60]}])
+    plain.stop()
+    server = own_mongo(auth=True)
+
+    def uri(user: str, password: str) -> str:
+        return f"mongodb://{user}:{password}@127.0.0.1:{server.port}/?authSource=admin"
+
+    owner = Pipeline(kafka_server.address, uri("ana", owner_password), tmp_path, name)
+    reader = Pipeline(kafka_server.address, uri("lector", reader_password), tmp_path, name)
+
+    def refused(what: str) -> None:
+        done = reader.run(CONSUMER, "--idle-timeout", "3", timeout=90)
+        output = done.stdout + done.stderr
+        assert done.returncode == 1, output[-2000:]
+        errors = [line for line in output.splitlines() if " ERROR " in line]
+        assert len(errors) == 1 and what in errors[0] and "not authorized" in errors[0], output[-2000:]
+        assert errors[0].endswith("necesita permiso de escritura en la base de datos (p. ej. el rol readWrite)")
+        assert "Traceback" not in output
+        assert_no_secret(output, reader_password)
+
+    owner.produce(5)  # 25 messages
+    refused("No se pudieron crear los índices en MongoDB")  # a database nobody has written to yet
+    owner.consume()  # creates the index; stores 25, one window, commits offset 20
+    owner.produce(8)  # 40 more
+    refused("MongoDB rechazó la operación")  # passes start-up now, refused at its first write
+    assert owner.db["system_metrics_raw_iabd06"].count_documents({}) == 25
+    owner.consume()
+    report = audit(owner.db, valid=65)
+    assert report.windows == 3
