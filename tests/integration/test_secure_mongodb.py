@@ -90,7 +90,8 @@ def test_a_user_who_may_only_read_stops_with_one_line_and_loses_nothing(own_mong
     Unauthorized). Retrying cannot cure that, so the consumer stops with exit 1 and one
     ERROR line saying what MongoDB refused, at start-up (the index cannot be created) or
     at its first write (when an owner created the index before); it commits nothing, so
-    a run with a user who may write stores everything, once."""
+    a run with a user who may write stores everything, once. The report, which only
+    reads, works for the reader."""
     plain = own_mongo()
     name = Pipeline.for_test(kafka_server.address, plain.uri, tmp_path, request.node.name).name
     owner_password, reader_password = "Propietaria-2026", "Solo-Lectura-2026"
@@ -124,5 +125,6 @@ def test_a_user_who_may_only_read_stops_with_one_line_and_loses_nothing(own_mong
     refused("MongoDB rechazó la operación")  # passes start-up now, refused at its first write
     assert owner.db["system_metrics_raw_iabd06"].count_documents({}) == 25
     owner.consume()
-    report = audit(owner.db, valid=65)
-    assert report.windows == 3
+    assert audit(owner.db, valid=65).windows == 3
+    shown = reader.run(REPORT, "--chart", "no")  # the report only reads: a reader may run it
+    assert shown.returncode == 0 and "Últimas 3 ventanas KPI (de 3)" in shown.stdout, shown.stderr[-2000:]
