@@ -114,8 +114,12 @@ def test_max_messages_stops_after_exactly_that_many_and_commits_only_complete_wi
 
 def test_windows_are_kept_per_partition(pipeline: Pipeline) -> None:
     pipeline.partitions = 3
-    pipeline.produce(30, servers=",".join(f"srv{i:02d}" for i in range(10)))  # 300 messages
-    pipeline.consume()
+    produced = pipeline.produce(30, servers=",".join(f"srv{i:02d}" for i in range(10)))  # 300 messages
+    assert f"Tema {pipeline.topic} creado (particiones: 3)" in produced.stderr
+    pipeline.partitions = 1  # the consumer's default: an existing topic is used as it is (SPEC §4)
+    consumed = pipeline.consume()
+    assert (f"Tema {pipeline.topic} ya existe con 3 particiones (KAFKA_TOPIC_PARTITIONS=1 solo se aplica "
+            "al crearlo)") in consumed.stderr
     report = audit(pipeline.db, valid=300)
     assert len(report.pending) == 3, "the producer's keys should reach all three partitions"
     for kpi in pipeline.db[KPIS].find():
