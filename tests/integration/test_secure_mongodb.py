@@ -12,7 +12,7 @@ import pytest
 import trustme
 from pymongo import MongoClient
 
-from tests.support.audit import audit
+from tests.support.audit import RAW, audit
 from tests.support.pipeline import CONSUMER, REPORT, Pipeline
 from tests.support.secrets import assert_no_secret
 from tools.local_stack import SecantusServer, TlsFiles
@@ -93,12 +93,13 @@ def test_a_user_who_may_only_read_stops_with_one_line_and_loses_nothing(own_mong
     a run with a user who may write stores everything, once. The report, which only
     reads, works for the reader."""
     plain = own_mongo()
-    name = Pipeline.for_test(kafka_server.address, plain.uri, tmp_path, request.node.name).name
+    named = Pipeline.for_test(kafka_server.address, plain.uri, tmp_path, request.node.name)
+    name, database = named.name, named.database
     owner_password, reader_password = "Propietaria-2026", "Solo-Lectura-2026"
     with MongoClient(plain.uri) as client:
         client.admin.command("createUser", "ana", pwd=owner_password, roles=["root"])
         client.admin.command("createUser", "lector", pwd=reader_password,
-                             roles=[{"role": "read", "db": f"db_{name}"[:60]}])
+                             roles=[{"role": "read", "db": database}])
     plain.stop()
     server = own_mongo(auth=True)
 
@@ -108,22 +109,23 @@ def test_a_user_who_may_only_read_stops_with_one_line_and_loses_nothing(own_mong
     owner = Pipeline(kafka_server.address, uri("ana", owner_password), tmp_path, name)
     reader = Pipeline(kafka_server.address, uri("lector", reader_password), tmp_path, name)
 
-    def refused(what: str) -> None:
+    def refused(start: str, action: str) -> None:
         done = reader.run(CONSUMER, "--idle-timeout", "3", timeout=90)
         output = done.stdout + done.stderr
         assert done.returncode == 1, output[-2000:]
-        errors = [line for line in output.splitlines() if " ERROR " in line]
-        assert len(errors) == 1 and what in errors[0] and "not authorized" in errors[0], output[-2000:]
+        errors = [line.split(" ERROR metrics_pipeline: ", 1)[-1] for line in output.splitlines() if " ERROR " in line]
+        assert len(errors) == 1 and errors[0].startswith(start), output[-2000:]
+        assert f"not authorized on {database} " in errors[0] and f"(action: {action})" in errors[0]
         assert errors[0].endswith("necesita permiso de escritura en la base de datos (p. ej. el rol readWrite)")
         assert "Traceback" not in output
         assert_no_secret(output, reader_password)
 
     owner.produce(5)  # 25 messages
-    refused("No se pudieron crear los índices en MongoDB")  # a database nobody has written to yet
+    refused("No se pudieron crear los índices en MongoDB", "createIndex")  # nobody has written there yet
     owner.consume()  # creates the index; stores 25, one window, commits offset 20
     owner.produce(8)  # 40 more
-    refused("MongoDB rechazó la operación")  # passes start-up now, refused at its first write
-    assert owner.db["system_metrics_raw_iabd06"].count_documents({}) == 25
+    refused("MongoDB rechazó la operación", "insert")  # the index exists: start-up passes, the write not
+    assert owner.db[RAW].count_documents({}) == 25  # nothing stored by the reader
     owner.consume()
     assert audit(owner.db, valid=65).windows == 3
     shown = reader.run(REPORT, "--chart", "no")  # the report only reads: a reader may run it
