@@ -175,6 +175,12 @@ def _mongodb_uri(text: str) -> str:
     value = text.strip()
     if not value.startswith(("mongodb://", "mongodb+srv://")):
         raise ValueError("debe empezar por mongodb:// o mongodb+srv://")
+    before_options = value.split("://", 1)[1].split("?", 1)[0]
+    if "/" in before_options and before_options.index("/") < before_options.rfind("@"):
+        # user:P@ss/2026@host: pymongo would take "ss" for the host (and print it in
+        # every error) and "2026@host" for the database.
+        raise ValueError("tiene una '@' después de una '/': si la contraseña o el usuario llevan '/', '@' o ':', "
+                         "escríbalos codificados (/ → %2F, @ → %40, : → %3A)")
     # pymongo checks the rest of the syntax when the client is built (without
     # any network access); see storage.open_client.
     return value

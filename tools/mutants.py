@@ -200,6 +200,12 @@ MUTANTS = [
            "            pass", UNIT),
     Mutant("URL-encoded password not masked", "metrics_pipeline/redaction.py",
            "variants.update({secret, quote_plus(secret), quote(secret, safe=\"\")})", "variants.update({secret})", UNIT),
+    Mutant("URI password read up to the first '/'", "metrics_pipeline/redaction.py",
+           "    before_options = uri.split(\"://\", 1)[-1].split(\"?\", 1)[0]\n",
+           "    before_options = uri.split(\"://\", 1)[-1].split(\"?\", 1)[0].split(\"/\", 1)[0]\n", UNIT),
+    Mutant("a password with '/' and '@' unencoded accepted", "metrics_pipeline/settings.py",
+           "    if \"/\" in before_options and before_options.index(\"/\") < before_options.rfind(\"@\"):",
+           "    if False:", UNIT),
     # -- Kafka and the producer --
     Mutant("partition count ignored", "metrics_pipeline/kafka_connection.py",
            "{\"num_partitions\": settings.partitions,\n                                                  \"replication_factor\": -1}}",

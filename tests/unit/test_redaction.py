@@ -31,6 +31,11 @@ def test_password_and_description_of_a_mongodb_uri() -> None:
     assert describe_mongodb_uri(uri) == "mongodb+srv://cluster0.abcde.mongodb.net"
     assert mongodb_uri_password("mongodb://localhost:27017") is None
     assert mongodb_uri_password("mongodb://solo-usuario@h/") is None
+    # "/" and "@" left unencoded in the password: it is still read whole, and no piece
+    # of it is taken for the host.
+    unencoded = "mongodb://alumno:Pq@ss/2026@localhost:27017/?authSource=admin"
+    assert mongodb_uri_password(unencoded) == "Pq@ss/2026"
+    assert describe_mongodb_uri(unencoded) == "mongodb://localhost:27017"
 
 
 def test_formatter_masks_messages_and_tracebacks() -> None:

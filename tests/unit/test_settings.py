@@ -193,6 +193,18 @@ def test_secrets_are_known_and_never_in_repr() -> None:
     assert Redactor()("fallo con kafka-pass-123 y S3cr%40to") == "fallo con *** y ***"
 
 
+def test_a_password_with_unencoded_slash_and_at_is_refused_without_showing_any_piece_of_it() -> None:
+    # pymongo would accept it, with "ss" as the host (named in every error line) and
+    # "2026@localhost:27017" as the database.
+    with pytest.raises(SettingsError) as caught:
+        consumer([], {"MONGODB_URI": "mongodb://alumno:Pq@ss/2026@localhost:27017"})
+    line = str(caught.value)
+    assert "MONGODB_URI" in line and "@ → %40" in line
+    assert "Pq" not in line and "ss/2026" not in line and "2026@" not in line
+    assert Redactor()("Pq@ss/2026") == "***", "the whole password is registered as a secret"
+    consumer([], {"MONGODB_URI": "mongodb://alumno:Pq%40ss%2F2026@localhost:27017/db?appName=a@b"})  # encoded: fine
+
+
 def test_a_uri_without_credentials_is_not_a_secret() -> None:
     consumer([], {"MONGODB_URI": "mongodb://db.example.net:27018/"})
     assert Redactor()("MongoDB (mongodb://db.example.net:27018/) no responde") == \
