@@ -159,12 +159,14 @@ def test_refused_mongodb_credentials_exit_1_at_once_without_the_password(own_mon
 @pytest.mark.parametrize("script, args, env, setting", [
     (CONSUMER, [], {"MONGODB_URI": f"mongodb://ana:{MONGO_SECRET}@host:notaport/"}, "MONGODB_URI"),
     (CONSUMER, [], {"MONGODB_URI": f"postgres://ana:{MONGO_SECRET}@host/"}, "MONGODB_URI"),
+    # "/" and "@" unencoded in the password: pymongo would take the secret for the host.
+    (CONSUMER, [], {"MONGODB_URI": f"mongodb://ana:x@{MONGO_SECRET}/2026@127.0.0.1:1/"}, "MONGODB_URI"),
     (CONSUMER, ["--window-size", "-4"], {}, "KPI_WINDOW_SIZE"),
     (CONSUMER, [], {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_PASSWORD": KAFKA_SECRET}, "KAFKA_SASL_MECHANISM"),
     (PRODUCER, ["--interval", "pronto"], {}, "PRODUCER_INTERVAL_SECONDS"),
     (PRODUCER, ["--bogus"], {}, "--bogus"),
     (REPORT, ["--last", "0"], {}, "--last"),
-], ids=["uri-port", "uri-scheme", "window", "sasl", "interval", "unknown-flag", "report-last"])
+], ids=["uri-port", "uri-scheme", "uri-unencoded", "window", "sasl", "interval", "unknown-flag", "report-last"])
 def test_bad_settings_exit_2_with_one_line_naming_the_setting(pipeline: Pipeline, script, args, env, setting) -> None:
     done = pipeline.run(script, *args, env=pipeline.env(**env), timeout=60)
     assert done.returncode == 2
