@@ -34,16 +34,21 @@ def register_secret(secret: str | None) -> None:
 _CREDENTIALS_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<password>[^@\s]*)@")
 
 
+def before_options(uri: str) -> str:
+    """``user:password@hosts/database``: what a URI holds between its scheme and its options."""
+    return uri.split("://", 1)[-1].split("?", 1)[0]
+
+
 def mongodb_uri_password(uri: str) -> str | None:
     """The password inside a MongoDB URI (decoded), or None.
 
     Read up to the last "@" before the options, not up to the first "/": a password
     written with "/" and "@" unencoded (``alumno:P@ss/2026@host``) is still taken
     whole, not as "P" (which would mask every P of every line and keep "ss/2026")."""
-    before_options = uri.split("://", 1)[-1].split("?", 1)[0]
-    if "@" not in before_options:
+    authority = before_options(uri)
+    if "@" not in authority:
         return None
-    userinfo = before_options.rpartition("@")[0]
+    userinfo = authority.rpartition("@")[0]
     if ":" not in userinfo:
         return None
     password = unquote_plus(userinfo.split(":", 1)[1])
@@ -53,10 +58,10 @@ def mongodb_uri_password(uri: str) -> str | None:
 def describe_mongodb_uri(uri: str) -> str:
     """The URI with no user, password, database or options: what a log line may name
     (the hosts after the last "@", as :func:`mongodb_uri_password` reads it)."""
-    scheme, sep, rest = uri.partition("://")
+    scheme, sep, _ = uri.partition("://")
     if not sep:
         return MASK
-    hosts = rest.split("?", 1)[0].rpartition("@")[2].split("/", 1)[0]
+    hosts = before_options(uri).rpartition("@")[2].split("/", 1)[0]
     return f"{scheme}://{hosts}"
 
 

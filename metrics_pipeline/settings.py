@@ -34,7 +34,7 @@ from dotenv.parser import parse_stream
 
 from metrics_pipeline.alerts import AlertThresholds
 from metrics_pipeline.message import MAX_SERVER_ID_LENGTH
-from metrics_pipeline.redaction import Redactor, mongodb_uri_password, register_secret
+from metrics_pipeline.redaction import Redactor, before_options, mongodb_uri_password, register_secret
 
 DEFAULT_SERVER_IDS = ("web01", "web02", "db01", "app01", "cache01")
 # A KPI document lists the ids of its window's messages and counts them per server
@@ -175,8 +175,8 @@ def _mongodb_uri(text: str) -> str:
     value = text.strip()
     if not value.startswith(("mongodb://", "mongodb+srv://")):
         raise ValueError("debe empezar por mongodb:// o mongodb+srv://")
-    before_options = value.split("://", 1)[1].split("?", 1)[0]
-    if "/" in before_options and before_options.index("/") < before_options.rfind("@"):
+    authority = before_options(value)
+    if "/" in authority and authority.index("/") < authority.rfind("@"):
         # user:P@ss/2026@host: pymongo would take "ss" for the host (and print it in
         # every error) and "2026@host" for the database.
         raise ValueError("tiene una '@' después de una '/': si la contraseña o el usuario llevan '/', '@' o ':', "

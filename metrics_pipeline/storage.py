@@ -123,12 +123,17 @@ def classify(exc: PyMongoError) -> Exception:
         return StorageUnavailable(short_reason(exc))
     if isinstance(exc, OperationFailure):
         if exc.code in AUTH_ERROR_CODES:
-            hint = UNAUTHORIZED_HINT if exc.code == UNAUTHORIZED else ""
-            return StorageFatal(f"MongoDB rechazó la operación: {short_reason(exc)}{hint}")
+            return _refused("la operación", short_reason(exc), exc.code)
         if exc.code in TRANSIENT_CODES or exc.has_error_label("RetryableWriteError"):
             return StorageUnavailable(short_reason(exc))
-        return StorageFatal(f"MongoDB rechazó la operación: {short_reason(exc)}")
+        return _refused("la operación", short_reason(exc), exc.code)
     return StorageUnavailable(short_reason(exc))
+
+
+def _refused(what: str, reason: Any, code: int | None) -> StorageFatal:
+    """MongoDB refused ``what`` for good; an Unauthorized also says what to do."""
+    hint = UNAUTHORIZED_HINT if code == UNAUTHORIZED else ""
+    return StorageFatal(f"MongoDB rechazó {what}: {reason}{hint}")
 
 
 # What pymongo raises for a URI it cannot use at all.
@@ -299,8 +304,7 @@ class MetricsStore:
                 elif code in TRANSIENT_CODES:
                     raise StorageUnavailable(error.get("errmsg", str(code))) from None
                 elif code in AUTH_ERROR_CODES:
-                    hint = UNAUTHORIZED_HINT if code == UNAUTHORIZED else ""
-                    raise StorageFatal(f"MongoDB rechazó la escritura: {error.get('errmsg', code)}{hint}") from None
+                    raise _refused("la escritura", error.get("errmsg", code), code) from None
                 else:
                     rejected[index] = f"MongoDB rechazó el documento: {error.get('errmsg', code)}"
             concern_errors = exc.details.get("writeConcernErrors") or []

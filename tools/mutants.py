@@ -201,10 +201,10 @@ MUTANTS = [
     Mutant("URL-encoded password not masked", "metrics_pipeline/redaction.py",
            "variants.update({secret, quote_plus(secret), quote(secret, safe=\"\")})", "variants.update({secret})", UNIT),
     Mutant("URI password read up to the first '/'", "metrics_pipeline/redaction.py",
-           "    before_options = uri.split(\"://\", 1)[-1].split(\"?\", 1)[0]\n",
-           "    before_options = uri.split(\"://\", 1)[-1].split(\"?\", 1)[0].split(\"/\", 1)[0]\n", UNIT),
+           "    return uri.split(\"://\", 1)[-1].split(\"?\", 1)[0]\n",
+           "    return uri.split(\"://\", 1)[-1].split(\"?\", 1)[0].split(\"/\", 1)[0]\n", UNIT),
     Mutant("a password with '/' and '@' unencoded accepted", "metrics_pipeline/settings.py",
-           "    if \"/\" in before_options and before_options.index(\"/\") < before_options.rfind(\"@\"):",
+           "    if \"/\" in authority and authority.index(\"/\") < authority.rfind(\"@\"):",
            "    if False:", UNIT),
     # -- Kafka and the producer --
     Mutant("partition count ignored", "metrics_pipeline/kafka_connection.py",
