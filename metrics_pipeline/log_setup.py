@@ -234,11 +234,12 @@ def configure_logging(level: str, secrets: Iterable[str] = (), stream: TextIO | 
     kafka_logger.setLevel(logging.WARNING)
     kafka_logger.propagate = False
 
-    # pymongo's own logs are structured debug output, and matplotlib's INFO lines
-    # (e.g. "generated new fontManager" on a first run) are no news to our users;
-    # keep both quiet unless asked.
+    # pymongo's own logs are structured debug output (a JSON line per command, with
+    # its documents), and matplotlib's INFO lines (e.g. "generated new fontManager"
+    # on a first run) are no news to our users: both speak from WARNING up, even
+    # with LOG_LEVEL=DEBUG (our own DEBUG lines already say what each write did).
     for library in ("pymongo", "matplotlib"):
-        logging.getLogger(library).setLevel(max(logging.getLevelName(level), logging.WARNING))
+        logging.getLogger(library).setLevel(max(root.level, logging.WARNING))
     logging.captureWarnings(True)
     return status
 

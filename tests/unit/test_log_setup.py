@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from metrics_pipeline.log_setup import KafkaLogBridge, KafkaStatus, _buffered_stderr
+from metrics_pipeline.log_setup import KafkaLogBridge, KafkaStatus, _buffered_stderr, configure_logging
 
 
 class FakeClock:
@@ -120,3 +120,18 @@ def test_a_windows_console_keeps_pythons_own_stderr(monkeypatch: pytest.MonkeyPa
         monkeypatch.setattr(console, "fileno", lambda: 2, raising=False)
         stream = _buffered_stderr()
         assert stream is not console and stream.encoding == "utf-8"
+
+
+@pytest.mark.parametrize("level, expected", [("DEBUG", logging.WARNING), ("INFO", logging.WARNING),
+                                             ("ERROR", logging.ERROR)])
+def test_pymongo_and_matplotlib_speak_from_warning_up_or_from_log_level_if_higher(level: str, expected: int) -> None:
+    root, libraries = logging.getLogger(), [logging.getLogger(name) for name in ("pymongo", "matplotlib")]
+    saved = root.level, root.handlers[:], [library.level for library in libraries]
+    try:
+        configure_logging(level, stream=io.StringIO())
+        assert [library.level for library in libraries] == [expected, expected]
+    finally:
+        root.handlers[:] = saved[1]
+        root.setLevel(saved[0])
+        for library, old in zip(libraries, saved[2]):
+            library.setLevel(old)
