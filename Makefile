@@ -48,4 +48,4 @@ stack: $(STAMP)
 	$(PY) tools/local_stack.py
 
 clean:
-	rm -rf $(VENV) .demo-data .bench-data .soak-data .local-stack .pytest_cache
+	rm -rf $(VENV) .demo-data .bench-data .soak-data .local-stack .pytest_cache tools/pyodide/node_modules
