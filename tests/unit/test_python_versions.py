@@ -7,7 +7,11 @@ directory's tests in it, with the pure-Python packages of .venv (pytest, bson,
 kafka-python, python-dotenv). What it shows: the pure logic (validation, KPIs, windows,
 documents, settings, redaction...) behaves the same on 3.14. What it cannot: tests
 that need a process or a thread (Pyodide has neither; conftest.py skips them there),
-psutil, sockets, so nothing of the Kafka and MongoDB paths.
+psutil, sockets, so nothing of the Kafka and MongoDB paths. Only 3.14: the npm packages
+of the Pyodide releases on 3.12 (0.27) and 3.13 (0.29) lack the ssl module, which
+pymongo and kafka-python import, and overflow the JavaScript stack on the 5,000-level
+JSON of test_message (tried 2026-11-28); 3.12 and 3.13 get the type check of
+test_types.py instead.
 
 Skipped, with the reason, where Node.js/npm are missing or the registry cannot be reached.
 """
