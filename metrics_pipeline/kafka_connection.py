@@ -64,6 +64,12 @@ def forbid_topic_auto_creation(cluster: Any) -> None:
         config["allow_auto_create_topics"] = False
 
 
+# kafka-python's words for a server that accepted the TCP connection and closed it
+# without an answer: what a SASL or TLS listener of Apache Kafka does to a client that
+# speaks plain Kafka to it (and what most servers that are not Kafka do).
+_DISCONNECTED = "socket disconnected"
+
+
 def _reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 200 else text[:199] + "…"
@@ -141,6 +147,10 @@ def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
                                    f"{status.auth_failure}") from None
             if status is not None and status.last_error and status.last_error not in reason:
                 reason = f"{reason} (último error de kafka-python: {status.last_error})"
+            if _DISCONNECTED in reason:
+                reason += (f"; el servidor acepta la conexión y la cierra: ¿pide otro "
+                           f"KAFKA_SECURITY_PROTOCOL (ahora {settings.security_protocol}; p. ej. SASL_SSL "
+                           f"en un Kafka gestionado) o no es un broker de Kafka?")
             raise NotReady(reason) from None
 
     count, created = wait_for_server(f"Kafka ({settings.bootstrap_servers})", attempt, stop,

@@ -129,14 +129,21 @@ class ServerProcess:
 
 
 class TansuServer(ServerProcess):
-    """Tansu on ``port``; ``advertised_port`` when clients reach it through a proxy."""
+    """Tansu on ``port``; ``advertised_port`` when clients reach it through a proxy.
 
-    def __init__(self, port: int, log_dir: Path, advertised_port: int | None = None) -> None:
+    ``authentication``: every client must log in with SASL first (a client that does
+    not is disconnected, as by a SASL listener of Apache Kafka). Tansu 0.6 with memory
+    storage keeps no users, so no login succeeds: this is for the refusals only.
+    """
+
+    def __init__(self, port: int, log_dir: Path, advertised_port: int | None = None,
+                 authentication: bool = False) -> None:
         url = f"tcp://127.0.0.1:{port}"
         advertised = f"tcp://127.0.0.1:{advertised_port or port}"
         super().__init__("Tansu (Kafka)", [tansu_binary(), "broker", "--listener-url", url,
                                            "--advertised-listener-url", advertised,
-                                           "--storage-engine", "memory://tansu/"],
+                                           "--storage-engine", "memory://tansu/",
+                                           *(["--authentication"] if authentication else [])],
                          port, log_dir / f"tansu-{port}.log")
         self.advertised_port = advertised_port or port
 

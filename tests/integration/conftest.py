@@ -62,8 +62,8 @@ def own_servers(tmp_path: Path) -> Iterator[list[ServerProcess]]:
 
 @pytest.fixture
 def own_kafka(own_servers: list[ServerProcess], tmp_path: Path):
-    def start() -> TansuServer:
-        server = TansuServer(free_port(), tmp_path / "servers").start()
+    def start(**options: Any) -> TansuServer:
+        server = TansuServer(free_port(), tmp_path / "servers", **options).start()
         own_servers.append(server)
         return server
     return start

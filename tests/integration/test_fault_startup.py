@@ -83,6 +83,20 @@ def test_a_sasl_login_the_broker_refuses_exits_1_without_waiting_out_the_timeout
     assert f"Kafka ({pipeline.bootstrap}) rechazó la autenticación" in line and "Sasl" in line
 
 
+@pytest.mark.parametrize("script", [PRODUCER, CONSUMER], ids=["productor", "consumidor"])
+def test_a_broker_that_wants_a_login_the_settings_do_not_give_gets_a_hint(pipeline: Pipeline, own_kafka,
+                                                                          script) -> None:
+    # The broker requires SASL and the settings say PLAINTEXT (the default): it closes
+    # every connection, which kafka-python reports as "socket disconnected".
+    broker = own_kafka(authentication=True)
+    env = pipeline.env(KAFKA_BOOTSTRAP_SERVERS=broker.address, STARTUP_TIMEOUT_SECONDS="3")
+    args = ["--rounds", "1"] if script == PRODUCER else []
+    line, _ = _exits_1_after(pipeline, script, args, env, 3, 20)
+    assert f"No se pudo conectar a Kafka ({broker.address}) en 3 s" in line
+    assert "socket disconnected" in line
+    assert "¿pide otro KAFKA_SECURITY_PROTOCOL (ahora PLAINTEXT;" in line
+
+
 class _ItsOwnStrategy(RoundRobinPartitionAssignor):
     """An assignment strategy only the other program knows (like a Java consumer with
     only ``cooperative-sticky``): no strategy in common with ours."""
