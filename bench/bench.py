@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -60,7 +61,10 @@ _BATCH = re.compile(r"Lote guardado en ([\d.]+) s \(\d+ msg/s\): (\d+) mensajes"
 
 
 def _ts(line: str) -> float:
-    return datetime.strptime(_TS.match(line).group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    found = _TS.match(line)
+    if found is None:
+        raise ValueError(f"línea de log sin hora: {line[:80]!r}")
+    return datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def producer_rate(log: str) -> tuple[int, float]:
@@ -69,7 +73,7 @@ def producer_rate(log: str) -> tuple[int, float]:
 
 
 def consumer_rate(log: str) -> tuple[int, float]:
-    batches = [(line, _BATCH.search(line)) for line in log.splitlines() if _BATCH.search(line)]
+    batches = [(line, found) for line in log.splitlines() if (found := _BATCH.search(line))]
     first_line, first = batches[0]
     start = _ts(first_line) - float(first.group(1))
     end = _ts(batches[-1][0])
@@ -156,7 +160,7 @@ def main() -> int:
         reader.close()
         now = datetime.now().astimezone()
         docs = [raw_document(parse_message(r.value), r.topic, r.partition, r.offset, now) for r in records]
-        client = MongoClient(mongo.uri)
+        client: MongoClient[dict[str, Any]] = MongoClient(mongo.uri)
         ceiling_before = _ceiling(client["bench_ceiling_before"], docs)
 
         # 3. Ours, local MongoDB, with the peak memory of this smaller backlog and, as

@@ -18,6 +18,7 @@ import argparse
 import json
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 from kafka import KafkaConsumer
 from pymongo import MongoClient
@@ -35,7 +36,8 @@ def main() -> None:
 
     consumer = KafkaConsumer(args.topic, bootstrap_servers=args.bootstrap_servers, group_id=args.group_id,
                              auto_offset_reset="earliest", enable_auto_commit=False, session_timeout_ms=6000)
-    db = MongoClient(args.mongodb_uri)[args.database]
+    client: MongoClient[dict[str, Any]] = MongoClient(args.mongodb_uri)
+    db = client[args.database]
     raw, kpis = db["system_metrics_raw_iabd06"], db["system_metrics_kpis_iabd06"]
 
     window: list[dict] = []

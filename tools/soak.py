@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -239,7 +240,8 @@ def main() -> int:
         sent, _, failed = producer_summary(sent_text)
         log(f"productor terminado: {sent} enviadas, {failed} fallidas (código {producer.process.returncode})")
 
-        db = MongoClient(mongo.uri, tz_aware=True)[p.database]
+        client: MongoClient[dict[str, Any]] = MongoClient(mongo.uri, tz_aware=True)
+        db = client[p.database]
         deadline = time.monotonic() + CATCH_UP_SECONDS
         while time.monotonic() < deadline and not _caught_up(db, sent):
             time.sleep(1)

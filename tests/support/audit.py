@@ -73,8 +73,8 @@ def audit(db: Any, *, valid: int, invalid: int = 0, window_size: int | set[int] 
         ids = kpi["message_uuids"]
         assert kpi["message_count"] in sizes and kpi["message_count"] == len(ids) == len(set(ids)), kpi["_id"]
         seen.update(ids)
-        members = [raw_docs.get(i) for i in ids]
-        assert all(m is not None for m in members), f"window {kpi['_id']} names a message not in raw"
+        assert all(i in raw_docs for i in ids), f"window {kpi['_id']} names a message not in raw"
+        members = [raw_docs[i] for i in ids]
         partition = kpi["kafka"]["partition"]
         offsets = [m["kafka"]["offset"] for m in members]
         assert all(m["kafka"]["partition"] == partition for m in members), kpi["_id"]
