@@ -375,7 +375,30 @@ class MetricsConsumer:
             self.summary.in_closed_windows += result.in_closed_windows
             self.summary.deadlettered += result.deadlettered
             self.summary.windows += result.windows
-            log.info(describe(result))
+            unread = self._unread()
+            log.info("%s%s", describe(result), "" if unread is None else f"; por leer en Kafka: {unread}")
+
+    def _unread(self) -> int | None:
+        """Messages on the broker that this consumer has not read yet, over its
+        partitions: each one's high watermark minus its position (the next offset
+        poll() returns). kafka-python keeps both from the fetch responses, so this
+        costs no round trip; the position is read from its subscription state, since
+        ``KafkaConsumer.position()`` may ask the broker. None while the high watermark
+        of a partition is unknown (kafka-python learns it when poll() first returns
+        that partition's records) or if kafka-python keeps them elsewhere. This is the
+        lag of the reads; the group's LAG (kafka-consumer-groups) counts from the
+        committed offsets, up to one window per partition further back."""
+        states = getattr(getattr(self._consumer, "_subscription", None), "assignment", None)
+        if not isinstance(states, dict) or not states:
+            return None
+        total = 0
+        for state in list(states.values()):  # a copy: kafka-python's I/O thread may change it
+            position = getattr(getattr(state, "position", None), "offset", None)
+            highwater = getattr(state, "highwater", None)
+            if not isinstance(highwater, int) or not isinstance(position, int):
+                return None
+            total += max(0, highwater - position)
+        return total
 
     def _drain(self) -> None:
         self._finish_batches(wait=True)

@@ -126,6 +126,23 @@ def test_windows_are_kept_per_partition(pipeline: Pipeline) -> None:
         assert kpi["_id"] == f"{pipeline.topic}:{kpi['kafka']['partition']}:{kpi['kafka']['first_offset']}"
 
 
+def test_each_batch_line_says_how_many_messages_are_left_to_read(pipeline: Pipeline) -> None:
+    pipeline.produce(60)  # 300 messages on one partition
+    done = pipeline.consume("--batch-size", "25")
+    lines = [line for line in done.stderr.splitlines() if "Lote guardado" in line]
+    batches = [re.search(r": (\d+) mensajes.*; por leer en Kafka: (\d+)$", line) for line in lines]
+    assert all(batches), "\n".join(lines)
+    consumed = [int(m[1]) for m in batches if m]
+    unread = [int(m[2]) for m in batches if m]
+    assert sum(consumed) == 300, consumed
+    # Reads run ahead of what is stored by at most a few batches, never behind it;
+    # they only move forward, and at the end nothing is left.
+    assert unread[0] >= 300 - 4 * 25 and unread[-1] == 0, unread
+    assert unread == sorted(unread, reverse=True), unread
+    for i, left in enumerate(unread):
+        assert left <= 300 - sum(consumed[:i + 1]), (i, unread)
+
+
 def test_poison_goes_to_dead_letter_and_the_stream_goes_on(pipeline: Pipeline) -> None:
     pipeline.create_topic()
     good = [valid_message(f"web{i % 3}") for i in range(25)]
