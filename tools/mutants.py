@@ -285,6 +285,16 @@ MUTANTS = [
            "tests/integration/test_report.py"),
     Mutant("chart at half size", "metrics_pipeline/report.py", "    fig.savefig(path, dpi=CHART_DPI)",
            "    fig.savefig(path, dpi=CHART_DPI / 2)", "tests/integration/test_report.py"),
+    # -- added 2026-11-28 --
+    Mutant("messages left to read counted from the start of the topic", "metrics_pipeline/consumer_loop.py",
+           "            total += max(0, highwater - position)", "            total += max(0, highwater)",
+           f"{PIPELINE}::test_each_batch_line_says_how_many_messages_are_left_to_read"),
+    Mutant("no hint for a broker that closes the connection", "metrics_pipeline/kafka_connection.py",
+           "            if _DISCONNECTED in reason:", "            if _DISCONNECTED in reason and False:",
+           "tests/integration/test_fault_startup.py -k hint"),
+    Mutant("pymongo's debug lines shown at DEBUG", "metrics_pipeline/log_setup.py",
+           "setLevel(max(root.level, logging.WARNING))", "setLevel(root.level)",
+           "tests/unit/test_log_setup.py"),
 ]
 
 
