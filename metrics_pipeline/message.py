@@ -101,8 +101,9 @@ def decode_json(value: bytes | None) -> Any:
         return _DECODER.decode(text)
     except RecursionError:
         # The decoder's limit is Python's (1,000 and up), far beyond MongoDB's 100;
-        # whether it is reached depends on the interpreter (3.11 stops at 5,000
-        # levels, 3.14 reads them), so the sentence is the one validate() gives.
+        # whether it is reached depends on the interpreter (CPython 3.11 stops at
+        # 5,000 levels, 3.14 under Pyodide reads them), so the sentence is the one
+        # validate() gives.
         raise InvalidMessage(NESTING_ERROR) from None
     except json.JSONDecodeError as exc:
         raise InvalidMessage(f"JSON no válido: {exc.msg} (línea {exc.lineno}, columna {exc.colno})") from None
