@@ -1,10 +1,10 @@
-"""The pure parts of the commit path: parsing a batch ahead of the writer, and the
-offset ranges of a DEBUG line (tests/integration/test_ingest.py drives the rest
-against a real MongoDB)."""
+"""The pure parts of the commit path: parsing a batch ahead of the writer, the
+offset ranges of a DEBUG line and the INFO line of a batch
+(tests/integration/test_ingest.py drives the rest against a real MongoDB)."""
 
 from __future__ import annotations
 
-from metrics_pipeline.ingest import _offset_ranges, parse_records
+from metrics_pipeline.ingest import BatchResult, _offset_ranges, describe, parse_records
 from metrics_pipeline.message import InvalidMessage, MetricMessage
 from tests.support.pipeline import Record, encode, valid_message
 
@@ -24,3 +24,15 @@ def test_a_batch_is_described_as_runs_of_consecutive_offsets_per_partition() -> 
     records = [Record("t", partition, offset, None, b"") for partition, offset in offsets]
     assert _offset_ranges(records) == "p0 0-2, p2 7-8, p0 5-5, p1 4-4"
     assert _offset_ranges([]) == ""
+
+
+def test_a_batch_line_gives_the_write_rate_and_the_time_since_it_came_from_kafka() -> None:
+    # Written in 0.5 s, but it waited 1 s behind the batches before it: the rate is
+    # the writer's (4,000 msg/s), not 2,000 / 1.5 s.
+    result = BatchResult(consumed=2000, stored_new=1990, replayed=10, windows=100, seconds=1.5,
+                         write_seconds=0.5, positions={0: 2000, 2: 40}, committed=True)
+    assert describe(result) == ("Lote guardado en 0.500 s (4000 msg/s), 1.500 s después de llegar de Kafka: "
+                                "2000 mensajes, 1990 nuevos, 10 ya guardados (relectura), ventanas KPI: 100; "
+                                "offsets confirmados: p0→2000, p2→40")
+    result.committed = False
+    assert describe(result).endswith("offsets confirmados: ninguno (falló el commit de p0→2000, p2→40)")
