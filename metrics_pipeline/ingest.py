@@ -356,6 +356,7 @@ def describe(result: BatchResult) -> str:
         committed = f"ninguno (falló el commit de {committed})"
     # The rate is the writer's, the pipeline's pace while it drains a backlog; the
     # time since the batch came from Kafka also counts the batches written before it.
-    return (f"Lote guardado en {result.write_seconds:.3f} s ({result.consumed / result.write_seconds:.0f} msg/s), "
+    rate = result.consumed / max(result.write_seconds, 1e-6)
+    return (f"Lote guardado en {result.write_seconds:.3f} s ({rate:.0f} msg/s), "
             f"{result.seconds:.3f} s después de llegar de Kafka: "
             + ", ".join(parts) + f"; offsets confirmados: {committed}")

@@ -207,7 +207,8 @@ def test_a_rebalance_waits_for_the_batch_being_written_before_dropping_windows()
         for record in records:
             c.tracker.partition(record.partition).add(
                 WindowMember(record.offset, "id", "s", T0, 1, 1, 1, 1, 0), received_at, received_at)
-        return BatchResult(consumed=len(records), seconds=0.3, positions=c.tracker.positions_to_commit())
+        return BatchResult(consumed=len(records), seconds=0.3, write_seconds=0.3,
+                           positions=c.tracker.positions_to_commit())
 
     c.ingestor.ingest = slow_ingest  # type: ignore[method-assign]
     c._consumer = SimpleNamespace(  # type: ignore[assignment]
