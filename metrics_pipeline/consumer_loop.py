@@ -11,7 +11,8 @@ work:
   next one. Batches are written one at a time, in order, and at most
   :data:`MAX_IN_FLIGHT` are handed to the writer (one more may be parsed, waiting);
 * the main thread commits each batch's positions (step 6) once its steps 1-5 have
-  returned, in order: kafka-python's consumer is used from this thread only;
+  returned, in order: kafka-python's consumer is used from this thread only. It then
+  logs the batch (ingest.describe) with how many messages are left to read (_unread);
 * before anything changes ownership (a rebalance, a topic created again, a stop),
   the main thread waits for the writer to finish what it has (and commits it);
 * it joins the group ``KAFKA_GROUP_ID`` with manual commits; a new group starts at
