@@ -37,10 +37,14 @@ def _pyodide_or_skip() -> str:
     if not node or not npm:
         pytest.skip("sin Node.js y npm no se puede ejecutar Pyodide")
     if not (TOOLS / "node_modules" / "pyodide" / "package.json").exists():
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=TOOLS, capture_output=True,
-                              text=True, timeout=300)
+        try:
+            done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=TOOLS, capture_output=True,
+                                  text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            pytest.skip("npm ci no instaló Pyodide en 300 s (¿registro de npm inalcanzable?)")
         if done.returncode != 0:
-            pytest.skip("npm ci no pudo instalar Pyodide: " + (done.stderr.strip().splitlines() or ["?"])[-1])
+            first = next((line for line in done.stderr.splitlines() if line.startswith("npm error")), "?")
+            pytest.skip(f"npm ci no pudo instalar Pyodide: {first}")
     return node
 
 
