@@ -3,7 +3,8 @@
 
 Reads MongoDB with the same settings as the consumer (MONGODB_URI, database,
 collections). --last N windows in the table, --since DATE to look only at recent
-data, --output for the chart's file. Run with --help for every setting.
+data, --output for the chart's file, --audit yes to check every window against the
+raw messages it names. Run with --help for every setting.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = report.server_summary(store.raw, settings.since)
         shown = report.chart_windows(store.kpis, settings.since) if settings.chart and windows else []
         foreign = report.foreign_documents(store.kpis, store.raw)
+        audited = report.audit_stored_windows(store.kpis, store.raw, settings.since) if settings.audit else None
     except PyMongoError as exc:
         raise RunFailure(f"MongoDB falló al leer los datos del informe: {short_reason(exc)}") from None
     print(report.format_windows(windows, total))
@@ -65,6 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"representar ({exc})") from None
         print(f"\nGráfico de {report.windows_phrase(len(shown))} guardado en {settings.output} ({width}x{height} px)")
     store.close()
+    if audited is not None:
+        print("\n" + report.format_audit(audited, settings.mongo.raw_collection))
+        if audited.problems:
+            raise RunFailure(f"La auditoría encontró {len(audited.problems)} problemas en "
+                             f"{report.windows_phrase(len(audited.windows_with_problems))}")
     return 0
 
 

@@ -9,7 +9,7 @@
 * ``ingest``: the commit path of one batch (store, windows, KPIs, commit);
 * ``windows`` / ``kpis`` / ``alerts`` / ``documents``: pure logic of the windows;
 * ``storage`` / ``retry``: MongoDB writes and retrying them;
-* ``report``: the KPI report and its chart;
+* ``report`` / ``audit``: the KPI report, its chart, and the audit of stored windows;
 * ``log_setup`` / ``redaction`` / ``shutdown`` / ``cli`` / ``clock`` / ``errors``: plumbing.
 """
 

@@ -12,7 +12,10 @@
 * :func:`draw_chart` writes a PNG of the KPIs over time with matplotlib's Agg
   backend (no screen needed): CPU and memory averages, disk and network averages,
   error sums and processing rate, one point per window; windows with alerts are
-  marked in red.
+  marked in red;
+* :func:`audit_stored_windows` (``--audit yes``) reads every window with the raw
+  documents it names, a chunk at a time, for :mod:`metrics_pipeline.audit`;
+  :func:`format_audit` says what it found.
 """
 
 from __future__ import annotations
@@ -25,12 +28,15 @@ from typing import Any
 from bson.decimal128 import Decimal128
 from pymongo.collection import Collection
 
+from metrics_pipeline.audit import RAW_FIELDS, AuditResult, audit_windows
 from metrics_pipeline.kpis import WindowKpis
 from metrics_pipeline.settings import MongoSettings
 
 CHART_SIZE_INCHES = (12.0, 9.0)
 CHART_DPI = 100  # 1200 x 900 pixels
 CHART_MAX_WINDOWS = 2000
+AUDIT_CHUNK_MESSAGES = 200  # raw documents read per query of the audit (see audit_stored_windows)
+AUDIT_PROBLEMS_SHOWN = 20
 SERVER_COLUMN_WIDTH = 40  # longer server ids are cut in the summary table (not in MongoDB)
 
 _ALERT_SHORT = {"cpu_percent_avg": "CPU", "memory_percent_avg": "memoria", "error_count_sum": "errores"}
@@ -246,3 +252,44 @@ def _bar_width(times: Sequence[datetime]) -> float:
 def chart_windows(kpis: Collection, since: datetime | None) -> list[dict[str, Any]]:
     """The windows the chart shows: all since ``since``, at most the latest CHART_MAX_WINDOWS."""
     return recent_windows(kpis, since, CHART_MAX_WINDOWS)
+
+
+def audit_stored_windows(kpis: Collection, raw: Collection, since: datetime | None) -> AuditResult:
+    """Audit every window (since ``since``) against the raw documents it names,
+    reading them ``AUDIT_CHUNK_MESSAGES`` at a time (one ``$in`` on ``_id`` per
+    chunk): memory holds one chunk, plus the ids already seen (to find a message in
+    two windows). Small chunks, because SecantusDB's ``$in`` slows down with the
+    length of its list (measured: 100 ids 0.03 s, 2,000 ids 6.8 s); MongoDB looks
+    each id up in the ``_id`` index. 20,000 messages: 13 s against SecantusDB."""
+    result = AuditResult()
+    order = [("window_end", 1), ("kafka.partition", 1), ("kafka.first_offset", 1)]
+    chunk: list[dict[str, Any]] = []
+
+    def audit_chunk() -> None:
+        ids = [i for window in chunk for i in window.get("message_uuids") or [] if isinstance(i, str)]
+        found = {doc["_id"]: doc for doc in raw.find({"_id": {"$in": ids}}, RAW_FIELDS)} if ids else {}
+        audit_windows(chunk, found, result)
+        chunk.clear()
+
+    for window in kpis.find(_shaped(WINDOW_SHAPE, "window_end", since)).sort(order):
+        chunk.append(window)
+        if sum(len(w.get("message_uuids") or []) for w in chunk) >= AUDIT_CHUNK_MESSAGES:
+            audit_chunk()
+    if chunk:
+        audit_chunk()
+    return result
+
+
+def format_audit(result: AuditResult, raw_collection: str) -> str:
+    if not result.windows:
+        return "Auditoría: no hay ventanas KPI que auditar."
+    head = (f"Auditoría de {windows_phrase(result.windows)} KPI ({result.messages} mensajes comprobados) "
+            f"contra {raw_collection}")
+    if not result.problems:
+        return (head + ": todas cuadran. Cada una nombra mensajes que están en raw, de su partición y en "
+                "orden; cada KPI es igual a su recálculo desde ellos y ningún mensaje está en dos ventanas.")
+    lines = [f"{head}: {len(result.problems)} problemas en {windows_phrase(len(result.windows_with_problems))}"]
+    lines += [f"  - {problem}" for problem in result.problems[:AUDIT_PROBLEMS_SHOWN]]
+    if len(result.problems) > AUDIT_PROBLEMS_SHOWN:
+        lines.append(f"  … y {len(result.problems) - AUDIT_PROBLEMS_SHOWN} más")
+    return "\n".join(lines)

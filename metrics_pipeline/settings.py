@@ -336,6 +336,9 @@ REPORT_OPTIONS = MONGO_OPTIONS + (
            "fichero PNG del gráfico (acabado en .png)", "FICHERO"),
     Option("chart", "--chart", None, "yes", _choice(("yes", "no")),
            "dibujar el gráfico PNG: yes o no", "yes|no"),
+    Option("audit", "--audit", None, "no", _choice(("yes", "no")),
+           "comprobar cada ventana KPI contra los mensajes en bruto que nombra (código 1 si algo no "
+           "cuadra): yes o no", "yes|no"),
 ) + COMMON_OPTIONS
 
 
@@ -407,6 +410,7 @@ class ReportSettings:
     since: datetime | None
     output: str
     chart: bool
+    audit: bool
     log_level: str
 
     @property
@@ -634,4 +638,4 @@ def load_report_settings(argv: Sequence[str] | None = None, environ: Mapping[str
                       "un gráfico PNG.", REPORT_OPTIONS, argv, environ, dotenv_path)
     return ReportSettings(mongo=_mongo(values), last=values["last"], since=values["since"],
                           output=values["output"], chart=values["chart"] == "yes",
-                          log_level=values["log_level"])
+                          audit=values["audit"] == "yes", log_level=values["log_level"])

@@ -295,6 +295,10 @@ MUTANTS = [
     Mutant("pymongo's debug lines shown at DEBUG", "metrics_pipeline/log_setup.py",
            "setLevel(max(root.level, logging.WARNING))", "setLevel(root.level)",
            "tests/unit/test_log_setup.py"),
+    Mutant("audit lets averages differ by a millionth", "metrics_pipeline/audit.py",
+           "        same = stored == expected if exact else (",
+           "        same = math.isclose(stored, expected, rel_tol=1e-6) if exact else (",
+           "tests/unit/test_audit.py"),
 ]
 
 

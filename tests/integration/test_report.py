@@ -171,3 +171,29 @@ def test_a_reader_that_stops_early_gets_no_traceback(pipeline: Pipeline, tmp_pat
     _, err = process.communicate(timeout=60)
     assert process.returncode in (0, 1)
     assert b"Traceback" not in err and b"Error inesperado" not in err, err.decode()
+
+
+def test_audit_finds_the_pipelines_windows_exact_and_names_each_damaged_one(pipeline: Pipeline) -> None:
+    pipeline.produce(12)  # 60 messages: 3 windows
+    pipeline.consume()
+    done = pipeline.run(REPORT, "--chart", "no", "--audit", "yes")
+    assert done.returncode == 0, done.stderr
+    assert ("Auditoría de 3 ventanas KPI (60 mensajes comprobados) contra system_metrics_raw_iabd06: todas cuadran."
+            in done.stdout), done.stdout
+
+    # A KPI changed by hand in one window, a raw message deleted from another.
+    db = pipeline.db
+    db[KPIS].update_one({"kafka.first_offset": 20}, {"$inc": {"kpis.memory_percent_avg": 0.01}})
+    last = db[KPIS].find_one({"kafka.first_offset": 40})
+    db[RAW].delete_one({"_id": last["message_uuids"][7]})
+    done = pipeline.run(REPORT, "--chart", "no", "--audit", "yes")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "Auditoría de 3 ventanas KPI (40 mensajes comprobados) contra system_metrics_raw_iabd06: 2 problemas en 2 ventanas" \
+        in done.stdout, done.stdout
+    topic = pipeline.topic
+    assert f"  - ventana {topic}:0:20: memory_percent_avg guardado " in done.stdout
+    assert f"  - ventana {topic}:0:40: 1 de sus mensajes no están en raw (p. ej. {last['message_uuids'][7]})" \
+        in done.stdout
+    [error] = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    assert error.endswith("La auditoría encontró 2 problemas en 2 ventanas")
