@@ -154,8 +154,8 @@ def main() -> int:
         report = REPO / "informe_kpis_iabd06.py"
         if report.exists():
             print("\nInforme de KPIs:", flush=True)
-            subprocess.run([sys.executable, str(report), "--output", str(data / "informe_kpis_iabd06.png")],
-                           cwd=REPO, env=env)
+            subprocess.run([sys.executable, str(report), "--output", str(data / "informe_kpis_iabd06.png"),
+                            "--audit", "yes"], cwd=REPO, env=env)
         return 0 if producer.returncode == 0 and consumer.returncode == 0 else 1
     finally:
         for process in (producer, consumer):

@@ -27,6 +27,7 @@ def test_demo_runs_the_pipeline_shows_windows_and_ends_with_the_report(tmp_path:
     assert "Productor: código 0; consumidor: código 0" in out
     assert "Últimas 2 ventanas KPI (de 2)" in out and "Resumen por servidor" in out
     assert (tmp_path / "informe_kpis_iabd06.png").stat().st_size > 10_000
+    assert "Auditoría de 2 ventanas KPI (40 mensajes comprobados) contra system_metrics_raw_iabd06: todas cuadran." in out
     assert "Servidores locales parados." in out
     assert "Traceback" not in out + done.stderr
 
