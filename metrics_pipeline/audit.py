@@ -84,7 +84,23 @@ def _members(window: Mapping[str, Any], raw: Mapping[str, Mapping[str, Any]],
     if missing:
         result.problem(wid, f"{len(missing)} de sus mensajes no están en raw (p. ej. {missing[0]})")
         return None
+    misshapen = [i for i in ids if not _auditable(raw[i])]
+    if misshapen:
+        result.problem(wid, f"{len(misshapen)} de sus mensajes en raw no tienen la forma que guarda el "
+                            f"consumidor (p. ej. {misshapen[0]})")
+        return None
     return [raw[i] for i in ids]
+
+
+def _auditable(doc: Mapping[str, Any]) -> bool:
+    """A raw document with what the audit reads, of the types the consumer stores
+    (one edited by hand may lack them)."""
+    metrics = doc.get("metrics")
+    return (isinstance(metrics, dict)
+            and all(isinstance(metrics.get(name), (int, float)) and not isinstance(metrics.get(name), bool)
+                    for name in (*AVERAGED, "error_count"))
+            and isinstance(doc.get("timestamp"), datetime) and isinstance(doc.get("server_id"), str)
+            and isinstance(doc.get("kafka"), dict))
 
 
 def _check_origin(window: Mapping[str, Any], members: Sequence[Mapping[str, Any]], result: AuditResult) -> None:

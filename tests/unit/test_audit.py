@@ -81,8 +81,11 @@ def damaged(change) -> list[str]:
     (lambda w, raw: w.update(first_event_time=w["first_event_time"] - timedelta(seconds=1)), "first_event_time"),
     (lambda w, raw: w["servers"].update(web01=99), "servers no cuenta"),
     (lambda w, raw: raw[w["message_uuids"][0]]["metrics"].update(network_mbps=1.0), "network_mbps_avg guardado"),
+    (lambda w, raw: raw[w["message_uuids"][1]].pop("metrics"), "1 de sus mensajes en raw no tienen la forma"),
+    (lambda w, raw: raw[w["message_uuids"][1]]["metrics"].update(cpu_percent="42"), "no tienen la forma"),
 ], ids=["cpu by 1e-12", "errors", "rate", "duration", "empty interval", "count", "repeated id", "missing raw",
-        "no ids", "partition", "order", "offsets", "event time", "servers", "raw changed"])
+        "no ids", "partition", "order", "offsets", "event time", "servers", "raw changed", "raw without metrics",
+        "raw text cpu"])
 def test_each_kind_of_damage_is_named_with_its_window(change, words: str) -> None:
     problems = damaged(change)
     assert problems and all(p.startswith("ventana t:1:40: ") for p in problems), problems
