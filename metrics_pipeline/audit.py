@@ -68,8 +68,8 @@ def _members(window: Mapping[str, Any], raw: Mapping[str, Mapping[str, Any]],
     """The window's raw documents, or None (with the problems said) when its list of
     ids cannot be audited further."""
     wid, ids = str(window.get("_id")), window.get("message_uuids")
-    if not isinstance(ids, list) or not ids:
-        result.problem(wid, "no tiene message_uuids: no se puede auditar")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        result.problem(wid, "no tiene message_uuids (una lista de ids en texto): no se puede auditar")
         return None
     if window.get("message_count") != len(ids):
         result.problem(wid, f"message_count es {window.get('message_count')!r} pero nombra {len(ids)} mensajes")

@@ -75,6 +75,7 @@ def damaged(change) -> list[str]:
     (lambda w, raw: w["message_uuids"].append(w["message_uuids"][0]), "nombra dos veces 1 mensajes"),
     (lambda w, raw: raw.pop(w["message_uuids"][2]), "1 de sus mensajes no están en raw"),
     (lambda w, raw: w.pop("message_uuids"), "no tiene message_uuids"),
+    (lambda w, raw: w["message_uuids"].append({"a": 1}), "no tiene message_uuids"),
     (lambda w, raw: w["kafka"].update(partition=3), "es de la partición 3 pero sus mensajes vienen de [1]"),
     (lambda w, raw: w["message_uuids"].reverse(), "no están en orden de offset"),
     (lambda w, raw: w["kafka"].update(last_offset=45), "dice ir de los offsets 40 a 45"),
@@ -84,7 +85,7 @@ def damaged(change) -> list[str]:
     (lambda w, raw: raw[w["message_uuids"][1]].pop("metrics"), "1 de sus mensajes en raw no tienen la forma"),
     (lambda w, raw: raw[w["message_uuids"][1]]["metrics"].update(cpu_percent="42"), "no tienen la forma"),
 ], ids=["cpu by 1e-12", "errors", "rate", "duration", "empty interval", "count", "repeated id", "missing raw",
-        "no ids", "partition", "order", "offsets", "event time", "servers", "raw changed", "raw without metrics",
+        "no ids", "an id not text", "partition", "order", "offsets", "event time", "servers", "raw changed", "raw without metrics",
         "raw text cpu"])
 def test_each_kind_of_damage_is_named_with_its_window(change, words: str) -> None:
     problems = damaged(change)
