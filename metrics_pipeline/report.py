@@ -265,15 +265,19 @@ def audit_stored_windows(kpis: Collection, raw: Collection, since: datetime | No
     order = [("window_end", 1), ("kafka.partition", 1), ("kafka.first_offset", 1)]
     chunk: list[dict[str, Any]] = []
 
+    def ids_of(window: dict[str, Any]) -> list[str]:
+        named = window.get("message_uuids")
+        return [i for i in named if isinstance(i, str)] if isinstance(named, list) else []
+
     def audit_chunk() -> None:
-        ids = [i for window in chunk for i in window.get("message_uuids") or [] if isinstance(i, str)]
+        ids = [i for window in chunk for i in ids_of(window)]
         found = {doc["_id"]: doc for doc in raw.find({"_id": {"$in": ids}}, RAW_FIELDS)} if ids else {}
         audit_windows(chunk, found, result)
         chunk.clear()
 
     for window in kpis.find(_shaped(WINDOW_SHAPE, "window_end", since)).sort(order):
         chunk.append(window)
-        if sum(len(w.get("message_uuids") or []) for w in chunk) >= AUDIT_CHUNK_MESSAGES:
+        if sum(len(ids_of(w)) for w in chunk) >= AUDIT_CHUNK_MESSAGES:
             audit_chunk()
     if chunk:
         audit_chunk()

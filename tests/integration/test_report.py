@@ -181,19 +181,22 @@ def test_audit_finds_the_pipelines_windows_exact_and_names_each_damaged_one(pipe
     assert ("Auditoría de 3 ventanas KPI (60 mensajes comprobados) contra system_metrics_raw_iabd06: todas cuadran."
             in done.stdout), done.stdout
 
-    # A KPI changed by hand in one window, a raw message deleted from another.
+    # A KPI changed by hand in one window, a raw message deleted from another, and the
+    # list of messages of the first one replaced by a number.
     db = pipeline.db
+    db[KPIS].update_one({"kafka.first_offset": 0}, {"$set": {"message_uuids": 5}})
     db[KPIS].update_one({"kafka.first_offset": 20}, {"$inc": {"kpis.memory_percent_avg": 0.01}})
     last = db[KPIS].find_one({"kafka.first_offset": 40})
     db[RAW].delete_one({"_id": last["message_uuids"][7]})
     done = pipeline.run(REPORT, "--chart", "no", "--audit", "yes")
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
-    assert "Auditoría de 3 ventanas KPI (40 mensajes comprobados) contra system_metrics_raw_iabd06: 2 problemas en 2 ventanas" \
+    assert "Auditoría de 3 ventanas KPI (20 mensajes comprobados) contra system_metrics_raw_iabd06: 3 problemas en 3 ventanas" \
         in done.stdout, done.stdout
+    assert f"  - ventana {pipeline.topic}:0:0: no tiene message_uuids" in done.stdout
     topic = pipeline.topic
     assert f"  - ventana {topic}:0:20: memory_percent_avg guardado " in done.stdout
     assert f"  - ventana {topic}:0:40: 1 de sus mensajes no están en raw (p. ej. {last['message_uuids'][7]})" \
         in done.stdout
     [error] = [line for line in done.stderr.splitlines() if "ERROR" in line]
-    assert error.endswith("La auditoría encontró 2 problemas en 2 ventanas")
+    assert error.endswith("La auditoría encontró 3 problemas en 3 ventanas")
