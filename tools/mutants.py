@@ -152,7 +152,9 @@ MUTANTS = [
            "                if self._listener.events:\n", UNIT),
     Mutant("stop without committing the last batches", "metrics_pipeline/consumer_loop.py",
            "                self._submit(records, received_at)\n            self._drain()\n",
-           "                self._submit(records, received_at)\n", "tests/integration/test_fault_signals.py"),
+           "                self._submit(records, received_at)\n",
+           f"{PIPELINE}::test_the_batch_that_reaches_max_messages_is_committed_before_the_consumer_exits "
+           "tests/integration/test_fault_signals.py"),
     Mutant("a topic created again is not read from its start", "metrics_pipeline/consumer_loop.py",
            "            self._consumer.seek_to_beginning(*assignment)", "            pass", UNIT),
     Mutant("idle counted from the assignment only", "metrics_pipeline/consumer_loop.py",

@@ -112,6 +112,19 @@ def test_max_messages_stops_after_exactly_that_many_and_commits_only_complete_wi
     assert audit(pipeline.db, valid=60).windows == 3
 
 
+def test_the_batch_that_reaches_max_messages_is_committed_before_the_consumer_exits(pipeline: Pipeline) -> None:
+    # One poll reads all 40 messages: the stop rule is met right after the batch goes
+    # to the writer, and the consumer must wait for it and commit it (both windows).
+    pipeline.produce(12)  # 60 messages
+    done = pipeline.run(CONSUMER, "--max-messages", "40", "--batch-size", "40")
+    assert done.returncode == 0, done.stderr
+    assert "40 mensajes leídos" in done.stderr and done.stderr.count("Ventana KPI") == 2
+    consumer = KafkaConsumer(bootstrap_servers=pipeline.bootstrap, group_id=pipeline.group,
+                             enable_auto_commit=False)
+    assert consumer.committed(TopicPartition(pipeline.topic, 0)) == 40
+    consumer.close()
+
+
 def test_windows_are_kept_per_partition(pipeline: Pipeline) -> None:
     pipeline.partitions = 3
     produced = pipeline.produce(30, servers=",".join(f"srv{i:02d}" for i in range(10)))  # 300 messages
