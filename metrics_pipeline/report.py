@@ -264,20 +264,20 @@ def audit_stored_windows(kpis: Collection, raw: Collection, since: datetime | No
     result = AuditResult()
     order = [("window_end", 1), ("kafka.partition", 1), ("kafka.first_offset", 1)]
     chunk: list[dict[str, Any]] = []
-
-    def ids_of(window: dict[str, Any]) -> list[str]:
-        named = window.get("message_uuids")
-        return [i for i in named if isinstance(i, str)] if isinstance(named, list) else []
+    ids: list[str] = []  # the text ids the chunk's windows name (audit.py judges the rest)
 
     def audit_chunk() -> None:
-        ids = [i for window in chunk for i in ids_of(window)]
         found = {doc["_id"]: doc for doc in raw.find({"_id": {"$in": ids}}, RAW_FIELDS)} if ids else {}
         audit_windows(chunk, found, result)
         chunk.clear()
+        ids.clear()
 
     for window in kpis.find(_shaped(WINDOW_SHAPE, "window_end", since)).sort(order):
         chunk.append(window)
-        if sum(len(ids_of(w)) for w in chunk) >= AUDIT_CHUNK_MESSAGES:
+        named = window.get("message_uuids")
+        if isinstance(named, list):
+            ids.extend(i for i in named if isinstance(i, str))
+        if len(ids) >= AUDIT_CHUNK_MESSAGES:
             audit_chunk()
     if chunk:
         audit_chunk()

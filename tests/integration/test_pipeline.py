@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import re
 
-from kafka import KafkaConsumer, TopicPartition
-
 from metrics_pipeline.producer_loop import open_producer
 from metrics_pipeline.settings import load_producer_settings
 from tests.support.audit import DEADLETTER, KPIS, RAW, audit
 from tests.support.pipeline import CONSUMER, REPORT, Pipeline, encode, valid_message
+from tests.support.waiting import committed_offsets
 
 SERVERS = ("web01", "web02", "db01", "app01", "cache01")
 
@@ -103,10 +102,7 @@ def test_max_messages_stops_after_exactly_that_many_and_commits_only_complete_wi
     report = audit(pipeline.db, valid=55)
     assert report.windows == 2
     # The committed position is the first offset of the open window: 40.
-    consumer = KafkaConsumer(bootstrap_servers=pipeline.bootstrap, group_id=pipeline.group,
-                             enable_auto_commit=False)
-    assert consumer.committed(TopicPartition(pipeline.topic, 0)) == 40
-    consumer.close()
+    assert committed_offsets(pipeline.bootstrap, pipeline.group, pipeline.topic, 1) == {0: 40}
 
     pipeline.consume()
     assert audit(pipeline.db, valid=60).windows == 3
@@ -119,10 +115,7 @@ def test_the_batch_that_reaches_max_messages_is_committed_before_the_consumer_ex
     done = pipeline.run(CONSUMER, "--max-messages", "40", "--batch-size", "40")
     assert done.returncode == 0, done.stderr
     assert "40 mensajes leídos" in done.stderr and done.stderr.count("Ventana KPI") == 2
-    consumer = KafkaConsumer(bootstrap_servers=pipeline.bootstrap, group_id=pipeline.group,
-                             enable_auto_commit=False)
-    assert consumer.committed(TopicPartition(pipeline.topic, 0)) == 40
-    consumer.close()
+    assert committed_offsets(pipeline.bootstrap, pipeline.group, pipeline.topic, 1) == {0: 40}
 
 
 def test_windows_are_kept_per_partition(pipeline: Pipeline) -> None:
