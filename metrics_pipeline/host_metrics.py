@@ -11,8 +11,12 @@ The same message schema as the simulation, measured with psutil:
 * ``error_count``: network errors and dropped packets (in and out) since the
   previous sample.
 
-The first sample is taken when the source is built, so the first round already
-measures a real interval.
+Every value but memory is a difference between two readings, so the first one is
+taken by :meth:`HostMetricsSource.start`, when the producer loop begins (Kafka
+reached, topic ready), and the first round comes one interval later
+(``first_round_waits``): it measures this host over a full interval, not the
+producer's own start-up (imports, waiting for Kafka), which on an idle machine read as
+a CPU spike.
 """
 
 from __future__ import annotations
@@ -56,15 +60,24 @@ def default_server_id() -> str:
 class HostMetricsSource:
     """Produces one message per round with this host's real metrics."""
 
+    first_round_waits = True  # see the module doc
+
     def __init__(self, server_id: str, clock: Callable[[], float] = time.monotonic,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.server_ids: tuple[str, ...] = (server_id,)
         self._clock = clock
         self._now = now
+        self._previous: _Counters | None = None
+
+    def start(self) -> None:
+        """Take the first reading: the next sample measures from here."""
         psutil.cpu_percent(interval=None)  # starts the CPU measurement interval
-        self._previous = _read_counters(clock)
+        self._previous = _read_counters(self._clock)
 
     def sample(self) -> dict[str, Any]:
+        if self._previous is None:
+            self.start()
+        assert self._previous is not None
         current = _read_counters(self._clock)
         previous, self._previous = self._previous, current
         elapsed = max(current.at - previous.at, 1e-3)

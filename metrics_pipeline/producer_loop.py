@@ -64,6 +64,11 @@ _NOT_WORTH_RETRYING = (kafka_errors.MessageSizeTooLargeError, kafka_errors.Inval
 
 class MetricsSource(Protocol):
     server_ids: tuple[str, ...]
+    # True for a source that measures between rounds (the host's real metrics): its
+    # first round comes one interval after start(), so it covers a full interval.
+    first_round_waits: bool
+
+    def start(self) -> None: ...
 
     def next_round(self) -> list[dict[str, Any]]: ...
 
@@ -210,7 +215,12 @@ class MetricsProducer:
                  _count(len(self.source.server_ids), "servidor", "servidores"),
                  ",".join(self.source.server_ids[:10]), pace,
                  f", {_count(self.rounds, 'ronda', 'rondas')}" if self.rounds else "")
+        self.source.start()
         next_start = time.monotonic()
+        if self.source.first_round_waits and self.interval > 0:
+            log.info("Primera medida dentro de %g s (cada ronda mide el intervalo desde la anterior)", self.interval)
+            next_start += self.interval
+            self.stop.wait(self.interval)
         while not self.stop.is_set() and (self.rounds is None or self.stats.rounds < self.rounds):
             self.send_round()
             self._retry_failed()

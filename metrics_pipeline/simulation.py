@@ -76,6 +76,11 @@ class SimulatedSource:
         self._rng = rng
         self._now = now
 
+    first_round_waits = False  # nothing to measure: the first round goes at once
+
+    def start(self) -> None:
+        """Nothing to prepare; here for symmetry with the host source."""
+
     def next_round(self) -> list[dict[str, Any]]:
         # One call to the OS for the whole round's random ids (a call per id is
         # measurable at thousands of messages per second).

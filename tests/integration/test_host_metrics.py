@@ -12,6 +12,8 @@ def test_psutil_source_sends_valid_plausible_messages_for_this_host(pipeline: Pi
     done = pipeline.run(PRODUCER, "--source", "psutil", "--rounds", "4", "--interval", "0.3")
     assert done.returncode == 0, done.stderr
     assert done.stderr.count(f"Enviada métrica de {socket.gethostname()} a Kafka") == 4
+    # The first round measures a full interval too, from the moment Kafka is ready.
+    assert "Primera medida dentro de 0.3 s" in done.stderr
     pipeline.consume()
     docs = list(pipeline.db[RAW].find())
     assert len(docs) == 4 and pipeline.db[DEADLETTER].count_documents({}) == 0

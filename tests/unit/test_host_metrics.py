@@ -43,7 +43,20 @@ def machine(monkeypatch) -> _Machine:
 
 
 def source(machine: _Machine) -> HostMetricsSource:
-    return HostMetricsSource("mi-portatil", clock=lambda: machine.at, now=lambda: NOW)
+    """A source whose first reading (start) is taken now."""
+    src = HostMetricsSource("mi-portatil", clock=lambda: machine.at, now=lambda: NOW)
+    src.start()
+    return src
+
+
+def test_the_first_reading_is_taken_at_start_not_when_the_source_is_built(machine: _Machine) -> None:
+    # Between the two the producer starts up (imports, waiting for Kafka): that is not
+    # the host's activity over an interval.
+    src = HostMetricsSource("mi-portatil", clock=lambda: machine.at, now=lambda: NOW)
+    machine.at, machine.disk.write_bytes = 130.0, 90_000_000  # 30 s waiting for Kafka
+    src.start()
+    machine.at, machine.disk.write_bytes = 140.0, 100_000_000  # 10 MB in the 10 s since start
+    assert src.sample()["disk_io_mbps"] == 1.0
 
 
 def test_rates_are_per_second_since_the_previous_sample(machine: _Machine) -> None:

@@ -70,6 +70,10 @@ class ScriptedProducer:
 
 class OneServer:
     server_ids = ("web01",)
+    first_round_waits = False
+
+    def start(self) -> None:
+        pass
 
     def next_round(self) -> list[dict[str, Any]]:
         return [{"server_id": "web01", "message_uuid": f"uuid-{time.monotonic_ns()}", "metrics": {}}]
@@ -197,6 +201,32 @@ def test_rounds_start_on_schedule_without_drift(monkeypatch: pytest.MonkeyPatch)
     # Start to start: 10 s minus the round's own 0.3 s; no wait after the last round.
     assert clock.waits == [9.7, 9.7, 9.7]
     assert loop.stats.rounds == 4
+
+
+def test_a_source_that_measures_between_rounds_sends_its_first_round_one_interval_after_start(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The host's real metrics (--source psutil): the first round must cover a full
+    # interval, measured from start(), like every later one.
+    clock = FakeTime()
+    monkeypatch.setattr(producer_loop.time, "monotonic", clock.monotonic)
+    rounds_at: list[float] = []
+
+    class HostLike(OneServer):
+        first_round_waits = True
+
+        def start(self) -> None:
+            rounds_at.append(-clock.now)  # negative: when start() ran
+
+        def next_round(self) -> list[dict[str, Any]]:
+            rounds_at.append(clock.now)
+            clock.now += 0.3
+            return super().next_round()
+
+    clock.now = 100.0
+    MetricsProducer(ScriptedProducer(), SETTINGS, HostLike(), WaitingStop(clock), KafkaStatus(),  # type: ignore[arg-type]
+                    10.0, 3).run()
+    assert rounds_at == [-100.0, 110.0, 120.0, 130.0]
+    assert clock.waits == [10.0, 9.7, 9.7]
 
 
 def test_an_overrunning_round_starts_the_next_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
