@@ -44,7 +44,49 @@ def client_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
         config.update(sasl_mechanism=settings.sasl_mechanism,
                       sasl_plain_username=settings.sasl_username,
                       sasl_plain_password=settings.sasl_password)
+        if settings.sasl_mechanism and settings.sasl_mechanism.startswith("SCRAM-"):
+            _read_scram_server_errors()
     return config
+
+
+def _scram_server_error(auth_bytes: bytes) -> str | None:
+    """The ``e=`` of an RFC 5802 server-final-message (``e=invalid-proof``,
+    ``e=unknown-user``...), or None when the message is not a server error."""
+    text = auth_bytes.decode("utf-8", "replace")
+    return text.split(",", 1)[0][2:] if text.startswith("e=") else None
+
+
+def _read_scram_server_errors() -> None:
+    """Make kafka-python's SCRAM take a server's refusal for what it is.
+
+    RFC 5802 lets a server refuse a SCRAM login inside the exchange, with
+    ``e=<reason>`` where its signature (``v=``) would be. Apache Kafka refuses with a
+    Kafka error code instead, which kafka-python reports as SaslAuthenticationFailed;
+    but kafka-python 3.0.x reads an ``e=`` answer (Tansu sends ``e=unknown-user``) as
+    a connection that failed with ``KeyError('v')``, and retries it until
+    ``--startup-timeout``. Registered through kafka-python's own
+    ``register_sasl_mechanism``, a SCRAM that raises SaslAuthenticationFailedError
+    with the server's reason: the start-up stops after its first attempt with that
+    line, as for any refused login. Another kafka-python without that registry is
+    left alone.
+    """
+    try:
+        from kafka.net.sasl import get_sasl_mechanism, register_sasl_mechanism
+        from kafka.net.sasl.scram import SaslMechanismScram
+    except ImportError:
+        return
+
+    class ScramReadingServerErrors(SaslMechanismScram):
+        def receive(self, auth_bytes: bytes) -> bool:
+            error = _scram_server_error(auth_bytes)
+            if error is not None:
+                raise kafka_errors.SaslAuthenticationFailedError(
+                    f"el servidor rechazó el login SCRAM de {self.username!r}: e={error}")
+            return bool(super().receive(auth_bytes))
+
+    for name in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+        if get_sasl_mechanism(name) is SaslMechanismScram:
+            register_sasl_mechanism(name, ScramReadingServerErrors, overwrite=True)
 
 
 def forbid_topic_auto_creation(cluster: Any) -> None:

@@ -97,6 +97,22 @@ def test_a_broker_that_wants_a_login_the_settings_do_not_give_gets_a_hint(pipeli
     assert "¿pide otro KAFKA_SECURITY_PROTOCOL (ahora PLAINTEXT;" in line
 
 
+@pytest.mark.parametrize("script", [PRODUCER, CONSUMER], ids=["productor", "consumidor"])
+def test_a_scram_login_the_broker_refuses_in_the_exchange_says_so_with_its_reason(pipeline: Pipeline, own_kafka,
+                                                                                  script) -> None:
+    # The broker answers the client's proof with RFC 5802's e=<reason> (Tansu keeps no
+    # users: e=unknown-user). kafka-python alone read it as a connection failure
+    # (KeyError 'v') and retried until --startup-timeout.
+    broker = own_kafka(authentication=True)
+    env = pipeline.env(KAFKA_BOOTSTRAP_SERVERS=broker.address, STARTUP_TIMEOUT_SECONDS="60",
+                       KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT", KAFKA_SASL_MECHANISM="SCRAM-SHA-512",
+                       KAFKA_SASL_USERNAME="ana", KAFKA_SASL_PASSWORD=KAFKA_SECRET, LOG_LEVEL="DEBUG")
+    args = ["--rounds", "1"] if script == PRODUCER else []
+    line, _ = _exits_1_after(pipeline, script, args, env, 0, 30)
+    assert f"Kafka ({broker.address}) rechazó la autenticación" in line
+    assert "el servidor rechazó el login SCRAM de 'ana': e=unknown-user" in line
+
+
 class _ItsOwnStrategy(RoundRobinPartitionAssignor):
     """An assignment strategy only the other program knows (like a Java consumer with
     only ``cooperative-sticky``): no strategy in common with ours."""

@@ -1,4 +1,5 @@
-"""What the scripts ask of Kafka besides sending and reading: no auto-created topic.
+"""What the scripts ask of Kafka besides sending and reading: no auto-created topic,
+and a SCRAM login refused inside the exchange taken as a refused login.
 
 The behaviour itself (a broker that lost its data gets the topic back with
 KAFKA_TOPIC_PARTITIONS partitions, created by the producer) is tested against a real
@@ -7,9 +8,15 @@ broker in tests/integration/test_fault_broker_restart.py.
 
 from __future__ import annotations
 
-from kafka.cluster import ClusterMetadata
+import base64
 
-from metrics_pipeline.kafka_connection import forbid_topic_auto_creation
+import pytest
+from kafka.cluster import ClusterMetadata
+from kafka.errors import SaslAuthenticationFailedError
+from kafka.net.sasl import get_sasl_mechanism
+
+from metrics_pipeline.kafka_connection import client_config, forbid_topic_auto_creation
+from metrics_pipeline.settings import KafkaSettings
 
 
 def test_metadata_requests_stop_asking_the_broker_to_create_the_topic() -> None:
@@ -24,3 +31,20 @@ def test_a_client_of_another_shape_is_left_alone() -> None:
     forbid_topic_auto_creation(None)
     forbid_topic_auto_creation(object())
     forbid_topic_auto_creation(type("Cluster", (), {"config": {"other": 1}})())
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_a_scram_server_error_is_a_refused_login_with_the_servers_reason(mechanism: str) -> None:
+    # RFC 5802: the server may answer the client's proof with e=<reason> instead of
+    # v=<its signature>. kafka-python 3.0.x alone fails there with KeyError('v'), a
+    # "connection failure" retried until --startup-timeout (seen against Tansu).
+    settings = KafkaSettings("localhost:1", "t", 1, "SASL_SSL", mechanism, "ana", "pw")
+    config = client_config(settings, "test")
+    scram = get_sasl_mechanism(mechanism)(host="localhost", **config)
+    client_first = scram.auth_bytes()                       # n,,n=ana,r=<client nonce>
+    nonce = client_first.split(b",r=")[1]
+    salt = base64.b64encode(b"sal").decode()
+    assert scram.receive(b"r=" + nonce + b"srv,s=" + salt.encode() + b",i=4096") is False  # a normal server-first
+    scram.auth_bytes()                                      # the client's proof
+    with pytest.raises(SaslAuthenticationFailedError, match="login SCRAM de 'ana': e=invalid-proof$"):
+        scram.receive(b"e=invalid-proof")
