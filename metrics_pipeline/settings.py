@@ -288,7 +288,8 @@ PRODUCER_OPTIONS = KAFKA_OPTIONS + (
     Option("server_ids", "--servers", "SERVER_IDS", ",".join(DEFAULT_SERVER_IDS), _server_ids,
            "identificadores de servidor separados por comas", "IDS"),
     Option("source", "--source", "METRICS_SOURCE", "simulated", _choice(SOURCES),
-           "origen de las métricas: simulated (valores del curso) o psutil (esta máquina, de verdad)",
+           "origen de las métricas: simulated (valores del curso) o psutil (esta máquina, de verdad; "
+           "su primera ronda sale un intervalo después de arrancar, para medirlo entero)",
            "ORIGEN"),
     Option("rounds", "--rounds", None, None, _int(1),
            "enviar N rondas completas, vaciar el buffer y salir", "N", unset="hasta que se pare"),
