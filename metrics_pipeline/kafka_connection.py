@@ -195,8 +195,15 @@ def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
                            f"en un Kafka gestionado) o no es un broker de Kafka?")
             raise NotReady(reason) from None
 
+    silent = "el broker acepta la conexión pero no responde"
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        # kafka-python's TLS handshake has no timeout: against a listener without TLS
+        # (the local docker compose Kafka) it waits for ever for the broker's greeting.
+        silent += (f"; con KAFKA_SECURITY_PROTOCOL={settings.security_protocol} el cliente espera el "
+                   f"saludo TLS del broker: ¿ese puerto no usa TLS (p. ej. el Kafka de docker compose, "
+                   f"PLAINTEXT)?")
     count, created = wait_for_server(f"Kafka ({settings.bootstrap_servers})", attempt, stop,
-                                     settings.startup_timeout, "no se ha enviado ni leído nada")
+                                     settings.startup_timeout, "no se ha enviado ni leído nada", silent)
     if created:
         log.info("Tema %s creado (particiones: %d)", settings.topic, count)
     elif count != settings.partitions:

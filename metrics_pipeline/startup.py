@@ -13,12 +13,19 @@
    :class:`~metrics_pipeline.errors.StartupError` (exit 1), one line naming the
    server and the last reason;
 4. anything else the attempt raises ends the wait as it is: a refused login is a
-   StartupError at once, since retrying cannot cure it.
+   StartupError at once, since retrying cannot cure it;
+5. an attempt that does not come back at all is not waited for past the timeout:
+   each attempt is given the seconds left, but a client library may still hang (a
+   TLS client of kafka-python waits for ever for the greeting of a broker that
+   speaks no TLS). An attempt still running after :data:`SLOW_ATTEMPT` seconds logs
+   one WARNING; one still running :data:`HANG_GRACE` seconds after the timeout ends
+   the wait like step 3, with ``silent`` as the reason.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import logging
 import threading
 import time
@@ -32,28 +39,46 @@ T = TypeVar("T")
 
 INITIAL_DELAY = 0.5
 MAX_DELAY = 5.0
+SLOW_ATTEMPT = 15.0  # seconds: longer than any attempt given its own limit (Kafka's: 10 s)
+HANG_GRACE = 2.0     # seconds past the timeout before an attempt is taken as hung
+SILENT = "acepta la conexión pero no responde"
 
 
 class NotReady(Exception):
     """The server did not answer this attempt; the message is the reason."""
 
 
+class _Hung(Exception):
+    """The attempt outlived its deadline (step 5 of the module doc)."""
+
+
 def wait_for_server(what: str, attempt: Callable[[float], T], stop: threading.Event, timeout: float,
-                    nothing_done: str) -> T:
+                    nothing_done: str, silent: str = SILENT) -> T:
     """``attempt(seconds_left)`` until it returns (see the module doc).
 
     ``what`` names the server in every line ("Kafka (localhost:29092)");
-    ``nothing_done`` ends the line of a stop during the wait.
+    ``nothing_done`` ends the line of a stop during the wait; ``silent`` is the
+    reason given when an attempt never comes back (step 5).
     """
     stopped = StartupStopped(f"Parada pedida mientras se esperaba a {what}: {nothing_done}")
     deadline = time.monotonic() + timeout
     delay = INITIAL_DELAY
+
+    def still_waiting() -> None:
+        log.warning("%s no responde: el intento de conexión lleva %g s sin respuesta; se espera como mucho "
+                    "hasta --startup-timeout (%g s)", what, SLOW_ATTEMPT, timeout)
+
     while True:
         remaining = deadline - time.monotonic()
+        started = time.monotonic()
         try:
-            return run_unless_stopped(functools.partial(attempt, remaining), stop, stopped)
+            return run_unless_stopped(functools.partial(attempt, remaining), stop, stopped,
+                                      give_up_at=deadline + HANG_GRACE,
+                                      slow=(started + SLOW_ATTEMPT, still_waiting))
         except NotReady as exc:
             reason = str(exc)
+        except _Hung:
+            raise StartupError(f"No se pudo conectar a {what} en {timeout:g} s: {silent}") from None
         if not stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -65,9 +90,14 @@ def wait_for_server(what: str, attempt: Callable[[float], T], stop: threading.Ev
         delay = min(delay * 2, MAX_DELAY)
 
 
-def run_unless_stopped(attempt: Callable[[], T], stop: threading.Event, stopped: BaseException) -> T:
+def run_unless_stopped(attempt: Callable[[], T], stop: threading.Event, stopped: BaseException,
+                       give_up_at: float = math.inf,
+                       slow: tuple[float, Callable[[], None]] = (math.inf, lambda: None)) -> T:
     """``attempt()``, unless ``stop`` is set first: then raise ``stopped`` at once and
-    leave the attempt behind on its daemon thread (the process is about to exit)."""
+    leave the attempt behind on its daemon thread (the process is about to exit).
+    Likewise :class:`_Hung` once ``time.monotonic()`` reaches ``give_up_at``;
+    ``slow`` = (when, callback): called once if the attempt is still running then."""
+    slow_at, on_slow = slow
     outcome: dict[str, Any] = {}
     done = threading.Event()
 
@@ -83,6 +113,12 @@ def run_unless_stopped(attempt: Callable[[], T], stop: threading.Event, stopped:
     while not done.wait(0.1):
         if stop.is_set():
             raise stopped
+        now = time.monotonic()
+        if now >= give_up_at:
+            raise _Hung()
+        if now >= slow_at:
+            slow_at = math.inf
+            on_slow()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]

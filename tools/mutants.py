@@ -304,6 +304,8 @@ MUTANTS = [
            "            if error is not None:\n                raise kafka_errors.SaslAuthenticationFailedError(",
            "            if False:\n                raise kafka_errors.SaslAuthenticationFailedError(",
            "tests/unit/test_kafka_connection.py"),
+    Mutant("a start-up attempt that never comes back waited for ever", "metrics_pipeline/startup.py",
+           "        if now >= give_up_at:", "        if False:", "tests/unit/test_startup.py"),
     Mutant("audit lets averages differ by a millionth", "metrics_pipeline/audit.py",
            "        same = stored == expected if exact else (",
            "        same = math.isclose(stored, expected, rel_tol=1e-6) if exact else (",

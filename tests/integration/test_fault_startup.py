@@ -113,6 +113,18 @@ def test_a_scram_login_the_broker_refuses_in_the_exchange_says_so_with_its_reaso
     assert "el servidor rechazó el login SCRAM de 'ana': e=unknown-user" in line
 
 
+@pytest.mark.parametrize("script", [PRODUCER, CONSUMER], ids=["productor", "consumidor"])
+def test_tls_against_a_broker_without_tls_exits_1_after_the_timeout_with_a_hint(pipeline: Pipeline,
+                                                                               script) -> None:
+    # kafka-python's TLS handshake waits for ever for the greeting of a plaintext
+    # broker: no error, no log line. It used to hang past --startup-timeout until a signal.
+    env = pipeline.env(STARTUP_TIMEOUT_SECONDS="3", KAFKA_SECURITY_PROTOCOL="SSL")
+    args = ["--rounds", "1"] if script == PRODUCER else []
+    line, _ = _exits_1_after(pipeline, script, args, env, 3, 15)
+    assert f"No se pudo conectar a Kafka ({pipeline.bootstrap}) en 3 s: el broker acepta la conexión pero " \
+           f"no responde; con KAFKA_SECURITY_PROTOCOL=SSL el cliente espera el saludo TLS" in line
+
+
 class _ItsOwnStrategy(RoundRobinPartitionAssignor):
     """An assignment strategy only the other program knows (like a Java consumer with
     only ``cooperative-sticky``): no strategy in common with ours."""

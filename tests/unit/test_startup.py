@@ -97,3 +97,27 @@ def test_a_stop_during_the_pause_between_attempts_ends_the_wait_without_another_
         wait_for_server("Kafka (h:1)", attempt, stop, 60, "nada")
     assert time.monotonic() - started < 1.5
     assert len(calls) == 1
+
+
+def test_an_attempt_that_never_comes_back_ends_the_wait_after_the_timeout(monkeypatch, caplog):
+    # Like kafka-python's TLS handshake against a broker without TLS: no answer, no
+    # error, no end. One WARNING while it hangs, then exit 1 like any timeout.
+    monkeypatch.setattr(startup, "SLOW_ATTEMPT", 0.2)
+    monkeypatch.setattr(startup, "HANG_GRACE", 0.3)
+    release = threading.Event()
+    calls = []
+
+    def attempt(_seconds_left):
+        calls.append(1)
+        release.wait(30)
+
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="metrics_pipeline.startup"), pytest.raises(StartupError) as caught:
+        wait_for_server("Kafka (h:1)", attempt, threading.Event(), 0.5, "nada", "no contesta")
+    release.set()
+    assert 0.8 <= time.monotonic() - started < 2  # the timeout plus the grace
+    assert str(caught.value) == "No se pudo conectar a Kafka (h:1) en 0.5 s: no contesta"
+    assert len(calls) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "Kafka (h:1) no responde: el intento de conexión lleva 0.2 s sin respuesta; se espera como mucho "
+        "hasta --startup-timeout (0.5 s)"]
