@@ -46,6 +46,8 @@ def client_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
                       sasl_plain_password=settings.sasl_password)
         if settings.sasl_mechanism and settings.sasl_mechanism.startswith("SCRAM-"):
             _read_scram_server_errors()
+    if settings.ssl_cafile:
+        config["ssl_cafile"] = settings.ssl_cafile
     return config
 
 
@@ -168,6 +170,17 @@ def recreate_topic_if_missing(settings: KafkaSettings, client_id: str, timeout_s
                     "creado de nuevo (particiones: %d)", settings.topic, count)
 
 
+def _untrusted_certificate(settings: KafkaSettings, failure: str) -> str:
+    """The start-up line for a broker certificate the client does not accept."""
+    line = f"Kafka ({settings.bootstrap_servers}) presenta un certificado TLS que este cliente no acepta ({failure})"
+    if "mismatch" in failure.lower():
+        return (f"{line}: el certificado no es para la dirección de KAFKA_BOOTSTRAP_SERVERS; use el nombre "
+                f"para el que se emitió")
+    if settings.ssl_cafile:
+        return f"{line}: no lo firma la CA de KAFKA_SSL_CAFILE ({settings.ssl_cafile})"
+    return f"{line}: si lo firma una CA propia, dé su fichero PEM en KAFKA_SSL_CAFILE"
+
+
 def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
                  status: KafkaStatus | None = None) -> int:
     """Wait for Kafka (:func:`~metrics_pipeline.startup.wait_for_server`) and make sure
@@ -187,6 +200,8 @@ def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
             if status is not None and status.auth_failure:
                 raise StartupError(f"Kafka ({settings.bootstrap_servers}) rechazó la autenticación: "
                                    f"{status.auth_failure}") from None
+            if status is not None and status.tls_failure:
+                raise StartupError(_untrusted_certificate(settings, status.tls_failure)) from None
             if status is not None and status.last_error and status.last_error not in reason:
                 reason = f"{reason} (último error de kafka-python: {status.last_error})"
             if _DISCONNECTED in reason:

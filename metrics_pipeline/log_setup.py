@@ -35,6 +35,9 @@ _CONNECTION_TROUBLE = re.compile(
 # bootstrap until its timeout: these say retrying cannot cure it.
 _AUTH_TROUBLE = re.compile(r"SaslAuthenticationFailed|UnsupportedSaslMechanism|IllegalSaslState"
                            r"|AuthenticationFailed|Authentication failed")
+# A broker certificate this client does not trust (or not for that name): kafka-python
+# retries the handshake until its timeout, but retrying cannot cure it either.
+_TLS_UNTRUSTED = re.compile(r"certificate verify failed[^(]*", re.IGNORECASE)
 # kafka-python leaves the group when poll() was not called for max_poll_interval_ms:
 # for us, the writer waiting for MongoDB. Said in Spanish, with what happens next.
 _POLL_TIMEOUT = re.compile(r"poll timeout has expired", re.IGNORECASE)
@@ -69,6 +72,7 @@ class KafkaStatus:
         # its own exception then only says "Unable to bootstrap".
         self.last_error: str | None = None
         self.auth_failure: str | None = None
+        self.tls_failure: str | None = None  # "certificate verify failed: <why>"
 
     def mark_down(self, reason: str) -> None:
         now = self._clock()
@@ -111,6 +115,8 @@ class KafkaLogBridge(logging.Handler):
             text = str(record.msg)
         if _AUTH_TROUBLE.search(text):
             self.status.auth_failure = _short(_BACKOFF.sub("", text))
+        if untrusted := _TLS_UNTRUSTED.search(text):
+            self.status.tls_failure = _short(untrusted.group(0).strip())
         if _ERROR_WORDS.search(text) and "Unable to bootstrap" not in text:
             self.status.last_error = _short(_BACKOFF.sub("", text))
         if _CONNECTION_TROUBLE.search(text):

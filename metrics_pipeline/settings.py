@@ -23,6 +23,7 @@ import io
 import math
 import os
 import re
+import ssl
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -219,6 +220,19 @@ def _text(text: str) -> str:
     return text
 
 
+def _ca_file(text: str) -> str:
+    """A PEM file of CA certificates that TLS can load (checked now: a wrong path or
+    file is a setting to fix, not a broker that does not answer)."""
+    path = os.path.expanduser(text.strip())
+    if not os.path.isfile(path):
+        raise ValueError(f"no existe el fichero {path!r}")
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ValueError(f"{path!r} no es un certificado PEM que TLS pueda leer ({exc})") from None
+    return path
+
+
 # --------------------------------------------------------------------------
 # The option tables.
 # --------------------------------------------------------------------------
@@ -248,6 +262,9 @@ KAFKA_OPTIONS = (
     Option("security_protocol", "--security-protocol", "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
            _choice(SECURITY_PROTOCOLS), "protocolo de seguridad de Kafka: " + ", ".join(SECURITY_PROTOCOLS),
            "PROTOCOLO"),
+    Option("ssl_cafile", "--ssl-cafile", "KAFKA_SSL_CAFILE", None, _ca_file,
+           "con SSL o SASL_SSL: fichero PEM de la CA que firmó el certificado del broker, si el sistema no "
+           "la conoce (p. ej. el ca.pem de un Kafka con CA propia)", "FICHERO"),
     Option("sasl_mechanism", "--sasl-mechanism", "KAFKA_SASL_MECHANISM", None, _choice(SASL_MECHANISMS),
            "mecanismo SASL: " + ", ".join(SASL_MECHANISMS), "MECANISMO"),
     Option("sasl_username", "--sasl-username", "KAFKA_SASL_USERNAME", None, _non_empty,
@@ -356,6 +373,7 @@ class KafkaSettings:
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
     startup_timeout: float = 60.0
 
 
@@ -530,11 +548,15 @@ def _kafka(values: dict[str, Any], startup_timeout: float) -> KafkaSettings:
         if not values["sasl_username"] or not values["sasl_password"]:
             raise SettingsError("KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD",
                                 f"son obligatorios con KAFKA_SECURITY_PROTOCOL={protocol}")
+    if values["ssl_cafile"] and protocol not in ("SSL", "SASL_SSL"):
+        raise SettingsError("KAFKA_SSL_CAFILE (--ssl-cafile)",
+                            f"solo sirve con KAFKA_SECURITY_PROTOCOL=SSL o SASL_SSL (ahora {protocol})")
     return KafkaSettings(
         bootstrap_servers=values["bootstrap_servers"], topic=values["topic"],
         partitions=values["partitions"], security_protocol=protocol,
         sasl_mechanism=values["sasl_mechanism"], sasl_username=values["sasl_username"],
-        sasl_password=values["sasl_password"], startup_timeout=startup_timeout)
+        sasl_password=values["sasl_password"], ssl_cafile=values["ssl_cafile"],
+        startup_timeout=startup_timeout)
 
 
 def _mongo(values: dict[str, Any]) -> MongoSettings:

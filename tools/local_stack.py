@@ -152,16 +152,6 @@ class TansuServer(ServerProcess):
         return f"127.0.0.1:{self.advertised_port}"
 
 
-class TcpProxy(ServerProcess):
-    """tools/tcp_proxy.py: forwards ``port`` to ``target_port`` (optionally with delay)."""
-
-    def __init__(self, port: int, target_port: int, log_dir: Path, delay_ms: float = 0.0) -> None:
-        super().__init__("proxy TCP", [sys.executable, str(Path(__file__).with_name("tcp_proxy.py")),
-                                       "--listen", f"127.0.0.1:{port}", "--target", f"127.0.0.1:{target_port}",
-                                       "--delay-ms", str(delay_ms)],
-                         port, log_dir / f"proxy-{port}.log")
-
-
 @dataclass(frozen=True)
 class TlsFiles:
     """PEM files for a server certificate: the chain, its key and the CA that signed it."""
@@ -169,6 +159,19 @@ class TlsFiles:
     cert: Path
     key: Path
     ca: Path
+
+
+class TcpProxy(ServerProcess):
+    """tools/tcp_proxy.py: forwards ``port`` to ``target_port`` (optionally with delay;
+    with ``tls``, speaking TLS to its clients with that certificate)."""
+
+    def __init__(self, port: int, target_port: int, log_dir: Path, delay_ms: float = 0.0,
+                 tls: TlsFiles | None = None) -> None:
+        command = [sys.executable, str(Path(__file__).with_name("tcp_proxy.py")),
+                   "--listen", f"127.0.0.1:{port}", "--target", f"127.0.0.1:{target_port}", "--delay-ms", str(delay_ms)]
+        if tls is not None:
+            command += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+        super().__init__("proxy TCP", command, port, log_dir / f"proxy-{port}.log")
 
 
 class SecantusServer(ServerProcess):

@@ -8,6 +8,9 @@
   next chunk, so latency goes up and bandwidth does not go down.
 * The fault tests put it in front of the broker and stop and start it: to the
   clients that is a broker restart that keeps its data, as Apache Kafka does.
+* With ``--tls-cert`` and ``--tls-key`` it speaks TLS to its clients and plain TCP
+  to the target: a TLS listener in front of the local broker, which has none, so
+  the scripts' ``KAFKA_SECURITY_PROTOCOL=SSL`` path can be tested.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import ssl
 import time
 
 
@@ -46,7 +50,8 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
         writer.close()
 
 
-async def serve(listen_host: str, listen_port: int, target_host: str, target_port: int, delay: float) -> None:
+async def serve(listen_host: str, listen_port: int, target_host: str, target_port: int, delay: float,
+                tls: ssl.SSLContext | None = None) -> None:
     async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
             server_reader, server_writer = await asyncio.open_connection(target_host, target_port)
@@ -56,7 +61,7 @@ async def serve(listen_host: str, listen_port: int, target_host: str, target_por
         await asyncio.gather(_pipe(client_reader, server_writer, delay), _pipe(server_reader, client_writer, delay),
                              return_exceptions=True)
 
-    server = await asyncio.start_server(handle, listen_host, listen_port)
+    server = await asyncio.start_server(handle, listen_host, listen_port, ssl=tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -70,10 +75,16 @@ def main() -> None:
     parser.add_argument("--listen", required=True, help="host:puerto donde escuchar")
     parser.add_argument("--target", required=True, help="host:puerto de destino")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="retardo en cada sentido (ms)")
+    parser.add_argument("--tls-cert", help="certificado PEM: hablar TLS con los clientes")
+    parser.add_argument("--tls-key", help="clave privada PEM del certificado")
     args = parser.parse_args()
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
     listen_host, listen_port = args.listen.rsplit(":", 1)
     target_host, target_port = args.target.rsplit(":", 1)
-    asyncio.run(serve(listen_host, int(listen_port), target_host, int(target_port), args.delay_ms / 1000))
+    asyncio.run(serve(listen_host, int(listen_port), target_host, int(target_port), args.delay_ms / 1000, tls))
 
 
 if __name__ == "__main__":

@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import trustme
 from pymongo import MongoClient
 
 from tests.support.audit import RAW, audit
 from tests.support.pipeline import CONSUMER, REPORT, Pipeline
 from tests.support.secrets import assert_no_secret
-from tools.local_stack import SecantusServer, TlsFiles
+from tests.support.tls import issue_certificate
+from tools.local_stack import SecantusServer
 
 pytestmark = pytest.mark.slow
 
@@ -29,13 +29,7 @@ def secure_mongo(own_mongo, tmp_path: Path) -> SecantusServer:
     with MongoClient(plain.uri) as client:
         client.admin.command("createUser", "ana", pwd=PASSWORD, roles=["root"])
     plain.stop()
-    ca = trustme.CA()
-    certificate = ca.issue_cert("localhost", "127.0.0.1")
-    files = TlsFiles(tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "ca.pem")
-    certificate.cert_chain_pems[0].write_to_path(files.cert)
-    certificate.private_key_pem.write_to_path(files.key)
-    ca.cert_pem.write_to_path(files.ca)
-    return own_mongo(auth=True, tls=files)
+    return own_mongo(auth=True, tls=issue_certificate(tmp_path, "server", "localhost", "127.0.0.1"))
 
 
 def _user_uri(server: SecantusServer, trust_ca: bool = True) -> str:

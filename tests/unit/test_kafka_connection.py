@@ -16,7 +16,7 @@ from kafka.cluster import ClusterMetadata
 from kafka.errors import SaslAuthenticationFailedError
 from kafka.net.sasl import get_sasl_mechanism
 
-from metrics_pipeline.kafka_connection import client_config, forbid_topic_auto_creation
+from metrics_pipeline.kafka_connection import _untrusted_certificate, client_config, forbid_topic_auto_creation
 from metrics_pipeline.settings import KafkaSettings
 
 
@@ -51,3 +51,18 @@ def test_a_scram_server_error_is_a_refused_login_with_the_servers_reason(mechani
     scram.auth_bytes()                                      # the client's proof
     with pytest.raises(SaslAuthenticationFailedError, match="login SCRAM de 'ana': e=invalid-proof$"):
         scram.receive(b"e=invalid-proof")
+
+
+def test_the_ca_file_reaches_the_client_and_an_untrusted_certificate_says_what_to_set() -> None:
+    plain = KafkaSettings("k:9093", "t", 1, "SSL")
+    own_ca = KafkaSettings("k:9093", "t", 1, "SSL", ssl_cafile="/etc/kafka/ca.pem")
+    assert "ssl_cafile" not in client_config(plain, "test")
+    assert client_config(own_ca, "test")["ssl_cafile"] == "/etc/kafka/ca.pem"
+    unknown = "certificate verify failed: unable to get local issuer certificate"
+    assert _untrusted_certificate(plain, unknown) == (
+        f"Kafka (k:9093) presenta un certificado TLS que este cliente no acepta ({unknown}): si lo firma una CA "
+        f"propia, dé su fichero PEM en KAFKA_SSL_CAFILE")
+    assert _untrusted_certificate(own_ca, unknown).endswith(": no lo firma la CA de KAFKA_SSL_CAFILE (/etc/kafka/ca.pem)")
+    assert _untrusted_certificate(own_ca, "certificate verify failed: IP address mismatch, certificate is not valid "
+                                          "for '127.0.0.1'").endswith(
+        ": el certificado no es para la dirección de KAFKA_BOOTSTRAP_SERVERS; use el nombre para el que se emitió")

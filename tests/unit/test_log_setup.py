@@ -70,6 +70,16 @@ def test_kafka_python_reasons_are_kept_for_the_start_up_error() -> None:
     assert status.auth_failure == "Bootstrap connection to bootstrap-0 failed: [Error 33] UnsupportedSaslMechanismError"
 
 
+def test_a_broker_certificate_refused_by_tls_is_kept_apart() -> None:
+    status = KafkaStatus(clock=FakeClock())
+    bridge = KafkaLogBridge(status, clock=FakeClock())
+    bridge.emit(record("Bootstrap connection to bootstrap-0 failed: KafkaConnectionError: Handshake failed: "
+                       "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer "
+                       "certificate (_ssl.c:1006) (backoff 0.05 secs)", logging.WARNING, "kafka.net.manager"))
+    assert status.tls_failure == "certificate verify failed: unable to get local issuer certificate"
+    assert status.auth_failure is None
+
+
 def test_leaving_the_group_for_not_polling_is_said_in_spanish(caplog: pytest.LogCaptureFixture) -> None:
     bridge = KafkaLogBridge(KafkaStatus(clock=FakeClock()), clock=FakeClock())
     with caplog.at_level(logging.INFO, logger="metrics_pipeline.kafka"):

@@ -290,3 +290,23 @@ def test_the_readme_settings_table_matches_the_option_tables() -> None:
     for env, flag, default, who in rows:
         assert (flag, readers[who]) == (options[env][0], options[env][2]), env
         assert default.startswith(f"`{options[env][1]}`" if options[env][1] else "sin valor"), env
+
+
+def test_a_kafka_ca_file_must_be_a_pem_tls_can_load_and_needs_tls(tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme", exc_type=ImportError)  # Pyodide: no binary cryptography
+    ca = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(ca)
+    assert consumer(["--security-protocol", "SSL", "--ssl-cafile", str(ca)]).kafka.ssl_cafile == str(ca)
+    assert producer([], {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN",
+                         "KAFKA_SASL_USERNAME": "ana", "KAFKA_SASL_PASSWORD": "pw",
+                         "KAFKA_SSL_CAFILE": str(ca)}).kafka.ssl_cafile == str(ca)
+    not_pem = tmp_path / "clave.txt"
+    not_pem.write_text("esto no es un certificado\n")
+    for value, says in ((str(tmp_path / "no-existe.pem"), "no existe el fichero"),
+                        (str(not_pem), "no es un certificado PEM que TLS pueda leer")):
+        with pytest.raises(SettingsError) as caught:
+            consumer([], {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CAFILE": value})
+        assert caught.value.setting.startswith("KAFKA_SSL_CAFILE") and says in str(caught.value)
+    with pytest.raises(SettingsError) as caught:  # PLAINTEXT would never read it: say so
+        producer(["--ssl-cafile", str(ca)])
+    assert caught.value.setting.startswith("KAFKA_SSL_CAFILE") and "(ahora PLAINTEXT)" in str(caught.value)

@@ -1,0 +1,84 @@
+"""Kafka behind TLS, as a managed or self-hosted Kafka with its own CA serves it.
+
+The local broker (Tansu) has no TLS listener, so a TLS proxy (tools/tcp_proxy.py
+with a certificate signed by a test CA, trustme) stands in front of it and the
+broker advertises the proxy's port: every connection of the scripts, bootstrap and
+afterwards, speaks TLS. The scripts get ``KAFKA_SECURITY_PROTOCOL=SSL`` and, to
+trust that CA, ``KAFKA_SSL_CAFILE``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.audit import audit
+from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline
+from tests.support.tls import issue_certificate, other_ca
+from tools.local_stack import ServerProcess, TansuServer, TcpProxy, TlsFiles, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def _tls_broker(own_servers: list[ServerProcess], tmp_path: Path, *names: str) -> tuple[str, TlsFiles]:
+    """A fresh broker behind a TLS listener whose certificate is for ``names``:
+    (the listener's address, the certificate files)."""
+    files = issue_certificate(tmp_path, "kafka", *names)
+    broker_port, tls_port = free_port(), free_port()
+    own_servers.append(TansuServer(broker_port, tmp_path / "servers", advertised_port=tls_port).start())
+    own_servers.append(TcpProxy(tls_port, broker_port, tmp_path / "servers", tls=files).start())
+    return f"127.0.0.1:{tls_port}", files
+
+
+@pytest.fixture
+def tls_kafka(own_servers: list[ServerProcess], tmp_path: Path) -> tuple[str, TlsFiles]:
+    return _tls_broker(own_servers, tmp_path, "localhost", "127.0.0.1")
+
+
+def test_the_pipeline_goes_through_a_tls_listener_trusting_the_brokers_ca(tls_kafka, mongo_server, tmp_path,
+                                                                         request) -> None:
+    address, files = tls_kafka
+    p = Pipeline.for_test(address, mongo_server.uri, tmp_path, request.node.name,
+                          extra_env={"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CAFILE": str(files.ca)})
+    produced = p.produce(8)  # 40 messages: two windows
+    consumed = p.consume()
+    audit(p.db, valid=40)
+    for done in (produced, consumed):
+        assert "Traceback" not in done.stderr and " ERROR " not in done.stderr
+
+
+@pytest.mark.parametrize("script", [PRODUCER, CONSUMER], ids=["productor", "consumidor"])
+@pytest.mark.parametrize("trust, says", [
+    ("system", "certificate verify failed: unable to get local issuer certificate): si lo firma una CA propia, "
+               "dé su fichero PEM en KAFKA_SSL_CAFILE"),
+    ("other CA", "certificate verify failed: unable to get local issuer certificate): no lo firma la CA de "
+                 "KAFKA_SSL_CAFILE"),
+], ids=["sin-ca", "otra-ca"])
+def test_a_broker_certificate_the_client_does_not_trust_stops_at_the_first_attempt(
+        tls_kafka, mongo_server, tmp_path, request, script, trust, says) -> None:
+    # Retrying cannot cure it: exit 1 after the first attempt, not after the timeout,
+    # with one line saying what to set.
+    address, _ = tls_kafka
+    p = Pipeline.for_test(address, mongo_server.uri, tmp_path, request.node.name)
+    env = p.env(KAFKA_SECURITY_PROTOCOL="SSL", STARTUP_TIMEOUT_SECONDS="60")
+    if trust == "other CA":
+        env["KAFKA_SSL_CAFILE"] = str(other_ca(tmp_path))
+    started = time.monotonic()
+    done = p.run(script, *(["--rounds", "1"] if script == PRODUCER else []), env=env, timeout=60)
+    assert done.returncode == 1 and time.monotonic() - started < 30, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    [line] = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert f"Kafka ({address}) presenta un certificado TLS que este cliente no acepta (" in line
+    assert says in line
+
+
+def test_a_certificate_for_another_name_says_which_name_to_use(own_servers, mongo_server, tmp_path,
+                                                               request) -> None:
+    address, files = _tls_broker(own_servers, tmp_path, "kafka.example.net")  # not 127.0.0.1
+    p = Pipeline.for_test(address, mongo_server.uri, tmp_path, request.node.name)
+    done = p.run(PRODUCER, "--rounds", "1", env=p.env(KAFKA_SECURITY_PROTOCOL="SSL", KAFKA_SSL_CAFILE=str(files.ca)),
+                 timeout=60)
+    assert done.returncode == 1, done.stderr[-2000:]
+    [line] = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert "mismatch" in line and "el certificado no es para la dirección de KAFKA_BOOTSTRAP_SERVERS" in line
