@@ -21,12 +21,15 @@ from tools.local_stack import ServerProcess, TansuServer, TcpProxy, TlsFiles, fr
 pytestmark = pytest.mark.slow
 
 
-def _tls_broker(own_servers: list[ServerProcess], tmp_path: Path, *names: str) -> tuple[str, TlsFiles]:
+def _tls_broker(own_servers: list[ServerProcess], tmp_path: Path, *names: str,
+                authentication: bool = False) -> tuple[str, TlsFiles]:
     """A fresh broker behind a TLS listener whose certificate is for ``names``:
-    (the listener's address, the certificate files)."""
+    (the listener's address, the certificate files). ``authentication``: the broker
+    requires a SASL login (and, keeping no users, refuses every one)."""
     files = issue_certificate(tmp_path, "kafka", *names)
     broker_port, tls_port = free_port(), free_port()
-    own_servers.append(TansuServer(broker_port, tmp_path / "servers", advertised_port=tls_port).start())
+    own_servers.append(TansuServer(broker_port, tmp_path / "servers", advertised_port=tls_port,
+                                   authentication=authentication).start())
     own_servers.append(TcpProxy(tls_port, broker_port, tmp_path / "servers", tls=files).start())
     return f"127.0.0.1:{tls_port}", files
 
@@ -82,3 +85,32 @@ def test_a_certificate_for_another_name_says_which_name_to_use(own_servers, mong
     assert done.returncode == 1, done.stderr[-2000:]
     [line] = [line for line in done.stderr.splitlines() if " ERROR " in line]
     assert "mismatch" in line and "el certificado no es para la dirección de KAFKA_BOOTSTRAP_SERVERS" in line
+
+
+def test_a_client_without_tls_against_the_tls_listener_gets_the_protocol_hint(tls_kafka, mongo_server, tmp_path,
+                                                                              request) -> None:
+    # The other way round from the SSL-against-plaintext case of test_fault_startup:
+    # the listener ends the handshake that never comes, which kafka-python reports as
+    # "socket disconnected".
+    address, _ = tls_kafka
+    p = Pipeline.for_test(address, mongo_server.uri, tmp_path, request.node.name)
+    started = time.monotonic()
+    done = p.run(PRODUCER, "--rounds", "1", env=p.env(STARTUP_TIMEOUT_SECONDS="3"), timeout=60)
+    assert done.returncode == 1 and 3 <= time.monotonic() - started < 20, done.stderr[-2000:]
+    [line] = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert "el servidor acepta la conexión y la cierra: ¿pide otro KAFKA_SECURITY_PROTOCOL (ahora PLAINTEXT;" in line
+
+
+def test_sasl_over_tls_reaches_the_login(own_servers, mongo_server, tmp_path, request) -> None:
+    # SASL_SSL, what a managed Kafka asks for: TLS with the given CA, then the SASL
+    # exchange inside it. The local broker keeps no users, so the login itself is
+    # refused (e=unknown-user), which is as far as it can be tested here.
+    address, files = _tls_broker(own_servers, tmp_path, "localhost", "127.0.0.1", authentication=True)
+    p = Pipeline.for_test(address, mongo_server.uri, tmp_path, request.node.name)
+    env = p.env(KAFKA_SECURITY_PROTOCOL="SASL_SSL", KAFKA_SSL_CAFILE=str(files.ca), KAFKA_SASL_MECHANISM="SCRAM-SHA-256",
+                KAFKA_SASL_USERNAME="ana", KAFKA_SASL_PASSWORD="Tls-S3cret!", STARTUP_TIMEOUT_SECONDS="60")
+    done = p.run(CONSUMER, env=env, timeout=60)
+    assert done.returncode == 1, done.stderr[-2000:]
+    [line] = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert f"Kafka ({address}) rechazó la autenticación" in line and "e=unknown-user" in line
+    assert "Tls-S3cret!" not in done.stdout + done.stderr and "Traceback" not in done.stderr
