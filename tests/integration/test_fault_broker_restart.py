@@ -100,7 +100,7 @@ def test_both_scripts_go_on_after_a_broker_that_lost_its_data(own_kafka, mongo_s
     # Everything in the new log gets stored (what the old log held unread went with it).
     raw = p.db[RAW]
     new_log = p.topic_message_ids()
-    assert len(new_log) >= 50
+    assert len(new_log) >= 50, (len(new_log), _partitions(p), topic_lines)
     wait_until(lambda: raw.count_documents({"_id": {"$in": list(new_log)}}) == len(new_log), 90,
                "every message of the new log stored")
     consumer.signal(signal.SIGTERM)

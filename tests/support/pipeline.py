@@ -166,13 +166,23 @@ class Pipeline:
             producer.close()
 
 
-    def topic_records(self) -> list[Any]:
-        """Every record of the topic, from the beginning of each partition (no group)."""
+    def topic_records(self, timeout: float = 60) -> list[Any]:
+        """Every record of the topic, from the beginning of each partition to its end
+        offset now (no group). Read until those offsets, not until the topic has been
+        quiet for a while: a busy machine can take seconds for the first fetch."""
         reader = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                               auto_offset_reset="earliest", consumer_timeout_ms=3000)
+                               auto_offset_reset="earliest")
         try:
-            reader.assign([TopicPartition(self.topic, n) for n in range(self.partitions)])
-            return list(reader)
+            partitions = [TopicPartition(self.topic, n) for n in range(self.partitions)]
+            reader.assign(partitions)
+            end = reader.end_offsets(partitions)
+            records: list[Any] = []
+            deadline = time.monotonic() + timeout
+            while any(reader.position(tp) < end[tp] for tp in partitions):
+                assert time.monotonic() < deadline, f"{len(records)} records read in {timeout} s, end offsets {end}"
+                for batch in reader.poll(timeout_ms=500).values():
+                    records.extend(batch)
+            return records
         finally:
             reader.close()
 
