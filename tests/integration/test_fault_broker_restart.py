@@ -98,6 +98,9 @@ def test_both_scripts_go_on_after_a_broker_that_lost_its_data(own_kafka, mongo_s
     assert partitions in (0, 1), (partitions, topic_lines)
     assert "creado de nuevo" not in log or "creado de nuevo (particiones: 1)" in log, topic_lines
     # Everything in the new log gets stored (what the old log held unread went with it).
+    # Read it once Tansu describes the topic with its partition again: with none, no
+    # reader (the consumer included) knows where to fetch from.
+    wait_until(lambda: _partitions(p) == 1, 60, "the topic described with its partition again")
     raw = p.db[RAW]
     new_log = p.topic_message_ids()
     assert len(new_log) >= 50, (len(new_log), _partitions(p), topic_lines)
