@@ -25,8 +25,8 @@
 from __future__ import annotations
 
 import functools
-import math
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -41,7 +41,7 @@ INITIAL_DELAY = 0.5
 MAX_DELAY = 5.0
 SLOW_ATTEMPT = 15.0  # seconds: longer than any attempt given its own limit (Kafka's: 10 s)
 HANG_GRACE = 2.0     # seconds past the timeout before an attempt is taken as hung
-SILENT = "acepta la conexión pero no responde"
+SILENT = "el servidor acepta la conexión pero no responde"
 
 
 class NotReady(Exception):
