@@ -48,6 +48,8 @@ def client_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
             _read_scram_server_errors()
     if settings.ssl_cafile:
         config["ssl_cafile"] = settings.ssl_cafile
+    if settings.ssl_certfile:
+        config.update(ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile)
     return config
 
 
@@ -110,7 +112,8 @@ def forbid_topic_auto_creation(cluster: Any) -> None:
 
 # kafka-python's words for a server that accepted the TCP connection and closed it
 # without an answer: what a SASL or TLS listener of Apache Kafka does to a client that
-# speaks plain Kafka to it (and what most servers that are not Kafka do).
+# speaks plain Kafka to it, what a TLS 1.3 listener does to a client without the
+# certificate it asks for (and what most servers that are not Kafka do).
 _DISCONNECTED = "socket disconnected"
 
 
@@ -170,6 +173,22 @@ def recreate_topic_if_missing(settings: KafkaSettings, client_id: str, timeout_s
                     "creado de nuevo (particiones: %d)", settings.topic, count)
 
 
+def _disconnected_hint(settings: KafkaSettings) -> str:
+    """What to check when the server closes every connection without an answer."""
+    protocol = settings.security_protocol
+    if protocol not in ("SSL", "SASL_SSL"):
+        return (f"¿pide otro KAFKA_SECURITY_PROTOCOL (ahora {protocol}; p. ej. SASL_SSL en un Kafka gestionado) "
+                f"o no es un broker de Kafka?")
+    # Over TLS 1.3 a listener that wants a client certificate ends the connection
+    # after the handshake, which kafka-python reports the same way.
+    if settings.ssl_certfile:
+        client = (f"no acepta el certificado de cliente de KAFKA_SSL_CERTFILE ({settings.ssl_certfile}: ¿lo "
+                  f"firma una CA en la que confíe?)")
+    else:
+        client = "pide un certificado de cliente (KAFKA_SSL_CERTFILE y KAFKA_SSL_KEYFILE)"
+    return f"¿{client}, pide otro KAFKA_SECURITY_PROTOCOL (ahora {protocol}) o no es un broker de Kafka?"
+
+
 def _untrusted_certificate(settings: KafkaSettings, failure: str) -> str:
     """The start-up line for a broker certificate the client does not accept."""
     line = f"Kafka ({settings.bootstrap_servers}) presenta un certificado TLS que este cliente no acepta ({failure})"
@@ -205,9 +224,7 @@ def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
             if status is not None and status.last_error and status.last_error not in reason:
                 reason = f"{reason} (último error de kafka-python: {status.last_error})"
             if _DISCONNECTED in reason:
-                reason += (f"; el servidor acepta la conexión y la cierra: ¿pide otro "
-                           f"KAFKA_SECURITY_PROTOCOL (ahora {settings.security_protocol}; p. ej. SASL_SSL "
-                           f"en un Kafka gestionado) o no es un broker de Kafka?")
+                reason += f"; el servidor acepta la conexión y la cierra: {_disconnected_hint(settings)}"
             raise NotReady(reason) from None
 
     silent = "el broker acepta la conexión pero no responde"

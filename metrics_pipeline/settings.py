@@ -220,12 +220,17 @@ def _text(text: str) -> str:
     return text
 
 
-def _ca_file(text: str) -> str:
-    """A PEM file of CA certificates that TLS can load (checked now: a wrong path or
-    file is a setting to fix, not a broker that does not answer)."""
+def _existing_file(text: str) -> str:
     path = os.path.expanduser(text.strip())
     if not os.path.isfile(path):
         raise ValueError(f"no existe el fichero {path!r}")
+    return path
+
+
+def _ca_file(text: str) -> str:
+    """A PEM file of CA certificates that TLS can load (checked now: a wrong path or
+    file is a setting to fix, not a broker that does not answer)."""
+    path = _existing_file(text)
     try:
         ssl.create_default_context(cafile=path)
     except (ssl.SSLError, OSError, ValueError) as exc:
@@ -265,6 +270,11 @@ KAFKA_OPTIONS = (
     Option("ssl_cafile", "--ssl-cafile", "KAFKA_SSL_CAFILE", None, _ca_file,
            "con SSL o SASL_SSL: fichero PEM de la CA que firmó el certificado del broker, si el sistema no "
            "la conoce (p. ej. el ca.pem de un Kafka con CA propia)", "FICHERO"),
+    Option("ssl_certfile", "--ssl-certfile", "KAFKA_SSL_CERTFILE", None, _existing_file,
+           "con SSL o SASL_SSL: certificado PEM de este cliente, si el broker pide uno (p. ej. el "
+           "service.cert de Aiven); va con --ssl-keyfile", "FICHERO"),
+    Option("ssl_keyfile", "--ssl-keyfile", "KAFKA_SSL_KEYFILE", None, _existing_file,
+           "la clave privada PEM, sin contraseña, del certificado de --ssl-certfile", "FICHERO"),
     Option("sasl_mechanism", "--sasl-mechanism", "KAFKA_SASL_MECHANISM", None, _choice(SASL_MECHANISMS),
            "mecanismo SASL: " + ", ".join(SASL_MECHANISMS), "MECANISMO"),
     Option("sasl_username", "--sasl-username", "KAFKA_SASL_USERNAME", None, _non_empty,
@@ -374,6 +384,8 @@ class KafkaSettings:
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)
     ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
     startup_timeout: float = 60.0
 
 
@@ -548,15 +560,38 @@ def _kafka(values: dict[str, Any], startup_timeout: float) -> KafkaSettings:
         if not values["sasl_username"] or not values["sasl_password"]:
             raise SettingsError("KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD",
                                 f"son obligatorios con KAFKA_SECURITY_PROTOCOL={protocol}")
-    if values["ssl_cafile"] and protocol not in ("SSL", "SASL_SSL"):
-        raise SettingsError("KAFKA_SSL_CAFILE (--ssl-cafile)",
-                            f"solo sirve con KAFKA_SECURITY_PROTOCOL=SSL o SASL_SSL (ahora {protocol})")
+    for name, flag in (("ssl_cafile", "--ssl-cafile"), ("ssl_certfile", "--ssl-certfile"),
+                       ("ssl_keyfile", "--ssl-keyfile")):
+        if values[name] and protocol not in ("SSL", "SASL_SSL"):
+            raise SettingsError(f"KAFKA_{name.upper()} ({flag})",
+                                f"solo sirve con KAFKA_SECURITY_PROTOCOL=SSL o SASL_SSL (ahora {protocol})")
+    _check_client_certificate(values["ssl_certfile"], values["ssl_keyfile"])
     return KafkaSettings(
         bootstrap_servers=values["bootstrap_servers"], topic=values["topic"],
         partitions=values["partitions"], security_protocol=protocol,
         sasl_mechanism=values["sasl_mechanism"], sasl_username=values["sasl_username"],
         sasl_password=values["sasl_password"], ssl_cafile=values["ssl_cafile"],
+        ssl_certfile=values["ssl_certfile"], ssl_keyfile=values["ssl_keyfile"],
         startup_timeout=startup_timeout)
+
+
+def _no_password() -> bytes:
+    raise ValueError("la clave está cifrada con una contraseña")
+
+
+def _check_client_certificate(certfile: str | None, keyfile: str | None) -> None:
+    """Both or neither, and a pair TLS can load now, without asking for a password
+    (OpenSSL would prompt for one on the terminal, inside kafka-python)."""
+    if bool(certfile) != bool(keyfile):
+        missing = "KAFKA_SSL_KEYFILE (--ssl-keyfile)" if certfile else "KAFKA_SSL_CERTFILE (--ssl-certfile)"
+        raise SettingsError(missing, "el certificado de cliente y su clave van juntos: falta este")
+    if certfile and keyfile:
+        try:
+            ssl.create_default_context().load_cert_chain(certfile, keyfile, password=_no_password)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise SettingsError("KAFKA_SSL_CERTFILE / KAFKA_SSL_KEYFILE",
+                                f"TLS no puede usar {certfile!r} con la clave {keyfile!r} ({exc}); la clave "
+                                f"debe ser la de ese certificado, en PEM y sin contraseña") from None
 
 
 def _mongo(values: dict[str, Any]) -> MongoSettings:

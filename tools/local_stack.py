@@ -163,14 +163,17 @@ class TlsFiles:
 
 class TcpProxy(ServerProcess):
     """tools/tcp_proxy.py: forwards ``port`` to ``target_port`` (optionally with delay;
-    with ``tls``, speaking TLS to its clients with that certificate)."""
+    with ``tls``, speaking TLS to its clients with that certificate; with
+    ``client_ca`` too, only to clients with a certificate that CA signed)."""
 
     def __init__(self, port: int, target_port: int, log_dir: Path, delay_ms: float = 0.0,
-                 tls: TlsFiles | None = None) -> None:
+                 tls: TlsFiles | None = None, client_ca: Path | None = None) -> None:
         command = [sys.executable, str(Path(__file__).with_name("tcp_proxy.py")),
                    "--listen", f"127.0.0.1:{port}", "--target", f"127.0.0.1:{target_port}", "--delay-ms", str(delay_ms)]
         if tls is not None:
             command += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+            if client_ca is not None:
+                command += ["--tls-client-ca", str(client_ca)]
         super().__init__("proxy TCP", command, port, log_dir / f"proxy-{port}.log")
 
 

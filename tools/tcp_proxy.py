@@ -10,7 +10,9 @@
   clients that is a broker restart that keeps its data, as Apache Kafka does.
 * With ``--tls-cert`` and ``--tls-key`` it speaks TLS to its clients and plain TCP
   to the target: a TLS listener in front of the local broker, which has none, so
-  the scripts' ``KAFKA_SECURITY_PROTOCOL=SSL`` path can be tested.
+  the scripts' ``KAFKA_SECURITY_PROTOCOL=SSL`` path can be tested; with
+  ``--tls-client-ca`` too, it accepts only clients with a certificate signed by
+  that CA (mutual TLS, as Aiven's Kafka asks for).
 """
 
 from __future__ import annotations
@@ -77,11 +79,15 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=0.0, help="retardo en cada sentido (ms)")
     parser.add_argument("--tls-cert", help="certificado PEM: hablar TLS con los clientes")
     parser.add_argument("--tls-key", help="clave privada PEM del certificado")
+    parser.add_argument("--tls-client-ca", help="CA PEM: exigir a cada cliente un certificado firmado por ella")
     args = parser.parse_args()
     tls = None
     if args.tls_cert:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.tls_client_ca:
+            tls.verify_mode = ssl.CERT_REQUIRED
+            tls.load_verify_locations(args.tls_client_ca)
     listen_host, listen_port = args.listen.rsplit(":", 1)
     target_host, target_port = args.target.rsplit(":", 1)
     asyncio.run(serve(listen_host, int(listen_port), target_host, int(target_port), args.delay_ms / 1000, tls))

@@ -21,16 +21,17 @@ from tools.local_stack import ServerProcess, TansuServer, TcpProxy, TlsFiles, fr
 pytestmark = pytest.mark.slow
 
 
-def _tls_broker(own_servers: list[ServerProcess], tmp_path: Path, *names: str,
-                authentication: bool = False) -> tuple[str, TlsFiles]:
+def _tls_broker(own_servers: list[ServerProcess], tmp_path: Path, *names: str, authentication: bool = False,
+                client_ca: Path | None = None) -> tuple[str, TlsFiles]:
     """A fresh broker behind a TLS listener whose certificate is for ``names``:
     (the listener's address, the certificate files). ``authentication``: the broker
-    requires a SASL login (and, keeping no users, refuses every one)."""
+    requires a SASL login (and, keeping no users, refuses every one); ``client_ca``:
+    the listener requires a client certificate signed by that CA."""
     files = issue_certificate(tmp_path, "kafka", *names)
     broker_port, tls_port = free_port(), free_port()
     own_servers.append(TansuServer(broker_port, tmp_path / "servers", advertised_port=tls_port,
                                    authentication=authentication).start())
-    own_servers.append(TcpProxy(tls_port, broker_port, tmp_path / "servers", tls=files).start())
+    own_servers.append(TcpProxy(tls_port, broker_port, tmp_path / "servers", tls=files, client_ca=client_ca).start())
     return f"127.0.0.1:{tls_port}", files
 
 
@@ -114,3 +115,30 @@ def test_sasl_over_tls_reaches_the_login(own_servers, mongo_server, tmp_path, re
     [line] = [line for line in done.stderr.splitlines() if " ERROR " in line]
     assert f"Kafka ({address}) rechazó la autenticación" in line and "e=unknown-user" in line
     assert "Tls-S3cret!" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_broker_that_asks_for_a_client_certificate_gets_the_one_in_the_settings(own_servers, mongo_server,
+                                                                                  tmp_path, request) -> None:
+    # Mutual TLS, as Aiven's Kafka serves it: the client shows a certificate signed
+    # by a CA the broker trusts (KAFKA_SSL_CERTFILE + KAFKA_SSL_KEYFILE).
+    client = issue_certificate(tmp_path, "alumno", "alumno")
+    address, files = _tls_broker(own_servers, tmp_path, "localhost", "127.0.0.1", client_ca=client.ca)
+    p = Pipeline.for_test(address, mongo_server.uri, tmp_path, request.node.name,
+                          extra_env={"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CAFILE": str(files.ca),
+                                     "KAFKA_SSL_CERTFILE": str(client.cert), "KAFKA_SSL_KEYFILE": str(client.key)})
+    p.produce(4)
+    p.consume()
+    audit(p.db, valid=20)
+    # Without a certificate, or with one of another CA, the listener ends every
+    # connection right after the handshake: the line says what to check.
+    strangers = issue_certificate(tmp_path, "otro", "otro")
+    for certfile, keyfile, says in (
+            ("", "", "¿pide un certificado de cliente (KAFKA_SSL_CERTFILE y KAFKA_SSL_KEYFILE), pide otro "
+                     "KAFKA_SECURITY_PROTOCOL (ahora SSL)"),
+            (str(strangers.cert), str(strangers.key), f"¿no acepta el certificado de cliente de KAFKA_SSL_CERTFILE "
+                                                      f"({strangers.cert}: ¿lo firma una CA en la que confíe?)")):
+        env = p.env(KAFKA_SSL_CERTFILE=certfile, KAFKA_SSL_KEYFILE=keyfile, STARTUP_TIMEOUT_SECONDS="3")
+        done = p.run(PRODUCER, "--rounds", "1", env=env, timeout=60)
+        assert done.returncode == 1, done.stderr[-2000:]
+        [line] = [line for line in done.stderr.splitlines() if " ERROR " in line]
+        assert "socket disconnected" in line and says in line

@@ -310,3 +310,37 @@ def test_a_kafka_ca_file_must_be_a_pem_tls_can_load_and_needs_tls(tmp_path: Path
     with pytest.raises(SettingsError) as caught:  # PLAINTEXT would never read it: say so
         producer(["--ssl-cafile", str(ca)])
     assert caught.value.setting.startswith("KAFKA_SSL_CAFILE") and "(ahora PLAINTEXT)" in str(caught.value)
+
+
+def test_a_client_certificate_comes_with_its_key_and_tls_must_be_able_to_use_them(tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme", exc_type=ImportError)  # Pyodide: no binary cryptography
+    from cryptography.hazmat.primitives import serialization
+
+    ca = trustme.CA()
+    mine, other = ca.issue_cert("alumno"), ca.issue_cert("otro")
+    cert, key, other_key, locked = (tmp_path / n for n in ("alumno.pem", "alumno.key", "otro.key", "cifrada.key"))
+    mine.cert_chain_pems[0].write_to_path(cert)
+    mine.private_key_pem.write_to_path(key)
+    other.private_key_pem.write_to_path(other_key)
+    private = serialization.load_pem_private_key(mine.private_key_pem.bytes(), password=None)
+    locked.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.BestAvailableEncryption(b"clave")))
+    ssl_env = {"KAFKA_SECURITY_PROTOCOL": "SSL"}
+    k = consumer(["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)], ssl_env).kafka
+    assert (k.ssl_certfile, k.ssl_keyfile) == (str(cert), str(key))
+    for argv, setting, says in (
+            (["--ssl-certfile", str(cert)], "KAFKA_SSL_KEYFILE", "van juntos: falta este"),
+            (["--ssl-keyfile", str(key)], "KAFKA_SSL_CERTFILE", "van juntos: falta este"),
+            (["--ssl-certfile", str(cert), "--ssl-keyfile", str(other_key)], "KAFKA_SSL_CERTFILE / KAFKA_SSL_KEYFILE",
+             "la clave debe ser la de ese certificado"),
+            # OpenSSL would ask for the password on the terminal, inside kafka-python.
+            (["--ssl-certfile", str(cert), "--ssl-keyfile", str(locked)], "KAFKA_SSL_CERTFILE / KAFKA_SSL_KEYFILE",
+             "cifrada con una contraseña"),
+            (["--ssl-certfile", str(tmp_path / "no.pem"), "--ssl-keyfile", str(key)], "KAFKA_SSL_CERTFILE",
+             "no existe el fichero")):
+        with pytest.raises(SettingsError) as caught:
+            consumer(argv, ssl_env)
+        assert caught.value.setting.startswith(setting) and says in str(caught.value), str(caught.value)
+    with pytest.raises(SettingsError) as caught:
+        producer(["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)])
+    assert caught.value.setting.startswith("KAFKA_SSL_CERTFILE") and "(ahora PLAINTEXT)" in str(caught.value)
