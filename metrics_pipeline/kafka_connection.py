@@ -14,6 +14,7 @@ used as it is.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from typing import Any
@@ -60,6 +61,7 @@ def _scram_server_error(auth_bytes: bytes) -> str | None:
     return text.split(",", 1)[0][2:] if text.startswith("e=") else None
 
 
+@functools.cache
 def _read_scram_server_errors() -> None:
     """Make kafka-python's SCRAM take a server's refusal for what it is.
 
@@ -72,7 +74,7 @@ def _read_scram_server_errors() -> None:
     ``register_sasl_mechanism``, a SCRAM that raises SaslAuthenticationFailedError
     with the server's reason: the start-up stops after its first attempt with that
     line, as for any refused login. Another kafka-python without that registry is
-    left alone.
+    left alone. Once per process: every client built afterwards uses it.
     """
     try:
         from kafka.net.sasl import get_sasl_mechanism, register_sasl_mechanism
@@ -176,7 +178,7 @@ def recreate_topic_if_missing(settings: KafkaSettings, client_id: str, timeout_s
 def _disconnected_hint(settings: KafkaSettings) -> str:
     """What to check when the server closes every connection without an answer."""
     protocol = settings.security_protocol
-    if protocol not in ("SSL", "SASL_SSL"):
+    if not settings.uses_tls:
         return (f"¿pide otro KAFKA_SECURITY_PROTOCOL (ahora {protocol}; p. ej. SASL_SSL en un Kafka gestionado) "
                 f"o no es un broker de Kafka?")
     # Over TLS 1.3 a listener that wants a client certificate ends the connection
@@ -228,7 +230,7 @@ def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
             raise NotReady(reason) from None
 
     silent = "el broker acepta la conexión pero no responde"
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
+    if settings.uses_tls:
         # kafka-python's TLS handshake has no timeout: against a listener without TLS
         # (the local docker compose Kafka) it waits for ever for the broker's greeting.
         silent += (f"; con KAFKA_SECURITY_PROTOCOL={settings.security_protocol} el cliente espera el "

@@ -45,6 +45,7 @@ DEFAULT_SERVER_IDS = ("web01", "web02", "db01", "app01", "cache01")
 MAX_WINDOW_SIZE = 10_000
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")  # the ones that use KAFKA_SSL_*
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 SOURCES = ("simulated", "psutil")
 # Kafka's protocol carries counts and timeouts (partitions, session and poll
@@ -388,6 +389,10 @@ class KafkaSettings:
     ssl_keyfile: str | None = None
     startup_timeout: float = 60.0
 
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in TLS_PROTOCOLS
+
 
 @dataclass(frozen=True)
 class MongoSettings:
@@ -562,7 +567,7 @@ def _kafka(values: dict[str, Any], startup_timeout: float) -> KafkaSettings:
                                 f"son obligatorios con KAFKA_SECURITY_PROTOCOL={protocol}")
     for name, flag in (("ssl_cafile", "--ssl-cafile"), ("ssl_certfile", "--ssl-certfile"),
                        ("ssl_keyfile", "--ssl-keyfile")):
-        if values[name] and protocol not in ("SSL", "SASL_SSL"):
+        if values[name] and protocol not in TLS_PROTOCOLS:
             raise SettingsError(f"KAFKA_{name.upper()} ({flag})",
                                 f"solo sirve con KAFKA_SECURITY_PROTOCOL=SSL o SASL_SSL (ahora {protocol})")
     _check_client_certificate(values["ssl_certfile"], values["ssl_keyfile"])
