@@ -16,6 +16,7 @@ from metrics_pipeline.storage import CLOSE_SECONDS, SERVER_SELECTION_MS, Metrics
 from tests.support.audit import RAW, audit
 from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, encode, producer_summary, valid_message
 from tests.support.waiting import committed_offsets, wait_until
+from tests.support.logs import error_lines
 
 pytestmark = pytest.mark.slow
 
@@ -176,7 +177,7 @@ def test_a_write_retrying_cannot_cure_is_one_error_line_and_exit_1(
             "failCommands": ["insert"], "appName": "consumidor_metrics_iabd06", **failure}})
     done = p.run(CONSUMER, "--idle-timeout", "3")
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    errors = error_lines(done.stderr)
     assert len(errors) == 1 and says in errors[0], done.stderr[-2000:]
     assert committed_offsets(p.bootstrap, p.group, p.topic, 1) == {0: None}  # nothing committed
 

@@ -16,6 +16,7 @@ from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from tests.support.pipeline import CONSUMER, PRODUCER, REPORT, Pipeline
 from tests.support.secrets import assert_no_secret
+from tests.support.logs import error_lines
 from tools.local_stack import free_port
 
 pytestmark = pytest.mark.slow
@@ -32,10 +33,6 @@ def _no_secret(text: str) -> None:
     assert_no_secret(text, MONGO_SECRET, KAFKA_SECRET)
 
 
-def _error_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if " ERROR " in line or " CRITICAL " in line]
-
-
 def _exits_1_after(pipeline: Pipeline, script, args: list[str], env: dict[str, str], seconds: float,
                    at_most: float) -> tuple[str, str]:
     """Run a script that must give up after ``seconds``: exit 1, no secret, no
@@ -48,7 +45,7 @@ def _exits_1_after(pipeline: Pipeline, script, args: list[str], env: dict[str, s
     output = done.stdout + done.stderr
     _no_secret(output)
     assert "Traceback" not in output
-    [line] = _error_lines(output)
+    [line] = error_lines(output)
     return line, output
 
 
@@ -194,7 +191,7 @@ def test_refused_mongodb_credentials_exit_1_at_once_without_the_password(own_mon
     assert " no responde: " not in output
     _no_secret(output)
     assert "Traceback" not in output
-    [line] = _error_lines(output)
+    [line] = error_lines(output)
     assert "rechazó las credenciales" in line
 
 

@@ -10,6 +10,7 @@ from metrics_pipeline.settings import load_producer_settings
 from tests.support.audit import DEADLETTER, KPIS, RAW, audit
 from tests.support.pipeline import CONSUMER, REPORT, Pipeline, encode, valid_message
 from tests.support.waiting import committed_offsets
+from tests.support.logs import error_lines
 
 SERVERS = ("web01", "web02", "db01", "app01", "cache01")
 
@@ -221,7 +222,7 @@ def test_values_at_the_edge_of_the_schema_are_windowed_without_stopping_the_cons
     # mongod returns a double.)
     shown = pipeline.run(REPORT, "--since", "2026-11-26T15:30:00Z", "--output", str(pipeline.workdir / "k.png"))
     assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr[-2000:]
-    errors = [line for line in shown.stderr.splitlines() if " ERROR " in line]
+    errors = error_lines(shown.stderr)
     assert len(errors) == 1 and "No se pudo dibujar el gráfico" in errors[0], shown.stderr
     assert "1.7e+308" in shown.stdout and str(20 * (2**63 - 1)) in shown.stdout
 
@@ -248,5 +249,5 @@ def test_a_codec_library_missing_is_one_clear_line_and_exit_1(pipeline: Pipeline
     (hide / "lz4" / "__init__.py").write_text("raise ImportError('lz4 not installed (test)')\n")
     done = pipeline.run(CONSUMER, "--idle-timeout", "3", env=pipeline.env(PYTHONPATH=str(hide)))
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
-    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    errors = error_lines(done.stderr)
     assert len(errors) == 1 and "lz4" in errors[0] and "requirements.txt" in errors[0], done.stderr[-3000:]

@@ -16,6 +16,7 @@ import pytest
 from tests.support.audit import audit
 from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline
 from tests.support.tls import issue_certificate, other_ca
+from tests.support.logs import error_lines
 from tools.local_stack import ServerProcess, TansuServer, TcpProxy, TlsFiles, free_port
 
 pytestmark = pytest.mark.slow
@@ -72,7 +73,7 @@ def test_a_broker_certificate_the_client_does_not_trust_stops_at_the_first_attem
     done = p.run(script, *(["--rounds", "1"] if script == PRODUCER else []), env=env, timeout=60)
     assert done.returncode == 1 and time.monotonic() - started < 30, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
-    [line] = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    [line] = error_lines(done.stderr)
     assert f"Kafka ({address}) presenta un certificado TLS que este cliente no acepta (" in line
     assert says in line
 
@@ -84,7 +85,7 @@ def test_a_certificate_for_another_name_says_which_name_to_use(own_servers, mong
     done = p.run(PRODUCER, "--rounds", "1", env=p.env(KAFKA_SECURITY_PROTOCOL="SSL", KAFKA_SSL_CAFILE=str(files.ca)),
                  timeout=60)
     assert done.returncode == 1, done.stderr[-2000:]
-    [line] = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    [line] = error_lines(done.stderr)
     assert "mismatch" in line and "el certificado no es para la dirección de KAFKA_BOOTSTRAP_SERVERS" in line
 
 
@@ -98,7 +99,7 @@ def test_a_client_without_tls_against_the_tls_listener_gets_the_protocol_hint(tl
     started = time.monotonic()
     done = p.run(PRODUCER, "--rounds", "1", env=p.env(STARTUP_TIMEOUT_SECONDS="3"), timeout=60)
     assert done.returncode == 1 and 3 <= time.monotonic() - started < 20, done.stderr[-2000:]
-    [line] = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    [line] = error_lines(done.stderr)
     assert "el servidor acepta la conexión y la cierra: ¿pide otro KAFKA_SECURITY_PROTOCOL (ahora PLAINTEXT;" in line
 
 
@@ -112,7 +113,7 @@ def test_sasl_over_tls_reaches_the_login(own_servers, mongo_server, tmp_path, re
                 KAFKA_SASL_USERNAME="ana", KAFKA_SASL_PASSWORD="Tls-S3cret!", STARTUP_TIMEOUT_SECONDS="60")
     done = p.run(CONSUMER, env=env, timeout=60)
     assert done.returncode == 1, done.stderr[-2000:]
-    [line] = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    [line] = error_lines(done.stderr)
     assert f"Kafka ({address}) rechazó la autenticación" in line and "e=unknown-user" in line
     assert "Tls-S3cret!" not in done.stdout + done.stderr and "Traceback" not in done.stderr
 
@@ -140,5 +141,5 @@ def test_a_broker_that_asks_for_a_client_certificate_gets_the_one_in_the_setting
         env = p.env(KAFKA_SSL_CERTFILE=certfile, KAFKA_SSL_KEYFILE=keyfile, STARTUP_TIMEOUT_SECONDS="3")
         done = p.run(PRODUCER, "--rounds", "1", env=env, timeout=60)
         assert done.returncode == 1, done.stderr[-2000:]
-        [line] = [line for line in done.stderr.splitlines() if " ERROR " in line]
+        [line] = error_lines(done.stderr)
         assert "socket disconnected" in line and says in line

@@ -15,6 +15,7 @@ from tests.support.audit import RAW, audit
 from tests.support.pipeline import CONSUMER, REPORT, Pipeline
 from tests.support.secrets import assert_no_secret
 from tests.support.tls import issue_certificate
+from tests.support.logs import error_lines
 from tools.local_stack import SecantusServer
 
 pytestmark = pytest.mark.slow
@@ -59,7 +60,7 @@ def test_a_certificate_the_client_does_not_trust_is_one_clear_error_line(secure_
     done = p.run(CONSUMER, "--startup-timeout", "3", timeout=60)
     output = done.stdout + done.stderr
     assert done.returncode == 1, output[-2000:]
-    errors = [line for line in output.splitlines() if " ERROR " in line]
+    errors = error_lines(output)
     assert len(errors) == 1 and "No se pudo conectar a MongoDB" in errors[0], output[-2000:]
     assert "CERTIFICATE_VERIFY_FAILED" in errors[0]
     assert_no_secret(output, PASSWORD)
@@ -73,7 +74,7 @@ def test_a_wrong_password_over_tls_is_one_error_line_and_exit_1(secure_mongo, ka
     done = p.run(CONSUMER, timeout=60)
     output = done.stdout + done.stderr
     assert done.returncode == 1, output[-2000:]
-    [error] = [line for line in output.splitlines() if " ERROR " in line]
+    [error] = error_lines(output)
     assert "rechazó las credenciales" in error
     assert "otra-cosa" not in output and "Traceback" not in output
 
@@ -107,7 +108,7 @@ def test_a_user_who_may_only_read_stops_with_one_line_and_loses_nothing(own_mong
         done = reader.run(CONSUMER, "--idle-timeout", "3", timeout=90)
         output = done.stdout + done.stderr
         assert done.returncode == 1, output[-2000:]
-        errors = [line.split(" ERROR metrics_pipeline: ", 1)[-1] for line in output.splitlines() if " ERROR " in line]
+        errors = [line.split(" ERROR metrics_pipeline: ", 1)[-1] for line in error_lines(output)]
         assert len(errors) == 1 and errors[0].startswith(start), output[-2000:]
         assert f"not authorized on {database} " in errors[0] and f"(action: {action})" in errors[0]
         assert errors[0].endswith("necesita permiso de escritura en la base de datos (p. ej. el rol readWrite)")
