@@ -9,6 +9,12 @@
   a minute per kind of message (numbers aside), except its diagnostics of its own
   slow I/O loop, which are DEBUG.
 * Python warnings (e.g. pymongo's "unknown URI option") become log lines too.
+
+The bridge writes its lines while the logging module is still inside the handling
+of kafka-python's record. CPython 3.13.4 and 3.13.5 silently drop every record a
+thread logs at that moment, from any logger (gh-91555; reverted in 3.13.6, and by
+Debian's own 3.13.5): the bridge and :class:`KafkaStatus` hand their records to the
+handlers directly (:func:`_log_from_handler`) so no Python version loses them.
 """
 
 from __future__ import annotations
@@ -79,10 +85,11 @@ class KafkaStatus:
         with self._lock:
             if self._down_since is None:
                 self._down_since = self._last_reminder = now
-                self._log.warning("Kafka (%s) no responde: %s; se sigue reintentando", self.bootstrap, reason)
+                _log_from_handler(self._log, logging.WARNING, "Kafka (%s) no responde: %s; se sigue reintentando",
+                                  self.bootstrap, reason)
             elif now - self._last_reminder >= self.REMINDER_SECONDS:
                 self._last_reminder = now
-                self._log.warning("Kafka (%s) sigue sin responder desde hace %.0f s: %s",
+                _log_from_handler(self._log, logging.WARNING, "Kafka (%s) sigue sin responder desde hace %.0f s: %s",
                                   self.bootstrap, now - self._down_since, reason)
 
     def mark_up(self) -> None:
@@ -123,10 +130,10 @@ class KafkaLogBridge(logging.Handler):
             self.status.mark_down(_short(text))
             return
         if _POLL_TIMEOUT.search(text):
-            self._log.warning("%s", _POLL_TIMEOUT_LINE)
+            _log_from_handler(self._log, logging.WARNING, "%s", _POLL_TIMEOUT_LINE)
             return
         if _SLOW_TASK.search(text):
-            self._log.debug("kafka-python: %s", _short(text, 300))
+            _log_from_handler(self._log, logging.DEBUG, "kafka-python: %s", _short(text, 300))
             return
         template = f"{record.name}:{_VARYING_PARTS.sub('#', str(record.msg))}"
         now = self._clock()
@@ -135,7 +142,19 @@ class KafkaLogBridge(logging.Handler):
         self._last_seen[template] = now
         # At most WARNING: kafka-python retries what it reports, and our ERROR lines
         # are kept for what the scripts themselves give up on.
-        self._log.log(min(record.levelno, logging.WARNING), "kafka-python: %s", _short(text, 300))
+        _log_from_handler(self._log, min(record.levelno, logging.WARNING), "kafka-python: %s", _short(text, 300))
+
+
+def _log_from_handler(logger: logging.Logger, level: int, msg: str, *args: object) -> None:
+    """``logger.log(level, msg, *args)`` that also works inside another handler's emit.
+
+    It skips ``Logger.isEnabledFor`` and ``Logger.handle``, which CPython 3.13.4/3.13.5
+    make say "disabled" while the thread is handling another record; levels, handlers
+    and propagation apply as usual (our loggers have no filters: secrets are masked by
+    the formatter).
+    """
+    if not logger.disabled and level >= logger.getEffectiveLevel() and level > logger.manager.disable:
+        logger.callHandlers(logger.makeRecord(logger.name, level, __file__, 0, msg, args, None))
 
 
 def _short(text: str, limit: int = 160) -> str:

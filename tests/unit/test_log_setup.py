@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
+import threading
 
 import pytest
 
@@ -145,3 +146,64 @@ def test_pymongo_and_matplotlib_speak_from_warning_up_or_from_log_level_if_highe
         root.setLevel(saved[0])
         for library, old in zip(libraries, saved[2]):
             library.setLevel(old)
+
+
+def _disabled_as_in_cpython_3_13_4(self: logging.Logger) -> bool:
+    return self.disabled or getattr(_guard, "in_progress", False)
+
+
+def _is_enabled_for_as_in_cpython_3_13_4(self: logging.Logger, level: int) -> bool:
+    return not _disabled_as_in_cpython_3_13_4(self) and _is_enabled_for(self, level)
+
+
+def _handle_as_in_cpython_3_13_4(self: logging.Logger, record: logging.LogRecord) -> None:
+    """``Logger.handle`` of CPython 3.13.4 and 3.13.5 (gh-91555, reverted in 3.13.6): while
+    a thread is inside it, every record that thread logs, from any logger, is dropped
+    (there and in ``isEnabledFor``)."""
+    if _disabled_as_in_cpython_3_13_4(self):
+        return
+    _guard.in_progress = True
+    try:
+        if self.filter(record):
+            self.callHandlers(record)
+    finally:
+        _guard.in_progress = False
+
+
+_guard = threading.local()
+_is_enabled_for = logging.Logger.isEnabledFor
+
+
+class _LogsWhileHandling(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger("metrics_pipeline.kafka").warning("dicho desde otro handler")
+
+
+def test_kafka_lines_survive_pythons_that_drop_records_logged_while_handling_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    root, kafka = logging.getLogger(), logging.getLogger("kafka")
+    saved = root.level, root.handlers[:], kafka.handlers[:], kafka.level, kafka.propagate
+    monkeypatch.setattr(logging.Logger, "handle", _handle_as_in_cpython_3_13_4)
+    monkeypatch.setattr(logging.Logger, "isEnabledFor", _is_enabled_for_as_in_cpython_3_13_4)
+    output = io.StringIO()
+    try:
+        configure_logging("INFO", stream=output)
+        # The emulation is faithful: an ordinary line logged inside a handler is lost.
+        other = logging.getLogger("tests.other")
+        other.addHandler(_LogsWhileHandling())
+        other.warning("x")
+        other.handlers.clear()
+        logging.getLogger("kafka.conn").error("Connection failed: KafkaConnectionError: 111 ECONNREFUSED")
+        logging.getLogger("kafka.coordinator").warning("Heartbeat poll timeout has expired, leaving group")
+        logging.getLogger("kafka.producer").warning("Topic t not found in cluster metadata")
+        for handler in root.handlers:
+            handler.flush()
+    finally:
+        root.handlers[:] = saved[1]
+        root.setLevel(saved[0])
+        kafka.handlers[:], kafka.level, kafka.propagate = saved[2], saved[3], saved[4]
+    text = output.getvalue()
+    assert "dicho desde otro handler" not in text
+    assert "WARNING metrics_pipeline.kafka: Kafka (Kafka) no responde: Connection failed" in text
+    assert "sin leer de Kafka" in text
+    assert "kafka-python: Topic t not found in cluster metadata" in text
