@@ -23,7 +23,7 @@ import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient
 
 from metrics_pipeline.errors import StartupError
-from metrics_pipeline.log_setup import KafkaStatus
+from metrics_pipeline.log_setup import SERVER_CLOSED, KafkaStatus
 from metrics_pipeline.settings import KafkaSettings
 from metrics_pipeline.startup import NotReady, wait_for_server
 
@@ -112,13 +112,6 @@ def forbid_topic_auto_creation(cluster: Any) -> None:
         config["allow_auto_create_topics"] = False
 
 
-# kafka-python's words for a server that accepted the TCP connection and closed it
-# without an answer: what a SASL or TLS listener of Apache Kafka does to a client that
-# speaks plain Kafka to it, what a TLS 1.3 listener does to a client without the
-# certificate it asks for (and what most servers that are not Kafka do).
-_DISCONNECTED = "socket disconnected"
-
-
 def _reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 200 else text[:199] + "…"
@@ -191,6 +184,19 @@ def _disconnected_hint(settings: KafkaSettings) -> str:
     return f"¿{client}, pide otro KAFKA_SECURITY_PROTOCOL (ahora {protocol}) o no es un broker de Kafka?"
 
 
+def _not_ready_reason(settings: KafkaSettings, reason: str, status: KafkaStatus | None) -> str:
+    """Why an attempt to reach Kafka failed: kafka-python's exception (often only
+    "Unable to bootstrap"), its last complaint, and what to check when the server
+    closed a connection without an answer, in this attempt or an earlier one."""
+    if status is not None and status.last_error and status.last_error not in reason:
+        reason = f"{reason} (último error de kafka-python: {status.last_error})"
+    if SERVER_CLOSED not in reason and status is not None and status.server_closed:
+        reason += f" (antes: {SERVER_CLOSED})"
+    if SERVER_CLOSED in reason:
+        reason += f"; el servidor acepta la conexión y la cierra: {_disconnected_hint(settings)}"
+    return reason
+
+
 def _untrusted_certificate(settings: KafkaSettings, failure: str) -> str:
     """The start-up line for a broker certificate the client does not accept."""
     line = f"Kafka ({settings.bootstrap_servers}) presenta un certificado TLS que este cliente no acepta ({failure})"
@@ -217,17 +223,12 @@ def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
             raise StartupError(f"Kafka ({settings.bootstrap_servers}) rechazó la autenticación: "
                                f"{_reason(exc)}") from None
         except (kafka_errors.KafkaError, OSError) as exc:
-            reason = _reason(exc)
             if status is not None and status.auth_failure:
                 raise StartupError(f"Kafka ({settings.bootstrap_servers}) rechazó la autenticación: "
                                    f"{status.auth_failure}") from None
             if status is not None and status.tls_failure:
                 raise StartupError(_untrusted_certificate(settings, status.tls_failure)) from None
-            if status is not None and status.last_error and status.last_error not in reason:
-                reason = f"{reason} (último error de kafka-python: {status.last_error})"
-            if _DISCONNECTED in reason:
-                reason += f"; el servidor acepta la conexión y la cierra: {_disconnected_hint(settings)}"
-            raise NotReady(reason) from None
+            raise NotReady(_not_ready_reason(settings, _reason(exc), status)) from None
 
     silent = "el broker acepta la conexión pero no responde"
     if settings.uses_tls:

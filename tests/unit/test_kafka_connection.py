@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 
 import pytest
 from kafka.cluster import ClusterMetadata
 from kafka.errors import SaslAuthenticationFailedError
 from kafka.net.sasl import get_sasl_mechanism
 
-from metrics_pipeline.kafka_connection import _untrusted_certificate, client_config, forbid_topic_auto_creation
+from metrics_pipeline.kafka_connection import (_not_ready_reason, _untrusted_certificate, client_config,
+                                               forbid_topic_auto_creation)
+from metrics_pipeline.log_setup import KafkaLogBridge, KafkaStatus
 from metrics_pipeline.settings import KafkaSettings
 
 
@@ -66,3 +69,24 @@ def test_the_ca_file_reaches_the_client_and_an_untrusted_certificate_says_what_t
     assert _untrusted_certificate(own_ca, "certificate verify failed: IP address mismatch, certificate is not valid "
                                           "for '127.0.0.1'").endswith(
         ": el certificado no es para la dirección de KAFKA_BOOTSTRAP_SERVERS; use el nombre para el que se emitió")
+
+
+def test_a_server_that_closed_the_connection_keeps_its_hint_when_the_deadline_ends_a_later_attempt() -> None:
+    # Each attempt: TLS handshake, then the listener (which wants a client certificate)
+    # closes the connection. The start-up deadline can end an attempt between its
+    # handshake and its first request, and kafka-python's last word is then a timeout.
+    settings = KafkaSettings("kafka:9093", "t", 1, "SSL")
+    status = KafkaStatus()
+    bridge = KafkaLogBridge(status)
+    for line in ("Bootstrap connection to bootstrap-0 failed: KafkaConnectionError: socket disconnected",
+                 "Bootstrap connection to bootstrap-0 failed: KafkaTimeoutError: Timeout during ApiVersions check"):
+        bridge.emit(logging.LogRecord("kafka.net.manager", logging.WARNING, __file__, 1, line, (), None))
+    reason = _not_ready_reason(settings, "KafkaTimeoutError: Unable to bootstrap from ['kafka:9093']", status)
+    assert reason == ("KafkaTimeoutError: Unable to bootstrap from ['kafka:9093'] (último error de kafka-python: "
+                      "Bootstrap connection to bootstrap-0 failed: KafkaTimeoutError: Timeout during ApiVersions "
+                      "check) (antes: socket disconnected); el servidor acepta la conexión y la cierra: ¿pide un "
+                      "certificado de cliente (KAFKA_SSL_CERTFILE y KAFKA_SSL_KEYFILE), pide otro "
+                      "KAFKA_SECURITY_PROTOCOL (ahora SSL) o no es un broker de Kafka?")
+    # A broker that never closed anything gets no such hint.
+    quiet = KafkaStatus()
+    assert "cierra" not in _not_ready_reason(settings, "KafkaTimeoutError: Unable to bootstrap", quiet)
