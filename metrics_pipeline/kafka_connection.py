@@ -190,9 +190,11 @@ def _not_ready_reason(settings: KafkaSettings, reason: str, status: KafkaStatus 
     closed a connection without an answer, in this attempt or an earlier one."""
     if status is not None and status.last_error and status.last_error not in reason:
         reason = f"{reason} (último error de kafka-python: {status.last_error})"
-    if SERVER_CLOSED not in reason and status is not None and status.server_closed:
-        reason += f" (antes: {SERVER_CLOSED})"
-    if SERVER_CLOSED in reason:
+    closed = SERVER_CLOSED.search(reason) is not None
+    if not closed and status is not None and status.server_closed:
+        reason += f" (antes: {status.server_closed})"
+        closed = True
+    if closed:
         reason += f"; el servidor acepta la conexión y la cierra: {_disconnected_hint(settings)}"
     return reason
 

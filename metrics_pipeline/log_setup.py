@@ -35,12 +35,14 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # kafka-python's words for a server that accepted the TCP connection and closed it
 # without an answer: what a SASL or TLS listener of Apache Kafka does to a client that
 # speaks plain Kafka to it, what a TLS 1.3 listener does to a client without the
-# certificate it asks for (and what most servers that are not Kafka do).
-SERVER_CLOSED = "socket disconnected"
+# certificate it asks for (and what most servers that are not Kafka do). Which words
+# depends on what the client was doing when the close reached it: reading ("socket
+# disconnected"), writing ("Broken pipe"), or either after a reset.
+SERVER_CLOSED = re.compile(r"socket disconnected|Broken pipe|Connection reset|ECONNRESET", re.IGNORECASE)
 _CONNECTION_TROUBLE = re.compile(
-    r"KafkaConnectionError|ECONNREFUSED|Connection refused|No node available|" + SERVER_CLOSED +
+    r"KafkaConnectionError|ECONNREFUSED|Connection refused|No node available|" + SERVER_CLOSED.pattern +
     r"|Connection lost|Unable to bootstrap|coordinator dead|NodeNotReady|Connection failed"
-    r"|Metadata refresh: failed|ECONNRESET|timed out|KafkaTimeoutError",
+    r"|Metadata refresh: failed|timed out|KafkaTimeoutError",
     re.IGNORECASE)
 # kafka-python reports a refused login only as a log line, then keeps retrying the
 # bootstrap until its timeout: these say retrying cannot cure it.
@@ -84,10 +86,10 @@ class KafkaStatus:
         self.last_error: str | None = None
         self.auth_failure: str | None = None
         self.tls_failure: str | None = None  # "certificate verify failed: <why>"
-        # The server closed a connection without an answer (SERVER_CLOSED), even if a
-        # later attempt ended otherwise: one cut short by the start-up deadline says
-        # only "Timeout during ApiVersions check".
-        self.server_closed = False
+        # kafka-python's words (SERVER_CLOSED) the last time a server closed a
+        # connection without an answer, even if a later attempt ended otherwise: one
+        # cut short by the start-up deadline says only "Timeout during ApiVersions check".
+        self.server_closed: str | None = None
 
     def mark_down(self, reason: str) -> None:
         now = self._clock()
@@ -133,8 +135,8 @@ class KafkaLogBridge(logging.Handler):
             self.status.auth_failure = _short(_BACKOFF.sub("", text))
         if untrusted := _TLS_UNTRUSTED.search(text):
             self.status.tls_failure = _short(untrusted.group(0).strip())
-        if SERVER_CLOSED in text:
-            self.status.server_closed = True
+        if closed := SERVER_CLOSED.search(text):
+            self.status.server_closed = closed.group(0)
         if _ERROR_WORDS.search(text) and "Unable to bootstrap" not in text:
             self.status.last_error = _short(_BACKOFF.sub("", text))
         if _CONNECTION_TROUBLE.search(text):

@@ -14,9 +14,9 @@ from pymongo import MongoClient
 from metrics_pipeline.settings import MongoSettings
 from metrics_pipeline.storage import CLOSE_SECONDS, SERVER_SELECTION_MS, MetricsStore, open_client
 from tests.support.audit import RAW, audit
+from tests.support.logs import error_lines
 from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, encode, producer_summary, valid_message
 from tests.support.waiting import committed_offsets, wait_until
-from tests.support.logs import error_lines
 
 pytestmark = pytest.mark.slow
 

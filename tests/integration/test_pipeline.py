@@ -8,9 +8,9 @@ import re
 from metrics_pipeline.producer_loop import open_producer
 from metrics_pipeline.settings import load_producer_settings
 from tests.support.audit import DEADLETTER, KPIS, RAW, audit
+from tests.support.logs import error_lines
 from tests.support.pipeline import CONSUMER, REPORT, Pipeline, encode, valid_message
 from tests.support.waiting import committed_offsets
-from tests.support.logs import error_lines
 
 SERVERS = ("web01", "web02", "db01", "app01", "cache01")
 

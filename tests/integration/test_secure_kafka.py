@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from metrics_pipeline.log_setup import SERVER_CLOSED
 from tests.support.audit import audit
+from tests.support.logs import error_lines
 from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline
 from tests.support.tls import issue_certificate, other_ca
-from tests.support.logs import error_lines
 from tools.local_stack import ServerProcess, TansuServer, TcpProxy, TlsFiles, free_port
 
 pytestmark = pytest.mark.slow
@@ -142,4 +143,4 @@ def test_a_broker_that_asks_for_a_client_certificate_gets_the_one_in_the_setting
         done = p.run(PRODUCER, "--rounds", "1", env=env, timeout=60)
         assert done.returncode == 1, done.stderr[-2000:]
         [line] = error_lines(done.stderr)
-        assert "socket disconnected" in line and says in line
+        assert SERVER_CLOSED.search(line) and says in line

@@ -12,10 +12,10 @@ import pytest
 from pymongo import MongoClient
 
 from tests.support.audit import RAW, audit
+from tests.support.logs import error_lines
 from tests.support.pipeline import CONSUMER, REPORT, Pipeline
 from tests.support.secrets import assert_no_secret
 from tests.support.tls import issue_certificate
-from tests.support.logs import error_lines
 from tools.local_stack import SecantusServer
 
 pytestmark = pytest.mark.slow
