@@ -565,10 +565,9 @@ def _kafka(values: dict[str, Any], startup_timeout: float) -> KafkaSettings:
         if not values["sasl_username"] or not values["sasl_password"]:
             raise SettingsError("KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD",
                                 f"son obligatorios con KAFKA_SECURITY_PROTOCOL={protocol}")
-    for name, flag in (("ssl_cafile", "--ssl-cafile"), ("ssl_certfile", "--ssl-certfile"),
-                       ("ssl_keyfile", "--ssl-keyfile")):
-        if values[name] and protocol not in TLS_PROTOCOLS:
-            raise SettingsError(f"KAFKA_{name.upper()} ({flag})",
+    for option in KAFKA_OPTIONS:
+        if option.name.startswith("ssl_") and values[option.name] and protocol not in TLS_PROTOCOLS:
+            raise SettingsError(f"{option.env} ({option.flag})",
                                 f"solo sirve con KAFKA_SECURITY_PROTOCOL=SSL o SASL_SSL (ahora {protocol})")
     _check_client_certificate(values["ssl_certfile"], values["ssl_keyfile"])
     return KafkaSettings(
