@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -107,6 +108,13 @@ def decode_json(value: bytes | None) -> Any:
         raise InvalidMessage(NESTING_ERROR) from None
     except json.JSONDecodeError as exc:
         raise InvalidMessage(f"JSON no válido: {exc.msg} (línea {exc.lineno}, columna {exc.colno})") from None
+    except ValueError as exc:
+        # Not a JSONDecodeError: Python (3.11+) refuses to convert an integer literal
+        # of more digits than sys.get_int_max_str_digits() (4,300 by default).
+        if "integer string conversion" not in str(exc):
+            raise InvalidMessage(f"JSON no válido: {exc}") from None
+        raise InvalidMessage(f"JSON no válido: un número entero tiene más de "
+                             f"{sys.get_int_max_str_digits()} cifras") from None
 
 
 def _number(metrics: dict[str, Any], name: str) -> float:

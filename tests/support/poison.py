@@ -43,6 +43,7 @@ POISON: list[tuple[str, bytes | None]] = [
     ("Infinity literal", _replace("metrics.disk_io_mbps", b"Infinity")),
     ("-Infinity literal", _replace("metrics.network_mbps", b"-Infinity")),
     ("1e999", _replace("metrics.network_mbps", b"1e999")),
+    ("integer of 5,000 digits", _replace("metrics.network_mbps", b"9" * 5000)),
     ("boolean as a number", _with("metrics.memory_percent", True)),
     ("negative error_count", _with("metrics.error_count", -2)),
     ("fractional error_count", _with("metrics.error_count", 0.5)),

@@ -97,6 +97,12 @@ REJECTED = [
     ("disk negative", variant("metrics.disk_io_mbps", -1), "disk_io_mbps"),
     ("network boolean", variant("metrics.network_mbps", False), "network_mbps"),
     ("network huge integer", variant("metrics.network_mbps", 10**400), "network_mbps"),
+    # Python refuses to read an integer of more than 4,300 digits (ValueError, not a
+    # JSONDecodeError): before it was caught, such a message stopped the consumer.
+    ("network of 5,000 digits", variant("metrics.network_mbps", 1).replace(b": 1,", b": " + b"9" * 5000 + b","),
+     "más de 4300 cifras"),
+    ("extra field of 4,301 digits", variant("extra", 1).replace(b": 1}", b": -" + b"1" * 4301 + b"}"),
+     "más de 4300 cifras"),
     ("error_count negative", variant("metrics.error_count", -1), "error_count"),
     ("error_count fractional", variant("metrics.error_count", 1.5), "error_count"),
     ("error_count float", variant("metrics.error_count", 2.0), "sin decimales (2, no 2.0)"),
