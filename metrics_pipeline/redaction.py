@@ -65,6 +65,16 @@ def describe_mongodb_uri(uri: str) -> str:
     return f"{scheme}://{hosts}"
 
 
+def _url_encoded(secret: str) -> set[str]:
+    """How a URI writes the secret. A secret read from a non-UTF-8 environment holds
+    the undecodable bytes as lone surrogates (surrogateescape): encoded back as the
+    same bytes, %FF and all; any other lone surrogate has no URL form."""
+    try:
+        return {quote_plus(secret, errors="surrogateescape"), quote(secret, safe="", errors="surrogateescape")}
+    except UnicodeEncodeError:
+        return set()
+
+
 class Redactor:
     """Replaces secrets (given here or registered) and URL credentials in a text."""
 
@@ -80,7 +90,7 @@ class Redactor:
             self._registered_seen = len(_REGISTERED)
             variants: set[str] = set()
             for secret in self._given | _REGISTERED:
-                variants.update({secret, quote_plus(secret), quote(secret, safe="")})
+                variants.update({secret, *_url_encoded(secret)})
             # Longest first, so a secret that contains another is masked whole.
             self._variants = sorted(variants, key=len, reverse=True)
         return self._variants

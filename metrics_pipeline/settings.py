@@ -69,16 +69,29 @@ class SettingsError(Exception):
 # Value parsers: text in, typed value out, ValueError with a Spanish reason.
 # --------------------------------------------------------------------------
 
+SHOWN_CHARACTERS = 60  # of a bad value quoted in an error line, which stays one short line
+_INTEGER_RE = re.compile(r"[+-]?[0-9]+")
+
+
+def _shown(value: object) -> str:
+    """A bad value as an error line quotes it: repr() of text, at most SHOWN_CHARACTERS."""
+    shown = repr(value) if isinstance(value, str) else str(value)
+    return shown if len(shown) <= SHOWN_CHARACTERS else shown[:SHOWN_CHARACTERS - 1] + "…"
+
+
 def _int(minimum: int, maximum: int | None = MAX_INT) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text.strip())
         except ValueError:
-            raise ValueError(f"debe ser un número entero, no {text!r}") from None
+            if _INTEGER_RE.fullmatch(text.strip()):  # more digits than Python reads (4,300)
+                raise ValueError(f"tiene {len(text.strip().lstrip('+-'))} cifras: es demasiado "
+                                 f"{'pequeño' if text.strip().startswith('-') else 'grande'}") from None
+            raise ValueError(f"debe ser un número entero, no {_shown(text)}") from None
         if value < minimum:
-            raise ValueError(f"debe ser un entero >= {minimum}, no {value}")
+            raise ValueError(f"debe ser un entero >= {minimum}, no {_shown(value)}")
         if maximum is not None and value > maximum:
-            raise ValueError(f"debe ser un entero <= {maximum}, no {value}")
+            raise ValueError(f"debe ser un entero <= {maximum}, no {_shown(value)}")
         return value
     return parse
 
@@ -88,14 +101,18 @@ def _float(minimum: float, *, strict: bool = False, maximum: float | None = None
         try:
             value = float(text.strip())
         except ValueError:
-            raise ValueError(f"debe ser un número, no {text!r}") from None
-        if not math.isfinite(value):
-            raise ValueError(f"debe ser un número finito, no {text!r}")
+            raise ValueError(f"debe ser un número, no {_shown(text)}") from None
+        if math.isnan(value) or (math.isinf(value) and "inf" in text.lower()):
+            raise ValueError(f"debe ser un número finito, no {_shown(text)}")
+        # Past here an infinity was written as a number (1e999): it is out of range.
+        shown = f"{value:g}" if math.isfinite(value) else _shown(text.strip())
         if value < minimum or (strict and value == minimum):
             sign = ">" if strict else ">="
-            raise ValueError(f"debe ser un número {sign} {minimum:g}, no {value:g}")
+            raise ValueError(f"debe ser un número {sign} {minimum:g}, no {shown}")
         if maximum is not None and value > maximum:
-            raise ValueError(f"debe ser un número <= {maximum:.15g}, no {value:g}")
+            raise ValueError(f"debe ser un número <= {maximum:.15g}, no {shown}")
+        if math.isinf(value):
+            raise ValueError(f"debe ser un número finito, no {shown}")
         return value
     return parse
 
@@ -118,7 +135,7 @@ def _choice(choices: Sequence[str]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = canonical.get(text.strip().upper())
         if value is None:
-            raise ValueError(f"{text!r} no es válido: los valores posibles son {', '.join(choices)}")
+            raise ValueError(f"{_shown(text)} no es válido: los valores posibles son {', '.join(choices)}")
         return value
     return parse
 
@@ -129,8 +146,8 @@ def _bootstrap_servers(text: str) -> str:
         raise ValueError("debe tener al menos un servidor host:puerto")
     for server in servers:
         host, sep, port = server.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"cada servidor debe tener la forma host:puerto, no {server!r}")
+        if not sep or not host or not port.isdigit() or len(port) > 5 or not 0 < int(port) < 65536:
+            raise ValueError(f"cada servidor debe tener la forma host:puerto, no {_shown(server)}")
     return ",".join(servers)
 
 
@@ -156,7 +173,7 @@ def _non_empty(text: str) -> str:
 def _png_path(text: str) -> str:
     value = _non_empty(text)
     if not value.lower().endswith(".png"):
-        raise ValueError(f"el gráfico es un PNG: el nombre debe acabar en .png, no {value!r}")
+        raise ValueError(f"el gráfico es un PNG: el nombre debe acabar en .png, no {_shown(value)}")
     return value
 
 
@@ -211,10 +228,14 @@ def _since(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise ValueError(f"debe ser una fecha ISO 8601 (p. ej. 2026-11-26 o 2026-11-26T15:00), no {text!r}") from None
+        raise ValueError(f"debe ser una fecha ISO 8601 (p. ej. 2026-11-26 o 2026-11-26T15:00), "
+                         f"no {_shown(text)}") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00+05:00 is before year 1 in UTC
+        raise ValueError(f"{_shown(text)} en UTC cae fuera de los años 1 a 9999") from None
 
 
 def _text(text: str) -> str:
@@ -520,6 +541,13 @@ def _build_parser(prog: str, description: str, options: Sequence[Option]) -> arg
     return parser
 
 
+# Python reads bytes of an argument or environment value that are not UTF-8 (a
+# terminal or a script in Latin-1) as lone surrogates, which no library can send on.
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+UNDECODABLE = ("no es texto UTF-8: tiene bytes en otra codificación (¿un terminal o un script en Latin-1?); "
+               "escríbalo en UTF-8")
+
+
 def _resolve(options: Sequence[Option], args: argparse.Namespace, environ: Mapping[str, str],
              dotenv: Mapping[str, str | None]) -> tuple[dict[str, Any], set[str]]:
     """Apply the precedence rule; return typed values and the names the user set."""
@@ -546,12 +574,14 @@ def _resolve(options: Sequence[Option], args: argparse.Namespace, environ: Mappi
         if text is None:
             values[option.name] = None
             continue
+        label = f"{option.env} ({option.flag})" if option.env else option.flag
+        if origin == option.env:
+            label = f"{option.env} (o {option.flag})"
+        if _SURROGATE_RE.search(text):
+            raise SettingsError(label, UNDECODABLE)
         try:
             values[option.name] = option.parse(text)
         except ValueError as exc:
-            label = f"{option.env} ({option.flag})" if option.env else option.flag
-            if origin == option.env:
-                label = f"{option.env} (o {option.flag})"
             raise SettingsError(label, str(exc)) from None
     return values, given
 

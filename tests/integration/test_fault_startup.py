@@ -207,7 +207,12 @@ def test_refused_mongodb_credentials_exit_1_at_once_without_the_password(own_mon
     (PRODUCER, ["--interval", "pronto"], {}, "PRODUCER_INTERVAL_SECONDS"),
     (PRODUCER, ["--bogus"], {}, "--bogus"),
     (REPORT, ["--last", "0"], {}, "--last"),
-], ids=["uri-port", "uri-scheme", "uri-unencoded", "window", "sasl", "interval", "unknown-flag", "report-last"])
+    (REPORT, ["--since", "0001-01-01T00:00+05:00"], {}, "--since"),
+    # A password typed in a Latin-1 terminal: the environment holds the byte 0xF1.
+    (CONSUMER, [], {"MONGODB_URI": f"mongodb://ana:{MONGO_SECRET}\udcf1@127.0.0.1:1/"}, "MONGODB_URI"),
+    (CONSUMER, ["--window-size", "9" * 5000], {}, "KPI_WINDOW_SIZE"),
+], ids=["uri-port", "uri-scheme", "uri-unencoded", "window", "sasl", "interval", "unknown-flag", "report-last",
+        "report-since-before-year-1", "uri-not-utf8", "window-5000-digits"])
 def test_bad_settings_exit_2_with_one_line_naming_the_setting(pipeline: Pipeline, script, args, env, setting) -> None:
     done = pipeline.run(script, *args, env=pipeline.env(**env), timeout=60)
     assert done.returncode == 2

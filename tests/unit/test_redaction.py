@@ -25,6 +25,16 @@ def test_known_secrets_are_masked_in_any_form() -> None:
     assert r("error: p%40ss%20word%2F1") == "error: ***"
 
 
+def test_a_secret_with_bytes_that_are_not_utf8_is_masked_and_breaks_no_line() -> None:
+    # Python reads such an environment value with the bytes as lone surrogates: the URL
+    # forms are the same bytes percent-encoded. It used to raise inside the formatter
+    # (UnicodeEncodeError), and logging dropped every line the script wrote.
+    r = Redactor(["clave\udcf1a"])
+    assert r("error: clave\udcf1a y clave%F1a") == "error: *** y ***"
+    assert r("una línea cualquiera") == "una línea cualquiera"
+    assert Redactor(["lone\ud800"])("x lone\ud800 y") == "x *** y"
+
+
 def test_password_and_description_of_a_mongodb_uri() -> None:
     uri = "mongodb+srv://ana:S3cr%40to@cluster0.abcde.mongodb.net/?retryWrites=true"
     assert mongodb_uri_password(uri) == "S3cr@to"

@@ -154,6 +154,41 @@ def test_the_largest_values_are_accepted() -> None:
     assert producer(["--interval", "2592000", "--seed", str(2**63)]).interval == 2592000
 
 
+@pytest.mark.parametrize("argv, setting, words", [
+    # Python reads at most 4,300 digits (int() raises its own English ValueError) and
+    # floats 1e999 as infinity: each is a value out of range, said in one short line.
+    (["--window-size", "7" * 5000], "KPI_WINDOW_SIZE", "tiene 5000 cifras: es demasiado grande"),
+    (["--partitions=-" + "7" * 5000], "KAFKA_TOPIC_PARTITIONS", "tiene 5000 cifras: es demasiado pequeño"),
+    (["--window-size", "1" + "0" * 100], "KPI_WINDOW_SIZE", "debe ser un entero <= 10000, no 1000000"),
+    (["--bootstrap-servers", "kafka:" + "9" * 5000], "KAFKA_BOOTSTRAP_SERVERS", "host:puerto, no 'kafka:999"),
+    (["--startup-timeout", "9" * 5000], "STARTUP_TIMEOUT_SECONDS", "<= 2592000, no '999"),
+    (["--startup-timeout=-1e999"], "STARTUP_TIMEOUT_SECONDS", "> 0, no '-1e999'"),
+    (["--alert-cpu-avg", "1e999"], "ALERT_CPU_AVG", "finito, no '1e999'"),
+    (["--log-level", "x" * 5000], "LOG_LEVEL", "'xxx"),
+    (["--window-size", "x" * 5000], "KPI_WINDOW_SIZE", "entero, no 'xxx"),
+])
+def test_a_huge_value_is_out_of_range_in_one_short_line(argv, setting, words) -> None:
+    with pytest.raises(SettingsError) as caught:
+        consumer(argv)
+    assert str(caught.value).startswith(setting) and words in str(caught.value)
+    assert len(str(caught.value)) < 200
+
+
+@pytest.mark.parametrize("argv, env, setting", [
+    ([], {"MONGODB_DATABASE": "m\udce9tricas"}, "MONGODB_DATABASE (o --database)"),
+    (["--mongodb-uri", "mongodb://ana:contrase\udcf1a@db/"], {}, "MONGODB_URI (--mongodb-uri)"),
+    ([], {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "ana",
+          "KAFKA_SASL_PASSWORD": "contrase\udcf1a"}, "KAFKA_SASL_PASSWORD (o --sasl-password)"),
+])
+def test_a_value_that_is_not_utf8_is_refused_without_showing_it(argv, env, setting) -> None:
+    # What Python makes of a Latin-1 terminal's "é": a lone surrogate, which pymongo
+    # and kafka-python cannot encode (a traceback, before this check).
+    with pytest.raises(SettingsError) as caught:
+        consumer(argv, env)
+    assert str(caught.value).startswith(setting) and "no es texto UTF-8" in str(caught.value)
+    assert "contrase" not in str(caught.value) and "tricas" not in str(caught.value)
+
+
 def test_error_names_the_environment_variable_when_the_value_came_from_there() -> None:
     with pytest.raises(SettingsError) as caught:
         consumer([], {"KPI_WINDOW_SIZE": "-3"})
@@ -266,6 +301,8 @@ def test_report_settings() -> None:
     assert r.last == 5 and r.since.isoformat() == "2026-11-26T00:00:00+00:00" and r.chart
     with pytest.raises(SettingsError):
         load_report_settings(["--since", "ayer"], environ={}, dotenv_path="")
+    with pytest.raises(SettingsError, match="--since: '0001-01-01T00:00[+]05:00' en UTC cae fuera"):
+        load_report_settings(["--since", "0001-01-01T00:00+05:00"], environ={}, dotenv_path="")
     with pytest.raises(SettingsError, match="--last"):  # MongoDB's limit is a 64-bit integer
         load_report_settings(["--last", "1" + "0" * 20], environ={}, dotenv_path="")
     assert load_report_settings(["--output", "hoy.PNG"], environ={}, dotenv_path="").output == "hoy.PNG"
