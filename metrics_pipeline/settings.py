@@ -628,6 +628,9 @@ def _check_client_certificate(certfile: str | None, keyfile: str | None) -> None
                                 f"debe ser la de ese certificado, en PEM y sin contraseña") from None
 
 
+MAX_NAMESPACE_BYTES = 255  # MongoDB's limit for "database.collection"
+
+
 def _mongo(values: dict[str, Any]) -> MongoSettings:
     # KPI ids (topic:partition:first_offset) and dead-letter ids (topic:partition:offset)
     # have the same shape: one collection for two of them would mix and collide.
@@ -641,6 +644,10 @@ def _mongo(values: dict[str, Any]) -> MongoSettings:
         if name in taken:
             raise SettingsError(label, f"{name!r} ya es {taken[name]}: cada colección necesita su propio nombre")
         taken[name] = label.split()[0]
+        namespace = len(f"{values['database']}.{name}".encode())
+        if namespace > MAX_NAMESPACE_BYTES:
+            raise SettingsError(label, f"base de datos, punto y colección suman {namespace} bytes; MongoDB admite "
+                                       f"como mucho {MAX_NAMESPACE_BYTES}")
     return MongoSettings(
         uri=values["mongodb_uri"], database=values["database"],
         raw_collection=values["raw_collection"], kpi_collection=values["kpi_collection"],

@@ -147,6 +147,16 @@ def test_a_database_name_too_long_for_mongodb_says_so() -> None:
             consumer(["--database", name])
 
 
+def test_database_and_collection_together_fit_mongodb_namespace_limit() -> None:
+    # 63 + "." + 191 = 255 bytes, MongoDB's limit (accepted by SecantusDB too); one
+    # more byte used to be an exit 1 from MongoDB at start-up instead of a setting.
+    assert consumer(["--database", "d" * 63, "--raw-collection", "r" * 191]).mongo.raw_collection == "r" * 191
+    with pytest.raises(SettingsError, match=r"^MONGODB_KPI_COLLECTION .*suman 256 bytes; MongoDB admite como mucho 255"):
+        consumer(["--database", "d" * 63, "--kpi-collection", "k" * 192])
+    with pytest.raises(SettingsError, match="MONGODB_DEADLETTER_COLLECTION"):
+        consumer(["--deadletter-collection", "ñ" * 120])  # bytes, not characters
+
+
 def test_the_largest_values_are_accepted() -> None:
     c = consumer(["--partitions", "2147483647", "--session-timeout-ms", "2147483647",
                   "--idle-timeout", "2592000", "--startup-timeout", "2592000"])
