@@ -3,7 +3,10 @@
 Every write is one ``insert_many(ordered=False)`` per collection and batch. The
 documents carry deterministic ids (see :mod:`metrics_pipeline.documents`), so a
 duplicate-key error (code 11000) means "already stored" and is an answer, not a
-failure. What happens to the other answers:
+failure, once a read finds the document with that ``_id``. When none is there, the
+key that clashed is another unique index (one a user added, e.g. on
+``{server_id, timestamp_utc}``): after one more try (the document may have been
+deleted in between) it is *rejected*, below. What happens to the other answers:
 
 * a document MongoDB cannot encode or refuses (too deep, an integer beyond 64 bits,
   a key it does not accept...) is *rejected*: the raw path dead-letters it with the
@@ -56,6 +59,7 @@ from metrics_pipeline.startup import NotReady, wait_for_server
 log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
+REFUSED = "MongoDB rechazó el documento: "  # a document's own error: the dead-letter reason starts so
 UNSATISFIABLE_WRITE_CONCERN = {79, 100}  # UnknownReplWriteConcern, UnsatisfiableWriteConcern
 UNAUTHORIZED = 13
 AUTH_ERROR_CODES = {UNAUTHORIZED, 18, 8000}  # Unauthorized, AuthenticationFailed, Atlas "AtlasError"
@@ -284,29 +288,30 @@ class MetricsStore:
     # -- the low-level write ----------------------------------------------------
 
     def _insert(self, collection: Collection, documents: Sequence[dict[str, Any]]
-                ) -> tuple[list[int], dict[int, str]]:
-        """insert_many(ordered=False). Returns (duplicate indexes, rejected index -> reason).
+                ) -> tuple[dict[int, str], dict[int, str]]:
+        """insert_many(ordered=False). Returns (duplicate index -> server message,
+        rejected index -> reason).
 
         Raises StorageUnavailable / StorageFatal for errors of the whole call.
         """
         if not documents:
-            return [], {}
+            return {}, {}
         try:
             collection.insert_many(documents, ordered=False)
-            return [], {}
+            return {}, {}
         except BulkWriteError as exc:
-            duplicates: list[int] = []
+            duplicates: dict[int, str] = {}
             rejected: dict[int, str] = {}
             for error in exc.details.get("writeErrors", []):
                 index, code = error["index"], error.get("code")
                 if code == DUPLICATE_KEY:
-                    duplicates.append(index)
+                    duplicates[index] = f"{REFUSED}{error.get('errmsg', code)}"
                 elif code in TRANSIENT_CODES:
                     raise StorageUnavailable(error.get("errmsg", str(code))) from None
                 elif code in AUTH_ERROR_CODES:
                     raise _refused("la escritura", error.get("errmsg", code), code) from None
                 else:
-                    rejected[index] = f"MongoDB rechazó el documento: {error.get('errmsg', code)}"
+                    rejected[index] = f"{REFUSED}{error.get('errmsg', code)}"
             concern_errors = exc.details.get("writeConcernErrors") or []
             if concern_errors:  # see the module doc: not stored until a retry says so
                 error = concern_errors[0]
@@ -325,7 +330,7 @@ class MetricsStore:
             duplicates, rejected = self._insert(collection, [documents[i] for i in keep])
             rejected = {keep[i]: reason for i, reason in rejected.items()}
             rejected.update(problems)
-            return [keep[i] for i in duplicates], rejected
+            return {keep[i]: why for i, why in duplicates.items()}, rejected
         except PyMongoError as exc:
             raise classify(exc) from None
 
@@ -346,19 +351,28 @@ class MetricsStore:
         duplicate message (same message_uuid sent again, another offset).
         """
         outcomes = [_INSERTED] * len(documents)
-        duplicates, rejected = self._insert(self.raw, documents)
-        for index, reason in rejected.items():
-            outcomes[index] = RawOutcome(existing_kafka=None, rejected=reason)
-        if duplicates:
-            found = self._find_by_ids(self.raw, [documents[i]["_id"] for i in duplicates], {"kafka": 1})
-            for index in duplicates:
+        pending = list(range(len(documents)))  # indexes into documents
+        for attempt in range(2):
+            duplicates, rejected = self._insert(self.raw, [documents[i] for i in pending])
+            for position, reason in rejected.items():
+                outcomes[pending[position]] = RawOutcome(existing_kafka=None, rejected=reason)
+            if not duplicates:
+                break
+            ids = [documents[pending[position]]["_id"] for position in duplicates]
+            found = self._find_by_ids(self.raw, ids, {"kafka": 1})
+            again = []
+            for position, why in duplicates.items():
+                index = pending[position]
                 existing = found.get(documents[index]["_id"])
-                if existing is None:
-                    # Deleted between our insert and our read: store it again.
-                    retry = self.insert_raw([documents[index]])[0]
-                    outcomes[index] = retry
-                else:
+                if existing is not None:
                     outcomes[index] = RawOutcome(existing_kafka=existing.get("kafka"), rejected=None)
+                elif attempt == 0:
+                    again.append(index)  # deleted between our insert and our read: store it again
+                else:
+                    outcomes[index] = RawOutcome(existing_kafka=None, rejected=why)  # another unique index
+            pending = again
+            if not pending:
+                break
         return outcomes
 
     def _insert_keeping_first(self, collection: Collection, documents: Sequence[dict[str, Any]], what: str,
@@ -385,9 +399,16 @@ class MetricsStore:
                     continue
                 document["_id"] = reincarnated_id(document["_id"], str(identity(document)))
                 reborn.append(document)
-            _, rejected = self._insert(collection, reborn)
+            clashes, rejected = self._insert(collection, reborn)
+            if clashes and not rejected:
+                # The same content stored under its reincarnated id before is the same
+                # document; a clash with no such id is another unique index.
+                ids = [reborn[i]["_id"] for i in clashes]
+                stored = self._find_by_ids(collection, ids, {"_id": 1})
+                rejected = {i: why for i, why in clashes.items() if reborn[i]["_id"] not in stored}
         if rejected:
-            raise StorageFatal(f"MongoDB rechazó un documento {what}: {next(iter(rejected.values()))}")
+            reason = next(iter(rejected.values())).removeprefix(REFUSED)
+            raise StorageFatal(f"MongoDB rechazó un documento {what}: {reason}")
 
     def insert_deadletters(self, documents: Sequence[dict[str, Any]]) -> None:
         """Store dead-letter documents; the same message (same value) is kept once."""

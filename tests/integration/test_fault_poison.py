@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from tests.support.audit import DEADLETTER, RAW, audit
+from tests.support.audit import DEADLETTER, KPIS, RAW, audit
+from tests.support.logs import error_lines
 from tests.support.pipeline import CONSUMER, Pipeline, encode, valid_message
 from tests.support.poison import POISON
 
@@ -76,3 +77,52 @@ def test_a_message_mongodb_refuses_is_dead_lettered_with_its_reason(pipeline: Pi
     assert report.windows == 2, "refused messages count in no window"
     for letter in pipeline.db[DEADLETTER].find():
         assert "Document failed validation" in letter["error"]
+
+
+def _clashing_messages() -> tuple[list[dict], set[int]]:
+    """60 messages; those at 9, 33 and 52 repeat the server and time of an earlier one."""
+    messages = [valid_message(f"web{i % 5:02d}", timestamp_utc=f"2026-11-26T15:{i // 60:02d}:{i % 60:02d}+00:00")
+                for i in range(60)]
+    clashing = {9: 4, 33: 8, 52: 2}
+    for i, earlier in clashing.items():
+        messages[i].update(server_id=messages[earlier]["server_id"], timestamp_utc=messages[earlier]["timestamp_utc"])
+    return messages, set(clashing)
+
+
+def test_a_unique_index_someone_added_to_raw_dead_letters_the_messages_it_refuses(pipeline: Pipeline) -> None:
+    # A duplicate-key error that is not about _id: the consumer took it for "already
+    # stored", found no such _id, tried again... forever (RecursionError, a traceback,
+    # and the same at every restart).
+    pipeline.db[RAW].create_index([("server_id", 1), ("timestamp_utc", 1)], unique=True)
+    pipeline.create_topic()
+    messages, clashing = _clashing_messages()
+    coordinates = pipeline.send_raw([(m["server_id"].encode(), encode(m)) for m in messages])
+    refused = {f"{pipeline.topic}:{coordinates[i][0]}:{coordinates[i][1]}" for i in clashing}
+
+    for run in (pipeline.consume(), pipeline.consume()):
+        assert "Traceback" not in run.stderr and " ERROR " not in run.stderr
+    stored = [m for i, m in enumerate(messages) if i not in clashing]
+    report = audit(pipeline.db, valid=57, invalid=3, valid_ids={m["message_uuid"] for m in stored},
+                   deadletter_ids=refused)
+    assert report.windows == 2
+    for letter in pipeline.db[DEADLETTER].find():
+        assert "E11000" in letter["error"] and "server_id_1_timestamp_utc_1" in letter["error"]
+
+
+def test_a_unique_index_that_refuses_a_kpi_document_stops_the_consumer_with_one_line(pipeline: Pipeline) -> None:
+    # A KPI document cannot be dead-lettered: exit 1, nothing of its window committed.
+    pipeline.db[KPIS].create_index("message_count", unique=True)  # every window has 20
+    pipeline.create_topic()
+    messages, _ = _clashing_messages()
+    pipeline.send_raw([(m["server_id"].encode(), encode(m)) for m in messages])
+
+    stopped = pipeline.run(CONSUMER, "--idle-timeout", "3", "--batch-size", "20")
+    assert stopped.returncode == 1, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr
+    [line] = error_lines(stopped.stderr)
+    assert "MongoDB rechazó un documento KPI: E11000" in line and "message_count_1" in line
+    assert pipeline.db[KPIS].count_documents({}) == 1
+
+    pipeline.db[KPIS].drop_index("message_count_1")
+    pipeline.consume()
+    audit(pipeline.db, valid=60, valid_ids={m["message_uuid"] for m in messages})
