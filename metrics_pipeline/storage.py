@@ -261,6 +261,7 @@ class MetricsStore:
         # windows already written), and a lagging secondary may not have it yet.
         database = client.get_database(settings.database, write_concern=journaled(client.write_concern),
                                        read_preference=ReadPreference.PRIMARY)
+        self.database = database
         self.raw: Collection = database[settings.raw_collection]
         self.kpis: Collection = database[settings.kpi_collection]
         self.deadletter: Collection = database[settings.deadletter_collection]
@@ -268,18 +269,32 @@ class MetricsStore:
     # -- set-up ---------------------------------------------------------------
 
     def ensure_indexes(self) -> None:
-        """Create the indexes of SPEC §3 unless an index on the same keys exists
-        (whatever its name). Run at start-up: a failure is a StartupError."""
+        """Check that the collections keep ``_id`` unique, and create the indexes of
+        SPEC §3 unless an index on the same keys exists (whatever its name). Run at
+        start-up: a failure is a StartupError."""
         wanted = ((self.raw, [("server_id", ASCENDING), ("timestamp", DESCENDING)]),
                   (self.kpis, [("window_end", DESCENDING)]))
         try:
             with pymongo.timeout(STARTUP_OPERATION_SECONDS):
+                self._refuse_time_series()
                 for collection, keys in wanted:
                     existing = [list(ix["key"]) for ix in collection.index_information().values()]
                     if [tuple(k) for k in keys] not in [[tuple(k) for k in ix] for ix in existing]:
                         collection.create_index(keys)
         except PyMongoError as exc:
             raise StartupError(f"No se pudieron crear los índices en MongoDB: {classify(exc)}") from None
+
+    def _refuse_time_series(self) -> None:
+        """A time-series collection (MongoDB's suggestion for metrics, so one a user may
+        create beforehand) does not keep ``_id`` unique: a replay would store every
+        message again, silently. Everything exactly-once rests on that uniqueness."""
+        names = [self.raw.name, self.kpis.name, self.deadletter.name]
+        for info in self.database.list_collections(filter={"name": {"$in": names}}):
+            if info.get("type") == "timeseries" or "timeseries" in (info.get("options") or {}):
+                raise StartupError(
+                    f"La colección {self.database.name}.{info['name']} es de series temporales (timeseries), donde "
+                    f"MongoDB no impide dos documentos con el mismo _id: cada relectura de Kafka se guardaría otra "
+                    f"vez. Use otro nombre de colección o créela como colección normal")
 
     def close(self) -> None:
         with pymongo.timeout(CLOSE_SECONDS):  # see CLOSE_SECONDS

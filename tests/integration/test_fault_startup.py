@@ -221,3 +221,18 @@ def test_bad_settings_exit_2_with_one_line_naming_the_setting(pipeline: Pipeline
     assert len(lines) == 1, output
     assert setting in lines[0]
     _no_secret(output)
+
+
+@pytest.mark.parametrize("collection", ["system_metrics_raw_iabd06", "system_metrics_kpis_iabd06"])
+def test_a_time_series_collection_is_refused_at_start_up(pipeline: Pipeline, collection: str) -> None:
+    # MongoDB keeps _id unique in every collection but a time-series one (which is what
+    # its documentation suggests for metrics): there a replay would store each message
+    # again. SecantusDB, like MongoDB, stores two documents with one _id there.
+    pipeline.db.create_collection(collection, timeseries={"timeField": "timestamp", "metaField": "server_id"})
+    pipeline.produce(1)
+    done = pipeline.run(CONSUMER, "--idle-timeout", "3", timeout=60)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    [line] = error_lines(done.stderr)
+    assert f"La colección {pipeline.database}.{collection} es de series temporales" in line
+    assert pipeline.db[collection].count_documents({}) == 0
