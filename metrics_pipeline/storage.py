@@ -276,7 +276,7 @@ class MetricsStore:
                   (self.kpis, [("window_end", DESCENDING)]))
         try:
             with pymongo.timeout(STARTUP_OPERATION_SECONDS):
-                self._refuse_time_series()
+                self._refuse_unsafe_collections()
                 for collection, keys in wanted:
                     existing = [list(ix["key"]) for ix in collection.index_information().values()]
                     if [tuple(k) for k in keys] not in [[tuple(k) for k in ix] for ix in existing]:
@@ -284,17 +284,25 @@ class MetricsStore:
         except PyMongoError as exc:
             raise StartupError(f"No se pudieron crear los índices en MongoDB: {classify(exc)}") from None
 
-    def _refuse_time_series(self) -> None:
-        """A time-series collection (MongoDB's suggestion for metrics, so one a user may
-        create beforehand) does not keep ``_id`` unique: a replay would store every
-        message again, silently. Everything exactly-once rests on that uniqueness."""
+    def _refuse_unsafe_collections(self) -> None:
+        """Refuse a collection created beforehand that cannot hold what it promises.
+
+        * time series (MongoDB's suggestion for metrics, so one a user may create):
+          ``_id`` is not unique there, and a replay would store every message again,
+          silently; everything exactly-once rests on that uniqueness;
+        * a view: nothing can be written to it (SecantusDB even acknowledges the
+          writes and keeps nothing)."""
         names = [self.raw.name, self.kpis.name, self.deadletter.name]
         for info in self.database.list_collections(filter={"name": {"$in": names}}):
+            where = f"La colección {self.database.name}.{info['name']}"
             if info.get("type") == "timeseries" or "timeseries" in (info.get("options") or {}):
                 raise StartupError(
-                    f"La colección {self.database.name}.{info['name']} es de series temporales (timeseries), donde "
-                    f"MongoDB no impide dos documentos con el mismo _id: cada relectura de Kafka se guardaría otra "
-                    f"vez. Use otro nombre de colección o créela como colección normal")
+                    f"{where} es de series temporales (timeseries), donde MongoDB no impide dos documentos con el "
+                    f"mismo _id: cada relectura de Kafka se guardaría otra vez. Use otro nombre de colección o "
+                    f"créela como colección normal")
+            if info.get("type") == "view":
+                raise StartupError(f"{where} es una vista (view), en la que no se puede escribir. Use otro nombre "
+                                   f"de colección")
 
     def close(self) -> None:
         with pymongo.timeout(CLOSE_SECONDS):  # see CLOSE_SECONDS

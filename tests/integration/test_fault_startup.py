@@ -236,3 +236,15 @@ def test_a_time_series_collection_is_refused_at_start_up(pipeline: Pipeline, col
     [line] = error_lines(done.stderr)
     assert f"La colección {pipeline.database}.{collection} es de series temporales" in line
     assert pipeline.db[collection].count_documents({}) == 0
+
+
+def test_a_view_is_refused_at_start_up(pipeline: Pipeline) -> None:
+    # Real MongoDB refuses writes to a view; SecantusDB acknowledges them and keeps nothing.
+    pipeline.db.create_collection("base")
+    pipeline.db.create_collection("system_metrics_raw_iabd06", viewOn="base", pipeline=[])
+    pipeline.produce(1)
+    done = pipeline.run(CONSUMER, "--idle-timeout", "3", timeout=60)
+    assert done.returncode == 1, done.stderr[-3000:]
+    [line] = error_lines(done.stderr)
+    assert f"La colección {pipeline.database}.system_metrics_raw_iabd06 es una vista" in line
+    assert "Traceback" not in done.stderr
