@@ -190,11 +190,18 @@ def _server_ids(text: str) -> tuple[str, ...]:
     return ids
 
 
+ENV_EXAMPLE_PLACEHOLDERS = ("<usuario>", "<contraseña>", "<cluster>")
+
+
 def _mongodb_uri(text: str) -> str:
     value = text.strip()
     if not value.startswith(("mongodb://", "mongodb+srv://")):
         raise ValueError("debe empezar por mongodb:// o mongodb+srv://")
     authority = before_options(value)
+    placeholders = [marker for marker in ENV_EXAMPLE_PLACEHOLDERS if marker in authority]
+    if placeholders:  # .env.example's Atlas line, uncommented as it is
+        raise ValueError(f"todavía lleva {', '.join(placeholders)} de .env.example: cambie cada marcador por "
+                         f"su valor de MongoDB Atlas")
     if "/" in authority and authority.index("/") < authority.rfind("@"):
         # user:P@ss/2026@host: pymongo would take "ss" for the host (and print it in
         # every error) and "2026@host" for the database.
@@ -570,7 +577,8 @@ def _resolve(options: Sequence[Option], args: argparse.Namespace, environ: Mappi
             given.add(option.name)
         if option.secret and text:
             register_secret(text if _may_hold_a_secret(text) else None)
-            register_secret(mongodb_uri_password(text) if "://" in text else None)
+            password = mongodb_uri_password(text) if "://" in text else None
+            register_secret(password if password not in ENV_EXAMPLE_PLACEHOLDERS else None)
         if text is None:
             values[option.name] = None
             continue

@@ -250,6 +250,21 @@ def test_a_password_with_unencoded_slash_and_at_is_refused_without_showing_any_p
     consumer([], {"MONGODB_URI": "mongodb://alumno:Pq%40ss%2F2026@localhost:27017/db?appName=a@b"})  # encoded: fine
 
 
+def test_the_atlas_line_of_env_example_uncommented_as_it_is_says_so(tmp_path: Path) -> None:
+    # Else: a minute of DNS errors for "<cluster>.mongodb.net", then exit 1.
+    line = next(text for text in (Path(__file__).resolve().parents[2] / ".env.example").read_text().splitlines()
+                if text.startswith("# MONGODB_URI=mongodb+srv://"))
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(line.removeprefix("# ") + "\n")
+    with pytest.raises(SettingsError) as caught:
+        consumer(dotenv=dotenv)
+    message = Redactor()(str(caught.value))  # what the error line shows
+    assert message.startswith("MONGODB_URI (o --mongodb-uri): todavía lleva <usuario>, <contraseña>, <cluster> de "
+                              ".env.example"), message
+    with pytest.raises(SettingsError, match="todavía lleva <cluster> de .env.example"):
+        consumer(["--mongodb-uri", "mongodb+srv://ana:Largu1sima@<cluster>.mongodb.net/"])
+
+
 def test_a_uri_without_credentials_is_not_a_secret() -> None:
     consumer([], {"MONGODB_URI": "mongodb://db.example.net:27018/"})
     assert Redactor()("MongoDB (mongodb://db.example.net:27018/) no responde") == \
