@@ -72,5 +72,18 @@ def _silence_stdout() -> None:
         pass
 
 
+def tolerate_unencodable_output() -> None:
+    """Write what stdout's encoding cannot hold (Spanish on an ASCII terminal, a
+    cp1252 pipe on Windows) as escapes (``\\xf3``), as Python already does on
+    stderr, instead of failing with UnicodeEncodeError in ``--help`` or a report."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        try:
+            reconfigure(errors="backslashreplace")
+        except (ValueError, OSError):  # closed, or not a plain text stream
+            pass
+
+
 def exit_with(main: Callable[[Sequence[str] | None], int], prog: str) -> None:
+    tolerate_unencodable_output()
     sys.exit(run_main(main, prog))

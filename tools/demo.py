@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from metrics_pipeline.cli import tolerate_unencodable_output  # noqa: E402
 from tools.local_stack import SecantusServer, TansuServer, port_in_use  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,4 +168,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    tolerate_unencodable_output()
     sys.exit(main())

@@ -4,11 +4,13 @@ child process, as the scripts run, so no test framework handler is in the way.""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 
 import pytest
 
-from tests.support.child import run_snippet
+from tests.support.child import REPO, run_snippet
 
 PROG = "script.py"
 
@@ -78,3 +80,14 @@ def test_a_bug_shows_its_traceback_with_the_secrets_masked(logging_set_up: bool)
     assert "Traceback (most recent call last)" in done.stderr
     assert "ValueError: mongodb://ana:***@db:27017 dijo no" in done.stderr
     assert "S3cr3t-pass" not in done.stderr
+
+
+@pytest.mark.parametrize("script", ["productor_metrics_iabd06.py", "consumidor_metrics_iabd06.py",
+                                    "informe_kpis_iabd06.py"])
+def test_help_on_an_output_that_cannot_encode_spanish_is_escaped_not_a_traceback(script: str) -> None:
+    # An ASCII stdout (PYTHONIOENCODING=ascii, a C locale without coercion): "--help"
+    # used to die with UnicodeEncodeError at its first accent.
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    done = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, timeout=60, env=env)
+    assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr.decode()
+    assert done.stdout.isascii() and b"\\xf3" in done.stdout  # "ó", escaped
