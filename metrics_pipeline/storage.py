@@ -293,7 +293,7 @@ class MetricsStore:
         * a view: nothing can be written to it (SecantusDB even acknowledges the
           writes and keeps nothing)."""
         names = [self.raw.name, self.kpis.name, self.deadletter.name]
-        for info in self.database.list_collections(filter={"name": {"$in": names}}):
+        for info in self._collections_info(names):
             where = f"La colección {self.database.name}.{info['name']}"
             if info.get("type") == "timeseries" or "timeseries" in (info.get("options") or {}):
                 raise StartupError(
@@ -303,6 +303,26 @@ class MetricsStore:
             if info.get("type") == "view":
                 raise StartupError(f"{where} es una vista (view), en la que no se puede escribir. Use otro nombre "
                                    f"de colección")
+
+    def _collections_info(self, names: list[str]) -> list[dict[str, Any]]:
+        """listCollections for ``names``. A user whose role grants those collections and
+        not the database's listCollections may still list them by name and type
+        (MongoDB 4.0+, ``authorizedCollections``); failing that, the check is skipped
+        with a WARNING: such a user can write, and refusing to start would be worse."""
+        query = {"name": {"$in": names}}
+        try:
+            return list(self.database.list_collections(filter=query))
+        except OperationFailure as exc:
+            if exc.code != UNAUTHORIZED:
+                raise
+        try:
+            return list(self.database.list_collections(filter=query, nameOnly=True, authorizedCollections=True))
+        except OperationFailure as exc:
+            if exc.code != UNAUTHORIZED:
+                raise
+        log.warning("Sin permiso para listar las colecciones de %s (listCollections): no se comprueba que no sean "
+                    "de series temporales ni vistas", self.database.name)
+        return []
 
     def close(self) -> None:
         with pymongo.timeout(CLOSE_SECONDS):  # see CLOSE_SECONDS

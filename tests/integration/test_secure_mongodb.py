@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pymongo import MongoClient
 
-from tests.support.audit import RAW, audit
+from tests.support.audit import DEADLETTER, KPIS, RAW, audit
 from tests.support.logs import error_lines
 from tests.support.pipeline import CONSUMER, REPORT, Pipeline
 from tests.support.secrets import assert_no_secret
@@ -125,3 +125,32 @@ def test_a_user_who_may_only_read_stops_with_one_line_and_loses_nothing(own_mong
     assert audit(owner.db, valid=65).windows == 3
     shown = reader.run(REPORT, "--chart", "no")  # the report only reads: a reader may run it
     assert shown.returncode == 0 and "Últimas 3 ventanas KPI (de 3)" in shown.stdout, shown.stderr[-2000:]
+
+
+def test_a_user_granted_only_the_three_collections_stores_everything(own_mongo, kafka_server, tmp_path,
+                                                                     request) -> None:
+    """A role that names the pipeline's collections (find, insert, createIndex,
+    listIndexes) and not the database: MongoDB refuses it listCollections, with which
+    the consumer checks that no collection is a time series or a view. The check is
+    skipped with a WARNING; everything is stored, once."""
+    plain = own_mongo()
+    named = Pipeline.for_test(kafka_server.address, plain.uri, tmp_path, request.node.name)
+    database, password = named.database, "Solo-Colecciones-2026"
+    with MongoClient(plain.uri) as client:
+        client.admin.command("createRole", "colecciones_iabd06", roles=[], privileges=[
+            {"resource": {"db": database, "collection": name}, "actions": ["find", "insert", "createIndex",
+                                                                           "listIndexes"]}
+            for name in (RAW, KPIS, DEADLETTER)])
+        client.admin.command("createUser", "ana", pwd=password, roles=[{"role": "colecciones_iabd06", "db": "admin"}])
+    plain.stop()
+    server = own_mongo(auth=True)
+    p = Pipeline(kafka_server.address, f"mongodb://ana:{password}@127.0.0.1:{server.port}/?authSource=admin",
+                 tmp_path, named.name)
+
+    p.produce(9)  # 45 messages
+    done = p.consume()
+    assert "Traceback" not in done.stderr and not error_lines(done.stderr)
+    warnings = [line for line in done.stderr.splitlines() if " WARNING " in line]
+    assert len(warnings) == 1 and "Sin permiso para listar las colecciones" in warnings[0], done.stderr[-2000:]
+    assert_no_secret(done.stdout + done.stderr, password)
+    assert audit(p.db, valid=45).windows == 2
