@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -304,7 +304,7 @@ class MetricsStore:
                 raise StartupError(f"{where} es una vista (view), en la que no se puede escribir. Use otro nombre "
                                    f"de colección")
 
-    def _collections_info(self, names: list[str]) -> list[dict[str, Any]]:
+    def _collections_info(self, names: list[str]) -> list[MutableMapping[str, Any]]:
         """listCollections for ``names``. A user whose role grants those collections and
         not the database's listCollections may still list them by name and type
         (MongoDB 4.0+, ``authorizedCollections``); failing that, the check is skipped
