@@ -85,7 +85,7 @@ MUTANTS = [
            "message_id=message_uuid,", f"{UNIT} {PIPELINE}"),
     # -- the commit path (metrics_pipeline/ingest.py) --
     Mutant("a document MongoDB refuses taken as stored", "metrics_pipeline/storage.py",
-           "                    rejected[index] = f\"MongoDB rechazó el documento: {error.get('errmsg', code)}\"",
+           "                    rejected[index] = f\"{REFUSED}{error.get('errmsg', code)}\"",
            "                    pass", "tests/integration/test_fault_poison.py::"
            "test_a_message_mongodb_refuses_is_dead_lettered_with_its_reason"),
     Mutant("a message sent twice counted twice", "metrics_pipeline/ingest.py",
@@ -211,7 +211,7 @@ MUTANTS = [
            "            text = _CREDENTIALS_RE.sub(lambda m: f\"{m['scheme']}{m['user']}:{MASK}@\", text)",
            "            pass", UNIT),
     Mutant("URL-encoded password not masked", "metrics_pipeline/redaction.py",
-           "variants.update({secret, quote_plus(secret), quote(secret, safe=\"\")})", "variants.update({secret})", UNIT),
+           "variants.update({secret, *_url_encoded(secret)})", "variants.update({secret})", UNIT),
     Mutant("URI password read up to the first '/'", "metrics_pipeline/redaction.py",
            "    return uri.split(\"://\", 1)[-1].split(\"?\", 1)[0]\n",
            "    return uri.split(\"://\", 1)[-1].split(\"?\", 1)[0].split(\"/\", 1)[0]\n", UNIT),

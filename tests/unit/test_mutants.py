@@ -27,3 +27,11 @@ def test_verdict_of_a_real_pytest_run(case: str, tmp_path: Path) -> None:
                           timeout=60)
     summary = (done.stdout.strip().splitlines() or [""])[-1]
     assert mutants.verdict(done.returncode, summary, done.stderr)[0] == expected, done.stdout
+
+
+def test_every_mutant_changes_text_that_is_there_once() -> None:
+    # A refactoring that rewrites a mutant's line leaves it "NO ENCONTRADO" in the
+    # next `make mutants`, which runs outside CI: say so here, in CI.
+    for mutant in mutants.MUTANTS:
+        text = (mutants.ROOT / mutant.path).read_text()
+        assert text.count(mutant.old) == 1, f"{mutant.name}: {text.count(mutant.old)} veces en {mutant.path}"
