@@ -1,6 +1,9 @@
 """Logging of the scripts: one line per event, with time and level, no secrets.
 
-* Every line goes through :class:`~metrics_pipeline.redaction.RedactingFormatter`.
+* Every line goes through :class:`~metrics_pipeline.redaction.RedactingFormatter`,
+  and a message's line breaks are escaped (:class:`OneLineFormatter`): text from
+  outside (a MongoDB error that quotes a message's field, a library's message) cannot
+  split an event or forge a line of its own.
 * kafka-python reports a broker outage with dozens of English lines per second.
   :class:`KafkaLogBridge` folds them into :class:`KafkaStatus`, which logs one
   Spanish WARNING when Kafka stops answering, a reminder every
@@ -245,6 +248,16 @@ def _buffered_stderr() -> TextIO:
                             errors="replace", write_through=False)
 
 
+class OneLineFormatter(RedactingFormatter):
+    """One event, one line: CR and LF in the message are written as ``\\r``, ``\\n``.
+    A traceback, added after the message, keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        if "\n" in record.message or "\r" in record.message:
+            record.message = record.message.replace("\r", "\\r").replace("\n", "\\n")
+        return super().formatMessage(record)
+
+
 def configure_logging(level: str, secrets: Iterable[str] = (), stream: TextIO | None = None) -> KafkaStatus:
     """Set up the root logger; return the KafkaStatus the loops report to."""
     # The producer logs every message sent; skip what our format does not print
@@ -256,7 +269,7 @@ def configure_logging(level: str, secrets: Iterable[str] = (), stream: TextIO | 
     logging.logMultiprocessing = False
     redactor = Redactor(secrets)
     handler = BatchingStreamHandler(stream if stream is not None else _buffered_stderr())
-    handler.setFormatter(RedactingFormatter(LOG_FORMAT, redactor))
+    handler.setFormatter(OneLineFormatter(LOG_FORMAT, redactor))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -207,3 +207,28 @@ def test_kafka_lines_survive_pythons_that_drop_records_logged_while_handling_one
     assert "WARNING metrics_pipeline.kafka: Kafka (Kafka) no responde: Connection failed" in text
     assert "sin leer de Kafka" in text
     assert "kafka-python: Topic t not found in cluster metadata" in text
+
+
+def test_an_event_is_one_line_whatever_its_text_holds() -> None:
+    # A MongoDB error quoting a message's server_id ("web\n01 ERROR fingido") used to
+    # split the dead-letter WARNING and forge an ERROR line of its own.
+    root = logging.getLogger()
+    saved = root.level, root.handlers[:]
+    output = io.StringIO()
+    try:
+        configure_logging("INFO", stream=output)
+        log = logging.getLogger("metrics_pipeline.ingest")
+        log.warning("enviado a dead-letter: %s", 'dup key: { server_id: "web\n2026-11-28 10:00:00,000 ERROR x\r" }')
+        try:
+            raise ValueError("una traza")
+        except ValueError:
+            log.critical("Error inesperado:\nsigue", exc_info=True)
+        for handler in root.handlers:
+            handler.flush()
+    finally:
+        root.handlers[:] = saved[1]
+        root.setLevel(saved[0])
+    lines = output.getvalue().splitlines()
+    assert lines[0].endswith('server_id: "web\\n2026-11-28 10:00:00,000 ERROR x\\r" }')
+    assert lines[1].endswith("CRITICAL metrics_pipeline.ingest: Error inesperado:\\nsigue")
+    assert lines[2] == "Traceback (most recent call last):" and lines[-1] == "ValueError: una traza"
