@@ -117,7 +117,10 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence
 
 
 def _short(text: str, width: int = SERVER_COLUMN_WIDTH) -> str:
-    """A server id as a table cell: a host name may have 253 characters."""
+    """A server id as a table cell: one line (a line break or other control character
+    is shown escaped, ``\\n``), and a host name may have 253 characters."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

@@ -55,6 +55,13 @@ def test_a_server_id_as_long_as_a_host_name_is_cut_in_the_table() -> None:
     assert last.startswith("h" * 39 + "…  ")
 
 
+def test_a_server_id_with_a_line_break_stays_on_its_row() -> None:
+    row = {"_id": "web\n01\tmétricas", "messages": 2, "cpu_avg": 1.0, "cpu_max": 2.0, "memory_avg": 3.0,
+           "disk_avg": 4.0, "network_avg": 5.0, "errors": 6, "last": datetime(2026, 11, 26, 9, 0)}
+    lines = format_summary([row], None).splitlines()
+    assert len(lines) == 5 and lines[-1].startswith("web\\n01\\tmétricas  ")
+
+
 def test_the_foreign_documents_note_names_only_the_collections_that_have_them() -> None:
     mongo = load_report_settings([], environ={}, dotenv_path="").mongo
     tail = ", sin la forma que escribe este pipeline (¿de otra versión del ejercicio, con las mismas colecciones?)."
