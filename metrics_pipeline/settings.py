@@ -81,12 +81,13 @@ def _shown(value: object) -> str:
 
 def _int(minimum: int, maximum: int | None = MAX_INT) -> Callable[[str], int]:
     def parse(text: str) -> int:
+        written = text.strip()
         try:
-            value = int(text.strip())
+            value = int(written)
         except ValueError:
-            if _INTEGER_RE.fullmatch(text.strip()):  # more digits than Python reads (4,300)
-                raise ValueError(f"tiene {len(text.strip().lstrip('+-'))} cifras: es demasiado "
-                                 f"{'pequeño' if text.strip().startswith('-') else 'grande'}") from None
+            if _INTEGER_RE.fullmatch(written):  # more digits than Python reads (4,300)
+                size = "pequeño" if written.startswith("-") else "grande"
+                raise ValueError(f"tiene {len(written.lstrip('+-'))} cifras: es demasiado {size}") from None
             raise ValueError(f"debe ser un número entero, no {_shown(text)}") from None
         if value < minimum:
             raise ValueError(f"debe ser un entero >= {minimum}, no {_shown(value)}")
