@@ -83,6 +83,22 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
+# What Python's JSON decoder says (3.11-3.15), in the language of the other reasons;
+# a sentence not listed here is kept as Python wrote it.
+_JSON_ERRORS = {
+    "Expecting value": "se esperaba un valor",
+    "Expecting property name enclosed in double quotes": "se esperaba un nombre de campo entre comillas dobles",
+    "Expecting ':' delimiter": "se esperaba ':'",
+    "Expecting ',' delimiter": "se esperaba ','",
+    "Unterminated string starting at": "texto sin comillas de cierre, que empieza en",
+    "Invalid control character at": "carácter de control sin escapar dentro de un texto, en",
+    "Invalid \\escape": "secuencia de escape (\\) no válida",
+    "Invalid \\uXXXX escape": "escape \\uXXXX no válido",
+    "Extra data": "hay más datos después del valor JSON",
+    "Illegal trailing comma before end of object": "coma sobrante antes de cerrar el objeto",
+    "Illegal trailing comma before end of array": "coma sobrante antes de cerrar la lista",
+}
+
 # One decoder for every message: json.loads(text, parse_constant=...) would build a
 # new JSONDecoder per call.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
@@ -107,7 +123,11 @@ def decode_json(value: bytes | None) -> Any:
         # validate() gives.
         raise InvalidMessage(NESTING_ERROR) from None
     except json.JSONDecodeError as exc:
-        raise InvalidMessage(f"JSON no válido: {exc.msg} (línea {exc.lineno}, columna {exc.colno})") from None
+        if text.startswith("\ufeff"):
+            raise InvalidMessage("JSON no válido: empieza por la marca BOM de UTF-8 (U+FEFF), que un mensaje JSON "
+                                 "no lleva") from None
+        why = _JSON_ERRORS.get(exc.msg, exc.msg)
+        raise InvalidMessage(f"JSON no válido: {why} (línea {exc.lineno}, columna {exc.colno})") from None
     except ValueError as exc:
         # Not a JSONDecodeError: Python (3.11+) refuses to convert an integer literal
         # of more digits than sys.get_int_max_str_digits() (4,300 by default).

@@ -132,6 +132,30 @@ def test_rejected_with_a_reason(case: str, value: bytes | None, words: str) -> N
     assert words in str(caught.value)
 
 
+@pytest.mark.parametrize("value, words", [
+    (b"{'server_id': 'web01'}", "se esperaba un nombre de campo entre comillas dobles (línea 1, columna 2)"),
+    (b'{"server_id": "web01",}', "(línea 1, columna "),  # 3.13+: "coma sobrante antes de cerrar el objeto"
+    (b'[1,]', "(línea 1, columna "),
+    (b'{"a" 1}', "se esperaba ':'"),
+    (b'{"a": 1 "b": 2}', "se esperaba ','"),
+    (b'{"a": "sin cerrar', "texto sin comillas de cierre"),
+    (b'{"a": "\x01"}', "carácter de control"),
+    (b'{"a": "\\q"}', "secuencia de escape"),
+    (b'{"a": "\\u12"}', "escape \\uXXXX no válido"),
+    (b'{} {}', "hay más datos después del valor JSON"),
+    ("\ufeff{}".encode(), "marca BOM de UTF-8"),
+    (b"\n\n  {", "(línea 3, columna 4)"),
+])
+def test_json_errors_are_said_in_spanish_with_where(value: bytes, words: str) -> None:
+    # The dead-letter reason of a message typed by hand (single quotes, a trailing
+    # comma...): Python's English sentences, translated; line and column kept.
+    with pytest.raises(InvalidMessage) as caught:
+        parse_message(value)
+    reason = str(caught.value)
+    assert reason.startswith("JSON no válido: ") and words in reason, reason
+    assert not any(english in reason for english in ("Expecting", "Unterminated", "Invalid", "Extra", "Illegal"))
+
+
 @pytest.mark.skipif(sys.platform == "emscripten", reason="under Pyodide the JavaScript stack overflows first")
 def test_a_million_levels_of_nesting_is_rejected_like_a_hundred_and_one() -> None:
     # The decoder gives up (RecursionError) where the interpreter says, not at 100.
