@@ -6,7 +6,9 @@ URI, as a user would with Atlas (whose CA the system already trusts)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pymongo import MongoClient
@@ -23,14 +25,22 @@ pytestmark = pytest.mark.slow
 PASSWORD = "Atlas-S3cret!"  # '!' is written %21 in a URI
 
 
-@pytest.fixture
-def secure_mongo(own_mongo, tmp_path: Path) -> SecantusServer:
-    """SecantusDB with TLS and --auth, holding the user 'ana' (created before --auth)."""
+def _with_auth(own_mongo, add_users: Callable[[MongoClient], object], **options: Any) -> SecantusServer:
+    """SecantusDB with --auth (and ``options``) holding what ``add_users`` created:
+    users and roles are created on a server started without --auth, which is then
+    started again with it on the same data."""
     plain = own_mongo()
     with MongoClient(plain.uri) as client:
-        client.admin.command("createUser", "ana", pwd=PASSWORD, roles=["root"])
+        add_users(client)
     plain.stop()
-    return own_mongo(auth=True, tls=issue_certificate(tmp_path, "server", "localhost", "127.0.0.1"))
+    return own_mongo(auth=True, **options)
+
+
+@pytest.fixture
+def secure_mongo(own_mongo, tmp_path: Path) -> SecantusServer:
+    """SecantusDB with TLS and --auth, holding the user 'ana'."""
+    return _with_auth(own_mongo, lambda client: client.admin.command("createUser", "ana", pwd=PASSWORD, roles=["root"]),
+                      tls=issue_certificate(tmp_path, "server", "localhost", "127.0.0.1"))
 
 
 def _user_uri(server: SecantusServer, trust_ca: bool = True) -> str:
@@ -87,16 +97,16 @@ def test_a_user_who_may_only_read_stops_with_one_line_and_loses_nothing(own_mong
     at its first write (when an owner created the index before); it commits nothing, so
     a run with a user who may write stores everything, once. The report, which only
     reads, works for the reader."""
-    plain = own_mongo()
-    named = Pipeline.for_test(kafka_server.address, plain.uri, tmp_path, request.node.name)
+    named = Pipeline.for_test(kafka_server.address, "", tmp_path, request.node.name)
     name, database = named.name, named.database
     owner_password, reader_password = "Propietaria-2026", "Solo-Lectura-2026"
-    with MongoClient(plain.uri) as client:
+
+    def add_users(client: MongoClient) -> None:
         client.admin.command("createUser", "ana", pwd=owner_password, roles=["root"])
         client.admin.command("createUser", "lector", pwd=reader_password,
                              roles=[{"role": "read", "db": database}])
-    plain.stop()
-    server = own_mongo(auth=True)
+
+    server = _with_auth(own_mongo, add_users)
 
     def uri(user: str, password: str) -> str:
         return f"mongodb://{user}:{password}@127.0.0.1:{server.port}/?authSource=admin"
@@ -133,17 +143,17 @@ def test_a_user_granted_only_the_three_collections_stores_everything(own_mongo, 
     listIndexes) and not the database: MongoDB refuses it listCollections, with which
     the consumer checks that no collection is a time series or a view. The check is
     skipped with a WARNING; everything is stored, once."""
-    plain = own_mongo()
-    named = Pipeline.for_test(kafka_server.address, plain.uri, tmp_path, request.node.name)
+    named = Pipeline.for_test(kafka_server.address, "", tmp_path, request.node.name)
     database, password = named.database, "Solo-Colecciones-2026"
-    with MongoClient(plain.uri) as client:
+
+    def add_users(client: MongoClient) -> None:
         client.admin.command("createRole", "colecciones_iabd06", roles=[], privileges=[
             {"resource": {"db": database, "collection": name}, "actions": ["find", "insert", "createIndex",
                                                                            "listIndexes"]}
             for name in (RAW, KPIS, DEADLETTER)])
         client.admin.command("createUser", "ana", pwd=password, roles=[{"role": "colecciones_iabd06", "db": "admin"}])
-    plain.stop()
-    server = own_mongo(auth=True)
+
+    server = _with_auth(own_mongo, add_users)
     p = Pipeline(kafka_server.address, f"mongodb://ana:{password}@127.0.0.1:{server.port}/?authSource=admin",
                  tmp_path, named.name)
 
