@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import fields
 from datetime import datetime, timezone
@@ -105,12 +106,20 @@ def _utc(value: datetime) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _cell_width(text: str) -> int:
+    """Columns a cell takes on a terminal: a wide character (CJK, most emoji) takes
+    two, a combining mark none, so the columns after it still line up."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence[int] = (0,)) -> list[str]:
     """Aligned columns: text columns (``left``) to the left, numbers to the right."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    widths = [max(_cell_width(h), *(_cell_width(r[i]) for r in rows)) if rows else _cell_width(h)
+              for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
-        parts = [c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        pads = [" " * (w - _cell_width(c)) for c, w in zip(cells, widths)]
+        parts = [c + pad if i in left else pad + c for i, (c, pad) in enumerate(zip(cells, pads))]
         return "  ".join(parts).rstrip()
 
     return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
@@ -118,10 +127,22 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence
 
 def _short(text: str, width: int = SERVER_COLUMN_WIDTH) -> str:
     """A server id as a table cell: one line (a line break or other control character
-    is shown escaped, ``\\n``), and a host name may have 253 characters."""
+    is shown escaped, ``\\n``), quoted when it starts or ends with blanks (``"web01 "``
+    is another server than ``web01``), and cut at ``width`` columns (a host name may
+    have 253 characters)."""
     if not text.isprintable():
         text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    if text != text.strip():
+        text = f'"{text}"'
+    if _cell_width(text) <= width:
+        return text
+    kept, used = [], 0
+    for c in text:
+        used += _cell_width(c)
+        if used > width - 1:
+            break
+        kept.append(c)
+    return "".join(kept) + "…"
 
 
 def windows_phrase(count: int) -> str:

@@ -72,3 +72,26 @@ def test_the_foreign_documents_note_names_only_the_collections_that_have_them() 
     assert foreign_note((1, 2), mongo) == (
         "Nota: se dejan fuera 1 documento de monitoring_iabd06.system_metrics_kpis_iabd06 y 2 de "
         "monitoring_iabd06.system_metrics_raw_iabd06" + tail)
+
+
+def _summary_row(server_id: str) -> dict:
+    return {"_id": server_id, "messages": 2, "cpu_avg": 1.0, "cpu_max": 2.0, "memory_avg": 3.0, "disk_avg": 4.0,
+            "network_avg": 5.0, "errors": 6, "last": datetime(2026, 11, 26, 9, 0)}
+
+
+def test_wide_characters_and_combining_marks_keep_the_columns_aligned() -> None:
+    # "😀" and "数据" take two terminal columns per character; "é" spelt e + U+0301 takes one.
+    lines = format_summary([_summary_row(i) for i in ("web01", "😀", "数据", "cafe\u0301")], None).splitlines()
+    column = "  " + " " * 7 + "2  "  # the 8-column "mensajes" cell after the 8-column "servidor" one
+    assert [line[: line.index(column) + len(column)] for line in lines[4:]] == [
+        "web01" + " " * 3 + column, "😀" + " " * 6 + column, "数据" + " " * 4 + column, "cafe\u0301" + " " * 4 + column]
+
+
+def test_a_server_id_with_edge_blanks_is_quoted_so_it_differs_from_the_trimmed_one() -> None:
+    lines = format_summary([_summary_row("web01"), _summary_row("web01 ")], None).splitlines()
+    assert lines[-2].startswith("web01     ") and lines[-1].startswith('"web01 "  ')
+
+
+def test_wide_server_ids_are_cut_at_the_column_width() -> None:
+    last = format_summary([_summary_row("数" * 100)], None).splitlines()[-1]
+    assert last.startswith("数" * 19 + "…  ")
