@@ -671,7 +671,7 @@ def _load(prog: str, description: str, options: Sequence[Option], argv: Sequence
     env = os.environ if environ is None else environ
     dotenv: Mapping[str, str | None] = {}
     path = ".env" if dotenv_path is None else dotenv_path
-    if path and os.path.isfile(path):
+    if path and os.path.lexists(path):  # a directory or a broken link there is a mistake, not "no .env"
         dotenv = _read_dotenv(path)
     return _resolve(options, args, env, dotenv)
 
@@ -683,6 +683,8 @@ def _read_dotenv(path: str) -> Mapping[str, str | None]:
     setting on it silently takes its default; a file not in UTF-8 (an editor's
     Latin-1, with an accent in a value) makes it raise. Both are bad settings here.
     Only line numbers are named: a line may hold a password."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise SettingsError(path, "no es un fichero (¿un directorio?): los ajustes van en un fichero .env")
     try:
         with open(path, "rb") as file:
             data = file.read()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -79,6 +80,19 @@ def test_a_dotenv_file_that_cannot_be_read_whole_is_a_bad_setting(tmp_path: Path
     assert error.value.setting == str(dotenv)
     assert error.value.reason.startswith(reason)
     assert "secreto" not in str(error.value)
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda p: p.mkdir(), "no es un fichero (¿un directorio?)"),
+    (lambda p: os.mkfifo(p), "no es un fichero"),  # reading it would wait for ever
+    (lambda p: p.symlink_to(p.parent / "borrado.env"), "no se puede leer: No such file"),
+])
+def test_a_dotenv_that_is_not_a_readable_file_is_a_bad_setting_not_ignored(tmp_path: Path, make, reason: str) -> None:
+    dotenv = tmp_path / ".env"
+    make(dotenv)
+    with pytest.raises(SettingsError) as error:
+        consumer([], {}, dotenv)
+    assert (error.value.setting, error.value.reason[:len(reason)]) == (str(dotenv), reason)
 
 
 def test_a_dotenv_file_as_windows_editors_write_it_is_read(tmp_path: Path) -> None:
