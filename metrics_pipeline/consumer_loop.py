@@ -30,7 +30,7 @@ work:
 * a group join that kafka-python leaves half done when the topic's metadata changes
   and changes back (its version of the Java client's KAFKA-9815) is resumed, see
   _resume_a_dropped_join;
-* it stops on SIGINT/SIGTERM, after ``--max-messages`` messages, or after
+* it stops on SIGINT/SIGTERM/SIGHUP (see shutdown), after ``--max-messages`` messages, or after
   ``--idle-timeout`` seconds without messages counted from its last assignment,
   always at a batch boundary, with what is complete committed. An assignment
   without every partition of the topic (none included) waits at least

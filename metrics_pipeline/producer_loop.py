@@ -18,7 +18,7 @@
 * The idempotent producer is off on purpose: with it, kafka-python treats a broker
   that lost its producer state (a restart of a broker without persistence) as a
   fatal error and refuses every later send; duplicates are handled downstream.
-* SIGINT/SIGTERM: no new round; what was sent is flushed (up to
+* SIGINT/SIGTERM/SIGHUP (see shutdown): no new round; what was sent is flushed (up to
   :data:`STOP_FLUSH_SECONDS`, also when the signal comes while the last round of
   ``--rounds`` is being flushed), then the producer closes. A message Kafka has not
   confirmed by then (Kafka down at the stop) is logged at ERROR and counted as

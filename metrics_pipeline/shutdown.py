@@ -1,4 +1,8 @@
-"""SIGINT and SIGTERM: ask the loop to stop at the next safe point.
+"""SIGINT, SIGTERM and SIGHUP: ask the loop to stop at the next safe point.
+
+SIGHUP is what a script gets when the terminal it runs in is closed: without a
+handler it would die at once (safe, like a crash, but without committing what is
+complete). Under ``nohup`` SIGHUP is ignored and stays ignored: the script goes on.
 
 The first signal sets an Event that the loops check between batches and while they
 wait, so the batch in hand is finished and committed before the script exits 0.
@@ -25,6 +29,16 @@ log = logging.getLogger(__name__)
 REPEAT_SECONDS = 0.5  # see the module doc
 
 
+def stop_signals() -> list[signal.Signals]:
+    """The signals that mean "stop": SIGINT (Ctrl-C), SIGTERM and, where the system
+    has it and it is not ignored (``nohup``), SIGHUP (the terminal was closed)."""
+    signals = [signal.SIGINT, signal.SIGTERM]
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
+        signals.append(hangup)
+    return signals
+
+
 def exit_at_once_on_signal() -> None:
     """Until :func:`install_stop_handlers` replaces it: a signal exits 0 at once.
 
@@ -34,8 +48,8 @@ def exit_at_once_on_signal() -> None:
     def handle(_signum: int, _frame: object) -> None:
         os._exit(0)
 
-    signal.signal(signal.SIGINT, handle)
-    signal.signal(signal.SIGTERM, handle)
+    for signum in stop_signals():
+        signal.signal(signum, handle)
 
 
 def install_stop_handlers() -> threading.Event:
@@ -58,7 +72,7 @@ def install_stop_handlers() -> threading.Event:
         log.info("Señal %s recibida: se termina lo que está en curso y se sale", name)
         stop.set()
 
-    signal.signal(signal.SIGINT, handle)
-    signal.signal(signal.SIGTERM, handle)
+    for signum in stop_signals():
+        signal.signal(signum, handle)
     return stop
 

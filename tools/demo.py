@@ -6,7 +6,9 @@
    user would (Ctrl-C meanwhile, or a consumer that exits, and the producer never starts);
 3. shows every KPI window as it is written (full logs in .demo-data/);
 4. on Ctrl-C (or after ``--rounds``) stops the producer, lets the consumer finish,
-   prints the KPI report and its chart, and stops everything it started.
+   prints the KPI report and its chart, and stops everything it started. Closing
+   the terminal does the same (SIGHUP): the servers and scripts run in sessions of
+   their own, so nothing else would stop them and they would keep the ports taken.
 
 Each demo starts with an empty MongoDB (``--keep-data`` keeps the previous one):
 the local Kafka keeps nothing between runs, so old and new data would not match.
@@ -27,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metrics_pipeline.cli import tolerate_unencodable_output  # noqa: E402
+from metrics_pipeline.shutdown import stop_signals  # noqa: E402
 from tools.local_stack import SecantusServer, TansuServer, port_in_use  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,6 +77,16 @@ def _stop(process: subprocess.Popen[bytes], name: str, timeout: float = 20) -> N
             process.wait()
 
 
+def _write_to_nowhere() -> None:
+    """Point stdout and stderr at /dev/null: printing to a terminal that was closed
+    fails, and a failed print would end the thread that copies a script's output to
+    its log (the script would then block on a full pipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, sys.stderr.fileno())
+    os.close(devnull)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="Demo del pipeline completo en esta máquina.")
     parser.add_argument("--rounds", type=int, default=None, help="rondas del productor (por defecto: hasta Ctrl-C)")
@@ -95,8 +108,14 @@ def main() -> int:
     data.mkdir(parents=True, exist_ok=True)
 
     interrupted = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: interrupted.set())
-    signal.signal(signal.SIGTERM, lambda *_: interrupted.set())
+
+    def on_stop_signal(signum: int, _frame: object) -> None:
+        if signum == getattr(signal, "SIGHUP", None):
+            _write_to_nowhere()  # the terminal is gone: what is left to say goes to the logs only
+        interrupted.set()
+
+    for signum in stop_signals():
+        signal.signal(signum, on_stop_signal)
 
     kafka = TansuServer(args.kafka_port, data)
     mongo = SecantusServer(args.mongo_port, data / "mongo", data)

