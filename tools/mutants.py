@@ -332,6 +332,19 @@ MUTANTS = [
            "        same = stored == expected if exact else (",
            "        same = math.isclose(stored, expected, rel_tol=1e-6) if exact else (",
            "tests/unit/test_audit.py"),
+    # -- added 2026-11-28, afternoon --
+    Mutant("closing the terminal kills the scripts at once", "metrics_pipeline/shutdown.py",
+           "        signals.append(hangup)", "        pass", "tests/unit/test_shutdown.py"),
+    Mutant("nohup's ignored SIGHUP taken over", "metrics_pipeline/shutdown.py",
+           " and signal.getsignal(hangup) is not signal.SIG_IGN:", ":", "tests/unit/test_shutdown.py"),
+    Mutant("a .env directory silently skipped", "metrics_pipeline/settings.py",
+           "    if path and os.path.lexists(path):", "    if path and os.path.isfile(path):",
+           "tests/unit/test_settings.py"),
+    Mutant("report pads by characters, not terminal columns", "metrics_pipeline/report.py",
+           "0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in \"WF\" else 1", "1",
+           "tests/unit/test_report.py"),
+    Mutant("a server id with edge blanks shown like the trimmed one", "metrics_pipeline/report.py",
+           "    if text != text.strip():", "    if False:", "tests/unit/test_report.py"),
 ]
 
 
