@@ -122,11 +122,17 @@ def _seconds(*, strict: bool = False) -> Callable[[str], float]:
     return _float(0, strict=strict, maximum=MAX_SECONDS)
 
 
-def _optional_threshold(text: str) -> float | None:
-    """A KPI threshold; ``off`` (or ``none``) disables the alert."""
-    if text.strip().lower() in ("off", "none", "no"):
-        return None
-    return _float(0)(text)
+def _threshold(parse: Callable[[str], float]) -> Callable[[str], float | None]:
+    """A KPI threshold read with ``parse``; ``off`` (or ``none``) disables the alert.
+
+    The bounds are those of the KPI: a percentage above 100, or an error sum that is
+    not a whole number, would be a threshold no window can cross meaningfully, and a
+    typo there would silence the alert without a word."""
+    def read(text: str) -> float | None:
+        if text.strip().lower() in ("off", "none", "no"):
+            return None
+        return parse(text)
+    return read
 
 
 def _choice(choices: Sequence[str]) -> Callable[[str], str]:
@@ -370,11 +376,11 @@ CONSUMER_OPTIONS = KAFKA_OPTIONS + (
     DEADLETTER_OPTION,
     Option("window_size", "--window-size", "KPI_WINDOW_SIZE", "20", _int(1, MAX_WINDOW_SIZE),
            f"mensajes válidos por ventana KPI (hasta {MAX_WINDOW_SIZE})", "N"),
-    Option("alert_cpu_avg", "--alert-cpu-avg", "ALERT_CPU_AVG", "80", _optional_threshold,
+    Option("alert_cpu_avg", "--alert-cpu-avg", "ALERT_CPU_AVG", "80", _threshold(_float(0, maximum=100)),
            "alerta si la CPU media de una ventana supera este valor (off = sin alerta)", "PORCENTAJE"),
-    Option("alert_memory_avg", "--alert-memory-avg", "ALERT_MEMORY_AVG", "90", _optional_threshold,
+    Option("alert_memory_avg", "--alert-memory-avg", "ALERT_MEMORY_AVG", "90", _threshold(_float(0, maximum=100)),
            "alerta si la memoria media de una ventana supera este valor (off = sin alerta)", "PORCENTAJE"),
-    Option("alert_error_sum", "--alert-error-sum", "ALERT_ERROR_SUM", "10", _optional_threshold,
+    Option("alert_error_sum", "--alert-error-sum", "ALERT_ERROR_SUM", "10", _threshold(_int(0)),
            "alerta si la suma de errores de una ventana supera este valor (off = sin alerta)", "N"),
     Option("max_messages", "--max-messages", None, None, _int(1),
            "parar tras consumir N mensajes (válidos o no) y guardar y confirmar lo que producen", "N",

@@ -127,6 +127,10 @@ def test_a_dotenv_file_as_windows_editors_write_it_is_read(tmp_path: Path) -> No
     (["--idle-timeout", "1e12"], {}, "--idle-timeout"),  # beyond what a thread may wait
     (["--startup-timeout", "2592001"], {}, "STARTUP_TIMEOUT_SECONDS"),  # 30 days and a second
     (["--alert-cpu-avg", "mucho"], {}, "ALERT_CPU_AVG"),
+    # Thresholds no window can cross: a typo would silence the alert without a word.
+    (["--alert-cpu-avg", "101"], {}, "ALERT_CPU_AVG"),
+    ([], {"ALERT_MEMORY_AVG": "1e3"}, "ALERT_MEMORY_AVG"),
+    (["--alert-error-sum", "2.5"], {}, "ALERT_ERROR_SUM"),
     ([], {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "KAFKA_SASL_MECHANISM"),
     ([], {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN"}, "KAFKA_SASL_USERNAME"),
     ([], {"KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL"),
@@ -188,7 +192,7 @@ def test_the_largest_values_are_accepted() -> None:
     (["--bootstrap-servers", "kafka:" + "9" * 5000], "KAFKA_BOOTSTRAP_SERVERS", "host:puerto, no 'kafka:999"),
     (["--startup-timeout", "9" * 5000], "STARTUP_TIMEOUT_SECONDS", "<= 2592000, no '999"),
     (["--startup-timeout=-1e999"], "STARTUP_TIMEOUT_SECONDS", "> 0, no '-1e999'"),
-    (["--alert-cpu-avg", "1e999"], "ALERT_CPU_AVG", "finito, no '1e999'"),
+    (["--alert-cpu-avg", "1e999"], "ALERT_CPU_AVG", "<= 100, no '1e999'"),
     (["--log-level", "x" * 5000], "LOG_LEVEL", "'xxx"),
     (["--window-size", "x" * 5000], "KPI_WINDOW_SIZE", "entero, no 'xxx"),
 ])
