@@ -357,7 +357,7 @@ PRODUCER_OPTIONS = KAFKA_OPTIONS + (
     Option("rounds", "--rounds", None, None, _int(1),
            "enviar N rondas completas, vaciar el buffer y salir", "N", unset="hasta que se pare"),
     Option("seed", "--seed", None, None, _int(-(2**63), None),
-           "semilla del generador aleatorio, para repetir una simulación", "S",
+           "semilla del generador aleatorio, para repetir una simulación (solo con --source simulated)", "S",
            unset="ninguna, otra simulación cada vez"),
 ) + COMMON_OPTIONS
 
@@ -723,6 +723,9 @@ def load_producer_settings(argv: Sequence[str] | None = None, environ: Mapping[s
     if values["source"] == "psutil" and "server_ids" in given and len(values["server_ids"]) != 1:
         raise SettingsError("SERVER_IDS (--servers)",
                             "con METRICS_SOURCE=psutil solo se mide esta máquina: indique un único id")
+    if values["source"] == "psutil" and values["seed"] is not None:
+        raise SettingsError("--seed", "con METRICS_SOURCE=psutil las métricas son medidas, no aleatorias: "
+                                      "--seed solo sirve con la simulación")
     return ProducerSettings(
         kafka=_kafka(values, values["startup_timeout"]), interval=values["interval"],
         server_ids=values["server_ids"], server_ids_given="server_ids" in given,

@@ -152,6 +152,7 @@ def test_bad_consumer_values_name_the_setting(argv, env, setting) -> None:
     (["--seed", "x"], "--seed"),
     (["--source", "snmp"], "METRICS_SOURCE"),
     (["--source", "psutil", "--servers", "a,b"], "SERVER_IDS"),
+    (["--source", "psutil", "--seed", "7"], "--seed"),  # real readings: a seed would change nothing
 ])
 def test_bad_producer_values_name_the_setting(argv, setting) -> None:
     with pytest.raises(SettingsError) as caught:
