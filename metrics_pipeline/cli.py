@@ -84,6 +84,27 @@ def tolerate_unencodable_output() -> None:
             pass
 
 
+def ensure_standard_streams() -> None:
+    """Open /dev/null on a standard descriptor the script was started without
+    (``2>&-``, a service manager that closes them).
+
+    Python then has no ``sys.stderr`` and logging could not start (the script exited
+    1 without a word), and the first socket opened would take descriptor 2, where any
+    stray write would land inside the Kafka or MongoDB protocol. The logs of such a
+    run go nowhere, as its caller chose."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))
+
+
 def exit_with(main: Callable[[Sequence[str] | None], int], prog: str) -> None:
+    ensure_standard_streams()
     tolerate_unencodable_output()
     sys.exit(run_main(main, prog))

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 from metrics_pipeline.producer_loop import open_producer
 from metrics_pipeline.settings import load_producer_settings
 from tests.support.audit import DEADLETTER, KPIS, RAW, audit
 from tests.support.logs import error_lines
-from tests.support.pipeline import CONSUMER, REPORT, Pipeline, encode, valid_message
+from tests.support.pipeline import CONSUMER, PRODUCER, REPORT, Pipeline, encode, valid_message
 from tests.support.waiting import committed_offsets
 
 SERVERS = ("web01", "web02", "db01", "app01", "cache01")
@@ -251,3 +254,23 @@ def test_a_codec_library_missing_is_one_clear_line_and_exit_1(pipeline: Pipeline
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     errors = error_lines(done.stderr)
     assert len(errors) == 1 and "lz4" in errors[0] and "requirements.txt" in errors[0], done.stderr[-3000:]
+
+
+def _without_standard_streams(pipeline: Pipeline, script, *args: str) -> int:
+    """Run a script started with stdin, stdout and stderr closed (``<&- >&- 2>&-``, or
+    a service manager that closes them); its exit code."""
+    def close_them() -> None:
+        for fd in (0, 1, 2):
+            os.close(fd)
+
+    return subprocess.run([sys.executable, str(script), *args], cwd=pipeline.workdir, env=pipeline.env(),
+                          preexec_fn=close_them, timeout=120).returncode
+
+
+def test_the_scripts_run_with_their_standard_streams_closed(pipeline: Pipeline) -> None:
+    # Python then has no sys.stderr: logging could not start and the scripts exited 1
+    # without a word, doing nothing.
+    assert _without_standard_streams(pipeline, PRODUCER, "--rounds", "8", "--interval", "0") == 0
+    assert _without_standard_streams(pipeline, CONSUMER, "--idle-timeout", "3") == 0
+    assert audit(pipeline.db, valid=40).windows == 2
+    assert _without_standard_streams(pipeline, REPORT, "--chart", "no") == 0
