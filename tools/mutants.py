@@ -345,6 +345,12 @@ MUTANTS = [
            "tests/unit/test_report.py"),
     Mutant("a server id with edge blanks shown like the trimmed one", "metrics_pipeline/report.py",
            "    if text != text.strip():", "    if False:", "tests/unit/test_report.py"),
+    Mutant("scripts started without stderr cannot log", "metrics_pipeline/cli.py",
+           "    ensure_standard_streams()\n    tolerate_unencodable_output()\n    sys.exit",
+           "    tolerate_unencodable_output()\n    sys.exit", f"{PIPELINE} -k closed"),
+    Mutant("alert thresholds beyond 100 %", "metrics_pipeline/settings.py",
+           "\"ALERT_CPU_AVG\", \"80\", _threshold(_float(0, maximum=100)),",
+           "\"ALERT_CPU_AVG\", \"80\", _threshold(_float(0)),", "tests/unit/test_settings.py"),
 ]
 
 
