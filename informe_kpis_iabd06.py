@@ -52,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(foreign):
         print("\n" + report.foreign_note(foreign, settings.mongo))
 
+    if not windows and not summary and (missing := report.missing_collections_note(store.database, settings.mongo)):
+        print("\n" + missing)
     if not windows:
         print(f"\nNo hay ventanas KPI en {settings.mongo.database}.{settings.mongo.kpi_collection}"
               + (" desde esa fecha" if settings.since else "") + ": ¿está el consumidor en marcha? "

@@ -28,6 +28,8 @@ from typing import Any
 
 from bson.decimal128 import Decimal128
 from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from metrics_pipeline.audit import RAW_FIELDS, AuditResult, audit_windows
 from metrics_pipeline.kpis import WindowKpis
@@ -199,6 +201,36 @@ def foreign_note(foreign: tuple[int, int], mongo: MongoSettings) -> str:
             parts.append(f"{count}{noun} de {mongo.database}.{collection}")
     return (f"Nota: se dejan fuera {' y '.join(parts)}, sin la forma que escribe este pipeline "
             "(¿de otra versión del ejercicio, con las mismas colecciones?).")
+
+
+SYSTEM_DATABASES = ("admin", "config", "local")
+
+
+def missing_collections_note(database: Database, mongo: MongoSettings) -> str | None:
+    """When there is nothing to show: a note if neither the KPI nor the raw collection
+    exists. The consumer creates both when it starts, so a name written wrong (the
+    database, a collection) is then likelier than a consumer not running. None when
+    they exist, or when this user may not list what there is."""
+    try:
+        names = set(database.list_collection_names())
+        if mongo.kpi_collection in names or mongo.raw_collection in names:
+            return None
+        if names:
+            return (f"La base de datos {mongo.database} no tiene ni {mongo.kpi_collection} ni "
+                    f"{mongo.raw_collection} (tiene: {_first_names(names)}): ¿MONGODB_KPI_COLLECTION o "
+                    "MONGODB_RAW_COLLECTION mal escritos?")
+        others = set(database.client.list_database_names()).difference(SYSTEM_DATABASES)
+    except PyMongoError:
+        return None
+    there = f" (hay: {_first_names(others)})" if others else ""
+    return (f"La base de datos {mongo.database} no existe en este MongoDB{there}: ¿MONGODB_DATABASE "
+            "(--database) mal escrito, o el consumidor no ha arrancado nunca contra ella?")
+
+
+def _first_names(names: set[str], shown: int = 10) -> str:
+    ordered = sorted(names)
+    more = f" y {len(ordered) - shown} más" if len(ordered) > shown else ""
+    return ", ".join(ordered[:shown]) + more
 
 
 def _event_time(window: dict[str, Any]) -> datetime:

@@ -124,6 +124,18 @@ def test_nothing_to_show_is_said_clearly(pipeline: Pipeline, tmp_path: Path) -> 
     assert "No hay ventanas KPI que mostrar." in done.stdout
     assert "no hay mensajes" in done.stdout
     assert "No se dibuja el gráfico" in done.stdout and not chart.exists()
+    # Nothing at all under that name: a name written wrong is likelier than a consumer not running.
+    assert f"La base de datos {pipeline.database} no existe en este MongoDB" in done.stdout
+    assert "¿MONGODB_DATABASE (--database) mal escrito, o el consumidor no ha arrancado nunca" in done.stdout
+
+    pipeline.db["otra_cosa"].insert_one({"x": 1})
+    done = pipeline.run(REPORT, "--chart", "no", "--kpi-collection", "kpis_typo")
+    assert (f"La base de datos {pipeline.database} no tiene ni kpis_typo ni system_metrics_raw_iabd06 "
+            "(tiene: otra_cosa): ¿MONGODB_KPI_COLLECTION o MONGODB_RAW_COLLECTION mal escritos?") in done.stdout
+
+    pipeline.db["system_metrics_raw_iabd06"].insert_one({"x": 1})  # the collections are there: no note
+    done = pipeline.run(REPORT, "--chart", "no")
+    assert "La base de datos" not in done.stdout and "No hay ventanas KPI que mostrar." in done.stdout
 
 
 def test_an_unwritable_output_is_one_clear_error(pipeline: Pipeline, tmp_path: Path) -> None:
