@@ -33,7 +33,7 @@ from bson.binary import Binary
 from bson.decimal128 import Decimal128
 
 from metrics_pipeline.kpis import WindowBounds, WindowKpis
-from metrics_pipeline.message import MetricMessage
+from metrics_pipeline.message import RESERVED_FIELDS, MetricMessage
 from metrics_pipeline.windows import ClosedWindow, WindowMember
 
 
@@ -49,6 +49,13 @@ def raw_document(message: MetricMessage, topic: str, partition: int, offset: int
     document["kafka"] = kafka_coordinates(topic, partition, offset)
     document["ingested_at"] = ingested_at
     return document
+
+
+def same_message(stored: dict[str, Any], message: MetricMessage) -> bool:
+    """Whether a stored raw document holds ``message``: the same fields as received
+    (what the consumer added to it aside). The same message_uuid with another
+    content is another message, not a copy of the stored one."""
+    return {name: value for name, value in stored.items() if name not in RESERVED_FIELDS} == message.fields
 
 
 def _bytes_field(value: bytes | None) -> str | Binary | None:

@@ -15,7 +15,9 @@ batch returned by one ``poll()``, in this order:
 2. **Store raw.** One ``insert_many(ordered=False)``. A duplicate ``_id`` means the
    message is already stored: from this same offset (a replay after a crash: it
    counts in its window again, to rebuild the window exactly) or from another
-   offset (the same message sent twice: it is skipped, never counted twice). A
+   offset (the same message sent twice: it is skipped, never counted twice); with
+   another content, it is another message reusing a stored message_uuid, which
+   cannot be stored under its id: it is dead-lettered, not lost. A
    "replay" of a message that this process has already put in a closed window is
    skipped too, and counted apart: a rebuild of a closed window needs none of its
    members again. That happens when a window was written but its commit failed (a
@@ -66,7 +68,7 @@ from typing import Any, Protocol, TypeVar
 from metrics_pipeline.alerts import AlertThresholds, evaluate_alerts
 from metrics_pipeline.clock import Clock, datetime_from_ms, utc_now_ms
 from metrics_pipeline.documents import (deadletter_document, kafka_coordinates, kpi_document,
-                                        member_from_message, raw_document, window_id)
+                                        member_from_message, raw_document, same_message, window_id)
 from metrics_pipeline.kpis import compute_kpis, window_bounds
 from metrics_pipeline.message import InvalidMessage, MetricMessage, parse_message
 from metrics_pipeline.retry import retry_while_unavailable
@@ -214,12 +216,19 @@ class BatchIngestor:
             record = entry.record
             if outcome.rejected:
                 entry.error = outcome.rejected
-            elif outcome.existing_kafka is None:
+            elif outcome.existing is None:
                 result.stored_new += 1
                 entry.member = member_from_message(entry.message, record.offset)
-            elif outcome.existing_kafka != kafka_coordinates(record.topic, record.partition, record.offset):
+            elif (where := outcome.existing.get("kafka")) != kafka_coordinates(record.topic, record.partition,
+                                                                                record.offset):
+                where = where if isinstance(where, dict) else {}
+                if not same_message(outcome.existing, entry.message):
+                    entry.error = (f"el message_uuid {entry.message.message_id} ya lo usa otro mensaje, con otro "
+                                   f"contenido, guardado en raw (partición {where.get('partition')}, offset "
+                                   f"{where.get('offset')}): un _id no puede guardar dos mensajes (¿un productor "
+                                   "que repite el UUID?)")
+                    continue
                 result.duplicates += 1
-                where = outcome.existing_kafka
                 log.warning("Mensaje duplicado en partición %d, offset %d: el message_uuid %s ya está "
                             "guardado (partición %s, offset %s); no se cuenta dos veces",
                             record.partition, record.offset, entry.message.message_id,

@@ -229,11 +229,11 @@ def _ping(client: MongoClient, seconds: float) -> None:
 class RawOutcome:
     """What became of one raw document of a batch."""
 
-    existing_kafka: dict[str, Any] | None  # for a document found already stored
-    rejected: str | None                   # MongoDB cannot store it: why
+    existing: dict[str, Any] | None  # the document already stored under the same _id
+    rejected: str | None             # MongoDB cannot store it: why
 
 
-_INSERTED = RawOutcome(existing_kafka=None, rejected=None)
+_INSERTED = RawOutcome(existing=None, rejected=None)
 
 
 def _encoding_problem(document: dict[str, Any]) -> str | None:
@@ -377,7 +377,7 @@ class MetricsStore:
         except PyMongoError as exc:
             raise classify(exc) from None
 
-    def _find_by_ids(self, collection: Collection, ids: list[Any], projection: dict[str, Any]
+    def _find_by_ids(self, collection: Collection, ids: list[Any], projection: dict[str, Any] | None
                      ) -> dict[Any, dict[str, Any]]:
         try:
             return {doc["_id"]: doc for doc in collection.find({"_id": {"$in": ids}}, projection)}
@@ -389,30 +389,31 @@ class MetricsStore:
     def insert_raw(self, documents: Sequence[dict[str, Any]]) -> list[RawOutcome]:
         """Store raw documents; one outcome per document, in order.
 
-        A duplicate ``_id`` is reported with the ``kafka`` coordinates of the document
-        already stored, so the caller can tell a replay (same offset) from a
-        duplicate message (same message_uuid sent again, another offset).
+        A duplicate ``_id`` is reported with the document already stored, so the
+        caller can tell a replay (same offset) from a duplicate message (the same
+        message sent again, at another offset) and from another message that reuses
+        a stored message_uuid (another content).
         """
         outcomes = [_INSERTED] * len(documents)
         pending = list(range(len(documents)))  # indexes into documents
         for attempt in range(2):
             duplicates, rejected = self._insert(self.raw, [documents[i] for i in pending])
             for position, reason in rejected.items():
-                outcomes[pending[position]] = RawOutcome(existing_kafka=None, rejected=reason)
+                outcomes[pending[position]] = RawOutcome(existing=None, rejected=reason)
             if not duplicates:
                 break
             ids = [documents[pending[position]]["_id"] for position in duplicates]
-            found = self._find_by_ids(self.raw, ids, {"kafka": 1})
+            found = self._find_by_ids(self.raw, ids, None)
             again = []
             for position, why in duplicates.items():
                 index = pending[position]
                 existing = found.get(documents[index]["_id"])
                 if existing is not None:
-                    outcomes[index] = RawOutcome(existing_kafka=existing.get("kafka"), rejected=None)
+                    outcomes[index] = RawOutcome(existing=existing, rejected=None)
                 elif attempt == 0:
                     again.append(index)  # deleted between our insert and our read: store it again
                 else:
-                    outcomes[index] = RawOutcome(existing_kafka=None, rejected=why)  # another unique index
+                    outcomes[index] = RawOutcome(existing=None, rejected=why)  # another unique index
             pending = again
             if not pending:
                 break

@@ -201,6 +201,32 @@ def test_a_message_sent_twice_is_stored_and_counted_once(pipeline: Pipeline) -> 
     assert kpi["kafka"] == {"topic": pipeline.topic, "partition": 0, "first_offset": 0, "last_offset": 24}
 
 
+def test_another_message_reusing_a_stored_message_uuid_is_dead_lettered_not_lost(pipeline: Pipeline) -> None:
+    # A producer that draws the UUID once, outside its loop: every later message has
+    # the id of a stored one and another content. Skipping it as a duplicate lost it.
+    pipeline.create_topic()
+    messages = [valid_message() for _ in range(20)]
+    reuser = {**valid_message(), "message_uuid": messages[3]["message_uuid"], "server_id": "db01"}
+    sent = [*messages, reuser, dict(messages[3])]  # offset 20: another message; 21: a true copy
+    pipeline.send_raw([(m["server_id"].encode(), encode(m)) for m in sent])
+    done = pipeline.consume()
+    dead_id = f"{pipeline.topic}:0:20"
+    report = audit(pipeline.db, valid=20, invalid=1, valid_ids={m["message_uuid"] for m in messages},
+                   deadletter_ids={dead_id})
+    assert report.windows == 1
+    dead = pipeline.db[DEADLETTER].find_one({"_id": dead_id})
+    assert json.loads(dead["value"]) == reuser
+    assert dead["error"] == (f"el message_uuid {reuser['message_uuid']} ya lo usa otro mensaje, con otro contenido, "
+                             "guardado en raw (partición 0, offset 3): un _id no puede guardar dos mensajes (¿un "
+                             "productor que repite el UUID?)")
+    assert done.stderr.count("Mensaje duplicado") == 1  # offset 21, the same message again
+
+    # A full replay by a process that remembers nothing decides the same.
+    again = pipeline.consume("--group-id", f"{pipeline.group}-otro")
+    assert "22 mensajes leídos, 0 guardados nuevos, 20 ya guardados, 1 duplicados" in again.stderr
+    audit(pipeline.db, valid=20, invalid=1, deadletter_ids={dead_id})
+
+
 def test_values_at_the_edge_of_the_schema_are_windowed_without_stopping_the_consumer(pipeline: Pipeline) -> None:
     # SPEC §2 bounds neither the rates nor error_count (beyond the 64 bits BSON stores):
     # a window of such messages has a rate sum beyond a float and an error sum beyond

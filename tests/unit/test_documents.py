@@ -11,7 +11,7 @@ from bson.decimal128 import Decimal128
 from datetime import datetime, timezone
 
 from metrics_pipeline.alerts import AlertThresholds, evaluate_alerts
-from metrics_pipeline.documents import (deadletter_document, kpi_document, member_from_message,
+from metrics_pipeline.documents import (deadletter_document, kpi_document, member_from_message, same_message,
                                         raw_document, reincarnated_id, window_id)
 from metrics_pipeline.kpis import compute_kpis, window_bounds
 from metrics_pipeline.message import MAX_SERVER_ID_LENGTH, parse_message
@@ -39,6 +39,18 @@ def test_raw_document_keeps_every_field_and_adds_ours() -> None:
     assert doc["timestamp"] == datetime(2026, 11, 26, 15, 4, 5, 500000, tzinfo=timezone.utc)
     assert doc["kafka"] == {"topic": "topic", "partition": 2, "offset": 41}
     assert doc["ingested_at"] == NOW
+
+
+def test_a_stored_raw_document_is_recognised_as_the_same_message_after_the_bson_round_trip() -> None:
+    uid = "6f1c2d9e-3b7a-4c55-9a1e-2f0d8c4b7e10"
+    original = message(uid, extra={"region": "eu", "tags": [1, 2.5, None, True], "big": 2**62})
+    stored = bson.decode(bson.encode(raw_document(original, "topic", 0, 7, NOW)))  # as find() returns it
+    assert same_message(stored, original)
+    assert same_message(stored, message(uid, extra={"tags": [1, 2.5, None, True], "big": 2**62, "region": "eu"}))
+    assert not same_message(stored, message(uid, cpu=11.0, extra={"region": "eu", "tags": [1, 2.5, None, True],
+                                                                  "big": 2**62}))
+    assert not same_message(stored, message(uid, extra={"region": "us", "tags": [1, 2.5, None, True], "big": 2**62}))
+    assert not same_message(stored, message(uid))  # extra fields missing
 
 
 def test_deadletter_document_text_binary_and_id() -> None:
