@@ -257,12 +257,21 @@ def main() -> int:
         logs = "".join(path.read_text(errors="replace") for path in data.glob(f"{CONSUMER.stem}*.log"))
         tracebacks = logs.count("Traceback") + sent_text.count("Traceback")
 
+        problems: list[str] = []
         try:
             report = audit(db, valid=sent, invalid=poison_sent)
-            verdict = "OK"
         except AssertionError as exc:
             report = None
-            verdict = f"FALLA: {exc}"
+            problems.append(f"auditoría: {exc}")
+        if failed:
+            problems.append(f"{failed} envíos fallidos")
+        if tracebacks:
+            problems.append(f"{tracebacks} trazas en los logs")
+        if set(codes) != {0}:
+            problems.append(f"códigos de salida {codes} tras el SIGTERM final")
+        if failed_stops:
+            problems.append(f"{len(failed_stops)} paradas con señal fallidas (código distinto de 0 o más de 10 s)")
+        verdict = "OK" if not problems else "FALLA: " + "; ".join(problems)
         print()
         print("Auditoría del soak")
         print(f"  duración                      {elapsed:8.0f} s")
@@ -282,8 +291,7 @@ def main() -> int:
             print(f"  paradas con señal fallidas    {len(failed_stops):8d}  {failed_stops or ''}")
         print(f"  resultado                     {verdict}")
         print(f"  para repetirlo: .venv/bin/python tools/soak.py {shlex.join(sys.argv[1:])}".rstrip())
-        ok = report is not None and failed == 0 and tracebacks == 0 and set(codes) == {0} and not failed_stops
-        return 0 if ok else 1
+        return 0 if not problems else 1
     finally:
         mongo_faults.join()  # a server a fault has stopped must not be restarted after this
         kafka_faults.join()

@@ -55,6 +55,20 @@ def test_the_same_records_delivered_twice_are_ignored(mongo_server) -> None:
     assert store.raw.count_documents({}) == 8
 
 
+def test_a_replay_larger_than_one_lookup_query_finds_every_stored_message(mongo_server) -> None:
+    # The owners of duplicate ids are read FIND_IDS_PER_QUERY at a time: a replay of
+    # 450 stored messages (two full queries and part of a third) by a process that
+    # remembers nothing, plus copies of 3 of them at new offsets.
+    messages = [valid_message() for _ in range(450)]
+    first, store = ingestor(mongo_server, "lookup", window=50)
+    first.ingest(records(messages), received_at=1000.0)
+    replay, _ = ingestor(mongo_server, "lookup", window=50)
+    result = replay.ingest(records(messages) + records(messages[199:202], start=450), received_at=1001.0)
+    assert (result.stored_new, result.replayed, result.duplicates, result.deadlettered) == (0, 450, 3, 0)
+    assert result.windows == 9 and result.positions == {0: 453}
+    assert store.raw.count_documents({}) == 450 and store.kpis.count_documents({}) == 9
+
+
 def test_a_window_lasts_from_receiving_its_first_message_to_the_acknowledged_write_of_its_last(mongo_server) -> None:
     # SPEC §3, on the consumer's clock: the raw write here takes 2.5 s of that clock.
     wall = [1001.0]
