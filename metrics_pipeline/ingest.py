@@ -223,10 +223,11 @@ class BatchIngestor:
                                                                                 record.offset):
                 where = where if isinstance(where, dict) else {}
                 if not same_message(outcome.existing, entry.message):
+                    stored = (f"(partición {where['partition']}, offset {where['offset']})"
+                              if "partition" in where and "offset" in where else "(sin coordenadas de Kafka)")
                     entry.error = (f"el message_uuid {entry.message.message_id} ya lo usa otro mensaje, con otro "
-                                   f"contenido, guardado en raw (partición {where.get('partition')}, offset "
-                                   f"{where.get('offset')}): un _id no puede guardar dos mensajes (¿un productor "
-                                   "que repite el UUID?)")
+                                   f"contenido, guardado en raw {stored}: un _id no puede guardar dos mensajes "
+                                   "(¿un productor que repite el UUID?)")
                     continue
                 result.duplicates += 1
                 log.warning("Mensaje duplicado en partición %d, offset %d: el message_uuid %s ya está "
