@@ -24,7 +24,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -87,10 +89,26 @@ def _write_to_nowhere() -> None:
     os.close(devnull)
 
 
+def _at_least(minimum: float, kind: type) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` >= ``minimum`` (DEMO_ROUNDS=0 used to
+    mean "no limit", silently)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} no es un número") from None
+        if not value >= minimum:  # also NaN
+            raise argparse.ArgumentTypeError(f"debe ser >= {minimum}, no {text}")
+        return value
+    return parse
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="Demo del pipeline completo en esta máquina.")
-    parser.add_argument("--rounds", type=int, default=None, help="rondas del productor (por defecto: hasta Ctrl-C)")
-    parser.add_argument("--interval", type=float, default=1.0, help="segundos entre rondas (por defecto 1)")
+    parser.add_argument("--rounds", type=_at_least(1, int), default=None,
+                        help="rondas del productor (por defecto: hasta Ctrl-C)")
+    parser.add_argument("--interval", type=_at_least(0, float), default=1.0,
+                        help="segundos entre rondas (por defecto 1)")
     parser.add_argument("--data-dir", default=str(REPO / ".demo-data"))
     parser.add_argument("--keep-data", action="store_true", help="no vaciar el MongoDB de la demo anterior")
     parser.add_argument("--kafka-port", type=int, default=29092)

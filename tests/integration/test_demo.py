@@ -52,6 +52,15 @@ def test_demo_refuses_a_port_in_use(tmp_path: Path) -> None:
     assert f"El puerto {port} (Kafka) ya está en uso" in done.stderr
 
 
+def test_demo_refuses_a_round_count_or_interval_that_would_mean_something_else(tmp_path: Path) -> None:
+    # make demo DEMO_ROUNDS=0 used to run until Ctrl-C, as if no count had been given.
+    for flag, value in (("--rounds", "0"), ("--interval", "-1")):
+        done = subprocess.run([sys.executable, str(DEMO), flag, value, "--data-dir", str(tmp_path)],
+                              env=clean_env(), capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and f"argument {flag}: debe ser >= " in done.stderr
+    assert not any(tmp_path.iterdir())  # nothing started
+
+
 def _demo_command(tmp_path: Path) -> list[str]:
     return [sys.executable, str(DEMO), "--rounds", "3", "--interval", "0.2", "--kafka-port", str(free_port()),
             "--mongo-port", str(free_port()), "--data-dir", str(tmp_path)]
