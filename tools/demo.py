@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metrics_pipeline.cli import tolerate_unencodable_output  # noqa: E402
 from metrics_pipeline.shutdown import stop_signals  # noqa: E402
-from tools.local_stack import SecantusServer, TansuServer, port_in_use  # noqa: E402
+from tools.local_stack import SecantusServer, TansuServer, port_in_use, port_number  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 JOIN_WAIT_SECONDS = 60.0  # at most, before starting the producer anyway
@@ -111,8 +111,8 @@ def main() -> int:
                         help="segundos entre rondas (por defecto 1)")
     parser.add_argument("--data-dir", default=str(REPO / ".demo-data"))
     parser.add_argument("--keep-data", action="store_true", help="no vaciar el MongoDB de la demo anterior")
-    parser.add_argument("--kafka-port", type=int, default=29092)
-    parser.add_argument("--mongo-port", type=int, default=27017)
+    parser.add_argument("--kafka-port", type=port_number, default=29092)
+    parser.add_argument("--mongo-port", type=port_number, default=27017)
     args = parser.parse_args()
 
     data = Path(args.data_dir)

@@ -54,6 +54,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_number(text: str) -> int:
+    """An argparse type for --kafka-port and --mongo-port: a TCP port, 1-65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} no es un número de puerto") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"un puerto va de 1 a 65535, no {port}")
+    return port
+
+
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
@@ -220,8 +231,8 @@ class SecantusServer(ServerProcess):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Arranca Tansu (Kafka) y SecantusDB (MongoDB) en local.")
-    parser.add_argument("--kafka-port", type=int, default=29092)
-    parser.add_argument("--mongo-port", type=int, default=27017)
+    parser.add_argument("--kafka-port", type=port_number, default=29092)
+    parser.add_argument("--mongo-port", type=port_number, default=27017)
     parser.add_argument("--data-dir", default=".local-stack")
     args = parser.parse_args()
     data = Path(args.data_dir)

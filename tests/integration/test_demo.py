@@ -52,12 +52,14 @@ def test_demo_refuses_a_port_in_use(tmp_path: Path) -> None:
     assert f"El puerto {port} (Kafka) ya está en uso" in done.stderr
 
 
-def test_demo_refuses_a_round_count_or_interval_that_would_mean_something_else(tmp_path: Path) -> None:
+def test_demo_refuses_bad_flags_in_one_line_before_starting_anything(tmp_path: Path) -> None:
     # make demo DEMO_ROUNDS=0 used to run until Ctrl-C, as if no count had been given.
-    for flag, value in (("--rounds", "0"), ("--interval", "-1")):
+    for flag, value, reason in (("--rounds", "0", "debe ser >= 1"), ("--interval", "-1", "debe ser >= 0"),
+                                ("--kafka-port", "70000", "un puerto va de 1 a 65535")):
         done = subprocess.run([sys.executable, str(DEMO), flag, value, "--data-dir", str(tmp_path)],
                               env=clean_env(), capture_output=True, text=True, timeout=60)
-        assert done.returncode == 2 and f"argument {flag}: debe ser >= " in done.stderr
+        assert done.returncode == 2 and f"argument {flag}: {reason}" in done.stderr
+        assert "Traceback" not in done.stderr
     assert not any(tmp_path.iterdir())  # nothing started
 
 
