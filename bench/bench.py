@@ -53,6 +53,7 @@ from metrics_pipeline.message import parse_message  # noqa: E402
 from metrics_pipeline.storage import journaled  # noqa: E402
 from tests.support.audit import KPIS, RAW  # noqa: E402
 from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, Running  # noqa: E402
+from tools.arguments import at_least  # noqa: E402
 from tools.local_stack import SecantusServer, TansuServer, free_port, port_in_use, tansu_binary  # noqa: E402
 
 BEGIN, END = "<!-- resultados:inicio -->", "<!-- resultados:fin -->"
@@ -113,12 +114,12 @@ def _check(ok: bool) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Benchmark de rendimiento del consumidor.")
-    parser.add_argument("--messages", type=int, default=20_000)
-    parser.add_argument("--servers", type=int, default=100, help="ids de servidor del productor")
-    parser.add_argument("--naive-messages", type=int, default=3_000)
-    parser.add_argument("--naive-proxy-messages", type=int, default=300)
-    parser.add_argument("--memory-messages", type=int, default=100_000)
-    parser.add_argument("--delay-ms", type=float, default=20.0)
+    parser.add_argument("--messages", type=at_least(20, int), default=20_000)
+    parser.add_argument("--servers", type=at_least(1, int), default=100, help="ids de servidor del productor")
+    parser.add_argument("--naive-messages", type=at_least(20, int), default=3_000)
+    parser.add_argument("--naive-proxy-messages", type=at_least(20, int), default=300)
+    parser.add_argument("--memory-messages", type=at_least(20, int), default=100_000)
+    parser.add_argument("--delay-ms", type=at_least(0, float), default=20.0)
     parser.add_argument("--data-dir", default=str(ROOT / ".bench-data"))
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     args = parser.parse_args()

@@ -24,15 +24,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metrics_pipeline.cli import tolerate_unencodable_output  # noqa: E402
 from metrics_pipeline.shutdown import stop_signals  # noqa: E402
-from tools.local_stack import SecantusServer, TansuServer, port_in_use, port_number  # noqa: E402
+from tools.arguments import at_least, port_number  # noqa: E402
+from tools.local_stack import SecantusServer, TansuServer, port_in_use  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 JOIN_WAIT_SECONDS = 60.0  # at most, before starting the producer anyway
@@ -89,25 +88,11 @@ def _write_to_nowhere() -> None:
     os.close(devnull)
 
 
-def _at_least(minimum: float, kind: type) -> Callable[[str], Any]:
-    """An argparse type: a number of ``kind`` >= ``minimum`` (DEMO_ROUNDS=0 used to
-    mean "no limit", silently)."""
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} no es un número") from None
-        if not value >= minimum:  # also NaN
-            raise argparse.ArgumentTypeError(f"debe ser >= {minimum}, no {text}")
-        return value
-    return parse
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description="Demo del pipeline completo en esta máquina.")
-    parser.add_argument("--rounds", type=_at_least(1, int), default=None,
+    parser.add_argument("--rounds", type=at_least(1, int), default=None,
                         help="rondas del productor (por defecto: hasta Ctrl-C)")
-    parser.add_argument("--interval", type=_at_least(0, float), default=1.0,
+    parser.add_argument("--interval", type=at_least(0, float), default=1.0,
                         help="segundos entre rondas (por defecto 1)")
     parser.add_argument("--data-dir", default=str(REPO / ".demo-data"))
     parser.add_argument("--keep-data", action="store_true", help="no vaciar el MongoDB de la demo anterior")

@@ -29,6 +29,7 @@ from typing import Any, Self
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metrics_pipeline.shutdown import stop_signals  # noqa: E402
+from tools.arguments import port_number  # noqa: E402
 
 
 def tansu_binary() -> str:
@@ -52,17 +53,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def port_number(text: str) -> int:
-    """An argparse type for --kafka-port and --mongo-port: a TCP port, 1-65535."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} no es un número de puerto") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"un puerto va de 1 a 65535, no {port}")
-    return port
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
