@@ -35,6 +35,8 @@ after a commit to check this.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 import warnings
 from collections.abc import Callable, MutableMapping, Sequence
@@ -170,6 +172,11 @@ def open_client(settings: MongoSettings, app_name: str) -> MongoClient:
                 socketTimeoutMS=SOCKET_TIMEOUT_MS)
         except _BAD_URI as exc:
             raise SettingsError("MONGODB_URI (--mongodb-uri)", f"no es una URI de MongoDB válida: {exc}") from None
+        except OSError as exc:  # a file an option names (tlsCAFile, tlsCertificateKeyFile) cannot be read
+            option = re.search(r"The (\w+) file", str(exc))  # pymongo names the option in lower case
+            which = f"la opción {option.group(1)}" if option else "una opción de la URI"
+            raise SettingsError("MONGODB_URI (--mongodb-uri)", f"no se puede leer el fichero que nombra {which} "
+                                f"({os.strerror(exc.errno) if exc.errno else exc})") from None
     ignored = []
     for warning in caught:
         if _ignores_an_option(warning):

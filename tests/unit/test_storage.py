@@ -70,3 +70,14 @@ def test_a_uri_with_valid_options_builds_a_client_without_warnings(recwarn: pyte
         environ={}, dotenv_path="")
     open_client(settings.mongo, "test").close()
     assert not [w for w in recwarn if w.category is UserWarning]
+
+
+@pytest.mark.parametrize("option", ["tlsCAFile", "tlsCertificateKeyFile"])
+def test_a_file_named_in_the_uri_that_cannot_be_read_is_a_settings_error(tmp_path, option: str) -> None:
+    missing = tmp_path / "no-existe.pem"
+    settings = load_consumer_settings(["--mongodb-uri", f"mongodb://ana:S3cret@db.example.net/?tls=true&"
+                                       f"{option}={missing}"], environ={}, dotenv_path="")
+    with pytest.raises(SettingsError) as caught:  # was a FileNotFoundError traceback
+        open_client(settings.mongo, "test")
+    assert str(caught.value) == ("MONGODB_URI (--mongodb-uri): no se puede leer el fichero que nombra la opción "
+                                 f"{option.lower()} (No such file or directory)")
