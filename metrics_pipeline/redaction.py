@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from urllib.parse import quote, quote_plus, unquote_plus
+from urllib.parse import parse_qsl, quote, quote_plus, unquote_plus
 
 MASK = "***"
 
@@ -53,6 +53,15 @@ def mongodb_uri_password(uri: str) -> str | None:
         return None
     password = unquote_plus(userinfo.split(":", 1)[1])
     return password or None
+
+
+def mongodb_uri_secrets(uri: str) -> list[str]:
+    """Every secret a MongoDB URI holds: its password, and the value of any option
+    named like a password (``tlsCertificateKeyFilePassword``), decoded."""
+    found = [mongodb_uri_password(uri)]
+    found += [value for name, value in parse_qsl(uri.partition("?")[2], keep_blank_values=True)
+              if "password" in name.lower()]
+    return [secret for secret in found if secret]
 
 
 def describe_mongodb_uri(uri: str) -> str:

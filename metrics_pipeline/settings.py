@@ -35,7 +35,7 @@ from dotenv.parser import parse_stream
 
 from metrics_pipeline.alerts import AlertThresholds
 from metrics_pipeline.message import MAX_SERVER_ID_LENGTH
-from metrics_pipeline.redaction import Redactor, before_options, mongodb_uri_password, register_secret
+from metrics_pipeline.redaction import Redactor, before_options, mongodb_uri_secrets, register_secret
 
 DEFAULT_SERVER_IDS = ("web01", "web02", "db01", "app01", "cache01")
 # A KPI document lists the ids of its window's messages and counts them per server
@@ -502,9 +502,7 @@ def _secrets(kafka: KafkaSettings | None, mongo: MongoSettings | None) -> tuple[
     if kafka is not None and kafka.sasl_password:
         found.append(kafka.sasl_password)
     if mongo is not None:
-        password = mongodb_uri_password(mongo.uri)
-        if password:
-            found.append(password)
+        found += mongodb_uri_secrets(mongo.uri)
     return tuple(found)
 
 
@@ -584,8 +582,8 @@ def _resolve(options: Sequence[Option], args: argparse.Namespace, environ: Mappi
             given.add(option.name)
         if option.secret and text:
             register_secret(text if _may_hold_a_secret(text) else None)
-            password = mongodb_uri_password(text) if "://" in text else None
-            register_secret(password if password not in ENV_EXAMPLE_PLACEHOLDERS else None)
+            for secret in mongodb_uri_secrets(text) if "://" in text else []:
+                register_secret(secret if secret not in ENV_EXAMPLE_PLACEHOLDERS else None)
         if text is None:
             values[option.name] = None
             continue
@@ -624,7 +622,9 @@ def _kafka(values: dict[str, Any], startup_timeout: float) -> KafkaSettings:
         startup_timeout=startup_timeout)
 
 
-def _no_password() -> bytes:
+def no_password_prompt() -> bytes:
+    """The ``password`` callback of ``load_cert_chain``: an encrypted key is an error,
+    not a prompt that OpenSSL would show on the terminal and wait on."""
     raise ValueError("la clave está cifrada con una contraseña")
 
 
@@ -636,7 +636,7 @@ def _check_client_certificate(certfile: str | None, keyfile: str | None) -> None
         raise SettingsError(missing, "el certificado de cliente y su clave van juntos: falta este")
     if certfile and keyfile:
         try:
-            ssl.create_default_context().load_cert_chain(certfile, keyfile, password=_no_password)
+            ssl.create_default_context().load_cert_chain(certfile, keyfile, password=no_password_prompt)
         except (ssl.SSLError, OSError, ValueError) as exc:
             raise SettingsError("KAFKA_SSL_CERTFILE / KAFKA_SSL_KEYFILE",
                                 f"TLS no puede usar {certfile!r} con la clave {keyfile!r} ({exc}); la clave "

@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import ssl
 import threading
 import warnings
 from collections.abc import Callable, MutableMapping, Sequence
@@ -55,7 +56,7 @@ from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailur
 from metrics_pipeline.documents import reincarnated_id
 from metrics_pipeline.errors import StartupError
 from metrics_pipeline.redaction import describe_mongodb_uri
-from metrics_pipeline.settings import MongoSettings, SettingsError
+from metrics_pipeline.settings import MongoSettings, SettingsError, no_password_prompt
 from metrics_pipeline.startup import NotReady, wait_for_server
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ def open_client(settings: MongoSettings, app_name: str) -> MongoClient:
     is an option pymongo would only warn about and then ignore (``tls=maybe``, an
     unknown or repeated option): an ignored ``tls`` or ``authMechanism`` is not what
     the user asked for."""
+    _check_client_key(settings.uri)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -172,6 +174,9 @@ def open_client(settings: MongoSettings, app_name: str) -> MongoClient:
                 socketTimeoutMS=SOCKET_TIMEOUT_MS)
         except _BAD_URI as exc:
             raise SettingsError("MONGODB_URI (--mongodb-uri)", f"no es una URI de MongoDB válida: {exc}") from None
+        except ssl.SSLError as exc:  # a file there, but not the PEM certificate or key TLS expects
+            raise SettingsError("MONGODB_URI (--mongodb-uri)", "un fichero de las opciones TLS de la URI (tlsCAFile, "
+                                f"tlsCertificateKeyFile) no es un PEM que TLS pueda cargar ({exc})") from None
         except OSError as exc:  # a file an option names (tlsCAFile, tlsCertificateKeyFile) cannot be read
             option = re.search(r"The (\w+) file", str(exc))  # pymongo names the option in lower case
             which = f"la opción {option.group(1)}" if option else "una opción de la URI"
@@ -190,6 +195,22 @@ def open_client(settings: MongoSettings, app_name: str) -> MongoClient:
         raise SettingsError("MONGODB_URI (--mongodb-uri)", f"opción no válida en la URI{named}, que pymongo "
                             "ignoraría: " + "; ".join(dict.fromkeys(ignored)))
     return client
+
+
+def _check_client_key(uri: str) -> None:
+    """A ``tlsCertificateKeyFile`` whose key is encrypted, without
+    ``tlsCertificateKeyFilePassword``: pymongo would let OpenSSL ask for the password
+    on the terminal and wait (or fail with "Invalid argument" without one)."""
+    options = {name.lower(): value for name, value in parse_qsl(uri.partition("?")[2], keep_blank_values=True)}
+    path = options.get("tlscertificatekeyfile")
+    if not path or "tlscertificatekeyfilepassword" in options or not os.path.isfile(path):
+        return  # nothing to check, or pymongo says what is wrong with it
+    try:
+        ssl.create_default_context().load_cert_chain(path, password=no_password_prompt)
+    except (ssl.SSLError, ValueError) as exc:
+        raise SettingsError("MONGODB_URI (--mongodb-uri)", f"TLS no puede usar el fichero de tlsCertificateKeyFile "
+                            f"({exc}): debe tener el certificado y su clave en PEM; una clave cifrada necesita "
+                            "además tlsCertificateKeyFilePassword en la URI") from None
 
 
 def _options_pymongo_ignores(uri: str) -> list[str]:

@@ -326,7 +326,7 @@ MUTANTS = [
            "        config.update(ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile)",
            "        pass", "tests/integration/test_secure_kafka.py -k client_certificate"),
     Mutant("an encrypted client key accepted (OpenSSL would ask for its password)", "metrics_pipeline/settings.py",
-           "load_cert_chain(certfile, keyfile, password=_no_password)",
+           "load_cert_chain(certfile, keyfile, password=no_password_prompt)",
            "load_cert_chain(certfile, keyfile, password=lambda: b\"clave\")", "tests/unit/test_settings.py"),
     Mutant("audit lets averages differ by a millionth", "metrics_pipeline/audit.py",
            "        same = stored == expected if exact else (",

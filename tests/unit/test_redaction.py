@@ -7,7 +7,7 @@ import logging
 
 from metrics_pipeline.log_setup import configure_logging
 from metrics_pipeline.redaction import (Redactor, RedactingFormatter, describe_mongodb_uri,
-                                        mongodb_uri_password)
+                                        mongodb_uri_password, mongodb_uri_secrets)
 
 
 def test_uri_credentials_are_masked_by_pattern() -> None:
@@ -66,3 +66,9 @@ def test_configured_logging_masks_library_output_too() -> None:
     logging.getLogger("metrics_pipeline.x").info("clave zz-secret-zz")
     assert "zz-secret-zz" not in stream.getvalue()
     assert stream.getvalue().count("***") == 2
+
+
+def test_an_option_of_the_uri_named_like_a_password_is_a_secret_too() -> None:
+    uri = "mongodb://ana:S3cr%40to@h/?tls=true&tlsCertificateKeyFile=/k.pem&tlsCertificateKeyFilePassword=Cl%26ve"
+    assert mongodb_uri_secrets(uri) == ["S3cr@to", "Cl&ve"]
+    assert mongodb_uri_secrets("mongodb://localhost:27017/?tlsCertificateKeyFilePassword=") == []

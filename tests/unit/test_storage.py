@@ -81,3 +81,38 @@ def test_a_file_named_in_the_uri_that_cannot_be_read_is_a_settings_error(tmp_pat
         open_client(settings.mongo, "test")
     assert str(caught.value) == ("MONGODB_URI (--mongodb-uri): no se puede leer el fichero que nombra la opción "
                                  f"{option.lower()} (No such file or directory)")
+
+
+def test_a_tls_file_named_in_the_uri_that_is_not_pem_is_a_settings_error(tmp_path) -> None:
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("esto no es un certificado\n")
+    settings = load_consumer_settings(["--mongodb-uri", f"mongodb://db.example.net/?tls=true&tlsCAFile={not_pem}"],
+                                      environ={}, dotenv_path="")
+    with pytest.raises(SettingsError) as caught:  # was "Unknown error 136", from the handler of unreadable files
+        open_client(settings.mongo, "test")
+    assert str(caught.value).startswith("MONGODB_URI (--mongodb-uri): un fichero de las opciones TLS de la URI "
+                                        "(tlsCAFile, tlsCertificateKeyFile) no es un PEM que TLS pueda cargar (")
+
+
+def test_an_encrypted_client_key_in_the_uri_needs_its_password_option(tmp_path) -> None:
+    # Without tlsCertificateKeyFilePassword, OpenSSL asked for the password on the
+    # terminal and waited (or, without a terminal, failed with "Invalid argument").
+    trustme = pytest.importorskip("trustme", exc_type=ImportError)  # Pyodide: no binary cryptography
+    from cryptography.hazmat.primitives import serialization
+
+    issued = trustme.CA().issue_cert("alumno")
+    private = serialization.load_pem_private_key(issued.private_key_pem.bytes(), password=None)
+    pem = tmp_path / "cliente.pem"
+    pem.write_bytes(issued.cert_chain_pems[0].bytes() + private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"Cl4ve")))
+    uri = f"mongodb://db.example.net/?tls=true&tlsCertificateKeyFile={pem}"
+    settings = load_consumer_settings(["--mongodb-uri", uri], environ={}, dotenv_path="")
+    with pytest.raises(SettingsError) as caught:
+        open_client(settings.mongo, "test")
+    assert str(caught.value) == ("MONGODB_URI (--mongodb-uri): TLS no puede usar el fichero de tlsCertificateKeyFile "
+                                 "(la clave está cifrada con una contraseña): debe tener el certificado y su clave en "
+                                 "PEM; una clave cifrada necesita además tlsCertificateKeyFilePassword en la URI")
+    with_password = load_consumer_settings(["--mongodb-uri", uri + "&tlsCertificateKeyFilePassword=Cl4ve"],
+                                           environ={}, dotenv_path="")
+    open_client(with_password.mongo, "test").close()
+    assert "Cl4ve" in with_password.secrets  # masked in every log line
