@@ -608,10 +608,13 @@ def _kafka(values: dict[str, Any], startup_timeout: float) -> KafkaSettings:
         if not values["sasl_username"] or not values["sasl_password"]:
             raise SettingsError("KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD",
                                 f"son obligatorios con KAFKA_SECURITY_PROTOCOL={protocol}")
-    for option in KAFKA_OPTIONS:
+    for option in KAFKA_OPTIONS:  # a setting the protocol would silently ignore
         if option.name.startswith("ssl_") and values[option.name] and protocol not in TLS_PROTOCOLS:
             raise SettingsError(f"{option.env} ({option.flag})",
                                 f"solo sirve con KAFKA_SECURITY_PROTOCOL=SSL o SASL_SSL (ahora {protocol})")
+        if option.name.startswith("sasl_") and values[option.name] and not protocol.startswith("SASL_"):
+            raise SettingsError(f"{option.env} ({option.flag})",
+                                f"solo sirve con KAFKA_SECURITY_PROTOCOL=SASL_SSL o SASL_PLAINTEXT (ahora {protocol})")
     _check_client_certificate(values["ssl_certfile"], values["ssl_keyfile"])
     return KafkaSettings(
         bootstrap_servers=values["bootstrap_servers"], topic=values["topic"],

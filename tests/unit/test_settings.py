@@ -394,6 +394,17 @@ def test_a_kafka_ca_file_must_be_a_pem_tls_can_load_and_needs_tls(tmp_path: Path
     assert caught.value.setting.startswith("KAFKA_SSL_CAFILE") and "(ahora PLAINTEXT)" in str(caught.value)
 
 
+@pytest.mark.parametrize("protocol", ["PLAINTEXT", "SSL"])
+def test_sasl_settings_with_a_protocol_that_would_ignore_them_are_refused(protocol: str) -> None:
+    # kafka-python would connect without SASL: the credentials given would do nothing.
+    env = {"KAFKA_SECURITY_PROTOCOL": protocol, "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "ana",
+           "KAFKA_SASL_PASSWORD": "S3cret-largo"}
+    with pytest.raises(SettingsError) as caught:
+        producer([], env)
+    assert str(caught.value) == ("KAFKA_SASL_MECHANISM (--sasl-mechanism): solo sirve con KAFKA_SECURITY_PROTOCOL="
+                                 f"SASL_SSL o SASL_PLAINTEXT (ahora {protocol})")
+
+
 def test_a_client_certificate_comes_with_its_key_and_tls_must_be_able_to_use_them(tmp_path: Path) -> None:
     trustme = pytest.importorskip("trustme", exc_type=ImportError)  # Pyodide: no binary cryptography
     from cryptography.hazmat.primitives import serialization
