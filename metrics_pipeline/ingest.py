@@ -322,9 +322,10 @@ class BatchIngestor:
 
 def _log_window(doc: dict[str, Any]) -> None:
     k = doc["kpis"]
-    log.info("Ventana KPI %s: %d mensajes en %.3f s | CPU %.2f %% | memoria %.2f %% | disco %.2f MB/s"
+    log.info("Ventana KPI %s: %d %s en %.3f s | CPU %.2f %% | memoria %.2f %% | disco %.2f MB/s"
              " | red %.2f Mbps | errores %s | tasa %.1f msg/s",
-             doc["_id"], doc["message_count"], doc["window_duration_seconds"], k["cpu_percent_avg"],
+             doc["_id"], doc["message_count"], "mensaje" if doc["message_count"] == 1 else "mensajes",
+             doc["window_duration_seconds"], k["cpu_percent_avg"],
              k["memory_percent_avg"], k["disk_io_mbps_avg"], k["network_mbps_avg"], k["error_count_sum"],
              k["tasa_procesamiento_msg_seg"])
     for alert in doc["alerts"]:

@@ -4,7 +4,7 @@ offset ranges of a DEBUG line and the INFO line of a batch
 
 from __future__ import annotations
 
-from metrics_pipeline.ingest import BatchResult, _offset_ranges, describe, parse_records
+from metrics_pipeline.ingest import BatchResult, _log_window, _offset_ranges, describe, parse_records
 from metrics_pipeline.message import InvalidMessage, MetricMessage
 from tests.support.pipeline import Record, encode, valid_message
 
@@ -36,3 +36,15 @@ def test_a_batch_line_gives_the_write_rate_and_the_time_since_it_came_from_kafka
                                 "offsets confirmados: p0→2000, p2→40")
     result.committed = False
     assert describe(result).endswith("offsets confirmados: ninguno (falló el commit de p0→2000, p2→40)")
+
+
+def test_the_window_line_says_its_kpis_and_counts_one_message_in_the_singular(caplog) -> None:
+    kpis = {"cpu_percent_avg": 25.421, "memory_percent_avg": 36.47, "disk_io_mbps_avg": 35.5, "network_mbps_avg": 55.93,
+            "error_count_sum": 2, "tasa_procesamiento_msg_seg": 100.04}
+    with caplog.at_level("INFO", logger="metrics_pipeline.ingest"):
+        for count in (1, 20):
+            _log_window({"_id": "t:0:7", "message_count": count, "window_duration_seconds": 0.01, "kpis": kpis,
+                         "alerts": []})
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Ventana KPI t:0:7: {n} en 0.010 s | CPU 25.42 % | memoria 36.47 % | disco 35.50 MB/s | red 55.93 Mbps | "
+        "errores 2 | tasa 100.0 msg/s" for n in ("1 mensaje", "20 mensajes")]
