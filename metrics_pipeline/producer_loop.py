@@ -2,7 +2,8 @@
 
 * A round starts every ``--interval`` seconds, measured from the start of one round
   to the start of the next, so the schedule does not drift; a round that overruns
-  starts the next one at once.
+  starts the next one at once, and a WARNING says so (at most once every
+  :data:`OVERRUN_WARNING_SECONDS`): the producer is then slower than asked.
 * Each message is sent with its server id as key (so one server's messages keep
   their order in one partition) and ``acks=all``; the broker's confirmation is
   logged with its partition and offset.
@@ -57,6 +58,7 @@ MAX_BLOCK_MS = 2_000
 STOP_FLUSH_SECONDS = 6.0
 FLUSH_SLICE_SECONDS = 0.2
 TOPIC_CHECK_SECONDS = 5.0
+OVERRUN_WARNING_SECONDS = 60.0
 _TOPIC_MISSING = (kafka_errors.UnknownTopicOrPartitionError, kafka_errors.KafkaTimeoutError)
 _NOT_WORTH_RETRYING = (kafka_errors.MessageSizeTooLargeError, kafka_errors.InvalidTopicError,
                        kafka_errors.AuthorizationError, kafka_errors.UnsupportedVersionError)
@@ -137,6 +139,8 @@ class MetricsProducer:
         self._unconfirmed: dict[int, _Pending] = {}  # id(item) -> item: sent, no answer yet
         self._topic_suspect = False
         self._topic_checked_at = -TOPIC_CHECK_SECONDS
+        self._overruns = 0  # rounds that took longer than the interval, since the last WARNING
+        self._overrun_warned_at: float | None = None
 
     # -- sending --------------------------------------------------------------------
 
@@ -222,6 +226,7 @@ class MetricsProducer:
             next_start += self.interval
             self.stop.wait(self.interval)
         while not self.stop.is_set() and (self.rounds is None or self.stats.rounds < self.rounds):
+            started = time.monotonic()
             self.send_round()
             self._retry_failed()
             last_round = self.rounds is not None and self.stats.rounds >= self.rounds
@@ -229,6 +234,7 @@ class MetricsProducer:
                 next_start += self.interval
                 now = time.monotonic()
                 if next_start < now:  # the round overran: start the next one now
+                    self._warn_overrun(now - started, now)
                     next_start = now
                 self.stop.wait(next_start - now)
         self._drain()
@@ -236,6 +242,18 @@ class MetricsProducer:
                  _count(self.stats.sent, "métrica enviada", "métricas enviadas"),
                  _count(self.stats.resent, "reenvío", "reenvíos"), _count(self.stats.failed, "fallida", "fallidas"))
         return self.stats
+
+    def _warn_overrun(self, took: float, now: float) -> None:
+        self._overruns += 1
+        if self._overrun_warned_at is not None and now - self._overrun_warned_at < OVERRUN_WARNING_SECONDS:
+            return
+        since = "" if self._overrun_warned_at is None else f" ({_count(self._overruns, 'ronda', 'rondas')} así " \
+                                                            f"desde el aviso anterior)"
+        log.warning("Una ronda de %s tardó %.2f s, más que --interval %g s: la siguiente empieza ya y el "
+                    "productor va más despacio de lo pedido%s", _count(len(self.source.server_ids), "métrica",
+                                                                     "métricas"), took, self.interval, since)
+        self._overrun_warned_at = now
+        self._overruns = 0
 
     def _drain(self) -> None:
         """Flush, resend what failed, until nothing is pending (or the stop budget ends).

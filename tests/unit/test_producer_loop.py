@@ -203,6 +203,29 @@ def test_rounds_start_on_schedule_without_drift(monkeypatch: pytest.MonkeyPatch)
     assert loop.stats.rounds == 4
 
 
+def test_rounds_slower_than_the_interval_start_at_once_and_say_so_once_a_minute(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeTime()
+    monkeypatch.setattr(producer_loop.time, "monotonic", clock.monotonic)
+
+    class OverrunningRound(OneServer):
+        def next_round(self) -> list[dict[str, Any]]:
+            clock.now += 25.0  # each round takes 25 s of a 10 s interval
+            return super().next_round()
+
+    loop = MetricsProducer(ScriptedProducer(), SETTINGS, OverrunningRound(), WaitingStop(clock), KafkaStatus(),  # type: ignore[arg-type]
+                           10.0, 6)
+    with caplog.at_level(logging.WARNING, logger="metrics_pipeline.producer_loop"):
+        loop.run()
+    assert clock.waits == [0.0] * 5  # no catching up, no drift: the next round starts at once
+    # Rounds end at 125, 150, 175, 200, 225 (the sixth is the last): WARNINGs at 125 and 200.
+    assert [r.getMessage() for r in caplog.records] == [
+        "Una ronda de 1 métrica tardó 25.00 s, más que --interval 10 s: la siguiente empieza ya y el productor va "
+        "más despacio de lo pedido",
+        "Una ronda de 1 métrica tardó 25.00 s, más que --interval 10 s: la siguiente empieza ya y el productor va "
+        "más despacio de lo pedido (3 rondas así desde el aviso anterior)"]
+
+
 def test_a_source_that_measures_between_rounds_sends_its_first_round_one_interval_after_start(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # The host's real metrics (--source psutil): the first round must cover a full
