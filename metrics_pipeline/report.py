@@ -158,13 +158,19 @@ def _fixed(value: float) -> str:
     return f"{value:.2f}" if abs(value) < 1e12 else f"{value:.4g}"
 
 
+def _alerted_kpis(window: dict[str, Any]) -> list[Any]:
+    """The KPIs of a window's ``alerts`` (a document edited by hand may hold anything there)."""
+    alerts = window.get("alerts")
+    return [a["kpi"] for a in alerts if isinstance(a, dict) and "kpi" in a] if isinstance(alerts, list) else []
+
+
 def format_windows(windows: Sequence[dict[str, Any]], total: int) -> str:
     if not windows:
         return "No hay ventanas KPI que mostrar."
     rows = []
     for w in windows:
         k = w["kpis"]
-        alerts = ",".join(_ALERT_SHORT.get(a["kpi"], a["kpi"]) for a in w.get("alerts") or []) or "-"
+        alerts = ",".join(_ALERT_SHORT.get(kpi, str(kpi)) for kpi in _alerted_kpis(w)) or "-"
         rows.append([
             _utc(w["window_end"]), str(w["kafka"]["partition"]), str(w["message_count"]),
             f"{k['cpu_percent_avg']:.2f}", f"{k['memory_percent_avg']:.2f}", _fixed(k["disk_io_mbps_avg"]),
@@ -234,7 +240,8 @@ def _first_names(names: set[str], shown: int = 10) -> str:
 
 
 def _event_time(window: dict[str, Any]) -> datetime:
-    return window.get("last_event_time") or window["window_end"]
+    last = window.get("last_event_time")
+    return last if isinstance(last, datetime) else window["window_end"]
 
 
 def draw_chart(windows: Sequence[dict[str, Any]], path: str, title: str) -> tuple[int, int]:
@@ -252,7 +259,7 @@ def draw_chart(windows: Sequence[dict[str, Any]], path: str, title: str) -> tupl
     windows = sorted(windows, key=lambda w: (_event_time(w), w["kafka"]["partition"], w["kafka"]["first_offset"]))
     times = [_event_time(w) for w in windows]
     k = [w["kpis"] for w in windows]
-    alerted = [i for i, w in enumerate(windows) if w.get("alerts")]
+    alerted = [i for i, w in enumerate(windows) if _alerted_kpis(w)]
 
     fig, axes = plt.subplots(4, 1, figsize=CHART_SIZE_INCHES, dpi=CHART_DPI, sharex=True, layout="constrained")
     fig.suptitle(title)

@@ -95,3 +95,13 @@ def test_a_server_id_with_edge_blanks_is_quoted_so_it_differs_from_the_trimmed_o
 def test_wide_server_ids_are_cut_at_the_column_width() -> None:
     last = format_summary([_summary_row("数" * 100)], None).splitlines()[-1]
     assert last.startswith("数" * 19 + "…  ")
+
+
+def test_alerts_edited_by_hand_into_something_else_do_not_break_the_table() -> None:
+    kpis = {"cpu_percent_avg": 1.0, "memory_percent_avg": 2.0, "disk_io_mbps_avg": 3.0, "network_mbps_avg": 4.0,
+            "error_count_sum": 5, "tasa_procesamiento_msg_seg": 6.0}
+    base = {"window_end": datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc), "kafka": {"partition": 0},
+            "message_count": 20, "kpis": kpis}
+    shown = [format_windows([{**base, "alerts": alerts}], 1).splitlines()[-1].split()[-1]
+             for alerts in (["x"], "CPU", [{"kpi": "cpu_percent_avg"}, {"valor": 1}], None)]
+    assert shown == ["-", "-", "CPU", "-"]
