@@ -53,6 +53,9 @@ WINDOW_SHAPE: dict[str, Any] = {
 }
 MESSAGE_SHAPE: dict[str, Any] = {
     "server_id": {"$type": "string"}, "timestamp": {"$type": "date"}, "kafka": {"$type": "object"},
+    # The figures the summary averages and sums (a document edited by hand may hold text there).
+    **{f"metrics.{name}": {"$type": ["int", "long", "double"]}
+       for name in ("cpu_percent", "memory_percent", "disk_io_mbps", "network_mbps", "error_count")},
 }
 
 

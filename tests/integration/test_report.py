@@ -97,10 +97,13 @@ def test_documents_of_another_version_of_the_exercise_are_left_out_with_a_note(p
     ])
     pipeline.db[RAW].insert_one({"server_id": "web01", "timestamp": "2026-11-26T11:00:00Z",
                                  "metrics": {"cpu_percent": 99.0, "error_count": 7}})
+    # One of ours, edited by hand: text where the summary averages (it stopped with a traceback).
+    edited = pipeline.db[RAW].find_one({"server_id": "web01"})
+    pipeline.db[RAW].insert_one({**edited, "_id": "editado", "metrics": {**edited["metrics"], "cpu_percent": "alto"}})
     chart = tmp_path / "kpis.png"
     done = pipeline.run(REPORT, "--last", "2", "--output", str(chart))
     assert done.returncode == 0, done.stderr
-    note = (f"Nota: se dejan fuera 2 documentos de {pipeline.database}.{KPIS} y 1 de {pipeline.database}.{RAW}, "
+    note = (f"Nota: se dejan fuera 2 documentos de {pipeline.database}.{KPIS} y 2 de {pipeline.database}.{RAW}, "
             "sin la forma que escribe este pipeline (¿de otra versión del ejercicio, con las mismas colecciones?).")
     assert done.stdout == (EXPECTED_TABLE + "\n" + EXPECTED_SUMMARY + "\n" + note + "\n"
                            + f"\nGráfico de 3 ventanas guardado en {chart} (1200x900 px)\n")
