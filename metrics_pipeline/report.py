@@ -49,7 +49,9 @@ _ALERT_SHORT = {"cpu_percent_avg": "CPU", "memory_percent_avg": "memoria", "erro
 WINDOW_SHAPE: dict[str, Any] = {
     "window_end": {"$type": "date"}, "message_count": {"$type": "number"},
     "kafka.partition": {"$type": "number"}, "kafka.first_offset": {"$type": "number"},
-    **{f"kpis.{field.name}": {"$type": "number"} for field in fields(WindowKpis)},
+    # Averages and rates are doubles; only the error sum may be a Decimal128 (beyond 64 bits).
+    **{f"kpis.{field.name}": {"$type": ["int", "long", "double"] + (["decimal"] if field.name == "error_count_sum"
+                                                                    else [])} for field in fields(WindowKpis)},
 }
 MESSAGE_SHAPE: dict[str, Any] = {
     "server_id": {"$type": "string"}, "timestamp": {"$type": "date"}, "kafka": {"$type": "object"},

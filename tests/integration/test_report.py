@@ -8,6 +8,8 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from bson.decimal128 import Decimal128
+
 from tests.support.audit import KPIS, RAW
 from tests.support.pipeline import REPORT, Pipeline
 
@@ -100,10 +102,14 @@ def test_documents_of_another_version_of_the_exercise_are_left_out_with_a_note(p
     # One of ours, edited by hand: text where the summary averages (it stopped with a traceback).
     edited = pipeline.db[RAW].find_one({"server_id": "web01"})
     pipeline.db[RAW].insert_one({**edited, "_id": "editado", "metrics": {**edited["metrics"], "cpu_percent": "alto"}})
+    # And a window edited into a Decimal128 average (it could not be formatted: a traceback).
+    window = pipeline.db[KPIS].find_one({"kafka.first_offset": 0})
+    pipeline.db[KPIS].insert_one({**window, "_id": "editada", "kpis": {**window["kpis"],
+                                                                     "cpu_percent_avg": Decimal128("45.5")}})
     chart = tmp_path / "kpis.png"
     done = pipeline.run(REPORT, "--last", "2", "--output", str(chart))
     assert done.returncode == 0, done.stderr
-    note = (f"Nota: se dejan fuera 2 documentos de {pipeline.database}.{KPIS} y 2 de {pipeline.database}.{RAW}, "
+    note = (f"Nota: se dejan fuera 3 documentos de {pipeline.database}.{KPIS} y 2 de {pipeline.database}.{RAW}, "
             "sin la forma que escribe este pipeline (¿de otra versión del ejercicio, con las mismas colecciones?).")
     assert done.stdout == (EXPECTED_TABLE + "\n" + EXPECTED_SUMMARY + "\n" + note + "\n"
                            + f"\nGráfico de 3 ventanas guardado en {chart} (1200x900 px)\n")
