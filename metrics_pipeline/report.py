@@ -47,8 +47,8 @@ _ALERT_SHORT = {"cpu_percent_avg": "CPU", "memory_percent_avg": "memoria", "erro
 
 # The fields the report reads, with their types (see the module doc).
 WINDOW_SHAPE: dict[str, Any] = {
-    "window_end": {"$type": "date"}, "message_count": {"$type": "number"},
-    "kafka.partition": {"$type": "number"}, "kafka.first_offset": {"$type": "number"},
+    "window_end": {"$type": "date"}, "message_count": {"$type": ["int", "long"]},
+    "kafka.partition": {"$type": ["int", "long"]}, "kafka.first_offset": {"$type": ["int", "long"]},
     # Averages and rates are doubles; only the error sum may be a Decimal128 (beyond 64 bits).
     **{f"kpis.{field.name}": {"$type": ["int", "long", "double"] + (["decimal"] if field.name == "error_count_sum"
                                                                     else [])} for field in fields(WindowKpis)},
