@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timezone
 
 import bson
@@ -83,6 +84,7 @@ def test_a_file_named_in_the_uri_that_cannot_be_read_is_a_settings_error(tmp_pat
                                  f"{option.lower()} (No such file or directory)")
 
 
+@pytest.mark.skipif(sys.platform == "emscripten", reason="pymongo under Pyodide loads no TLS file when it builds a client")
 def test_a_tls_file_named_in_the_uri_that_is_not_pem_is_a_settings_error(tmp_path) -> None:
     not_pem = tmp_path / "ca.pem"
     not_pem.write_text("esto no es un certificado\n")
