@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TextIO
 
 from metrics_pipeline.errors import RunFailure, StartupError, StartupStopped
 from metrics_pipeline.log_setup import print_error_line
@@ -44,7 +45,7 @@ def run_main(main: Callable[[Sequence[str] | None], int], prog: str,
     except KeyboardInterrupt:  # a Ctrl-C before the signal handlers were installed
         return 0
     except BrokenPipeError:  # the output went to a reader that stopped (`| head`)
-        _silence_stdout()
+        write_to_nowhere(sys.stdout)
         return 1
     except Exception:  # a bug: show it, redacted
         if logging.getLogger().handlers:
@@ -63,11 +64,14 @@ def _error_line(prog: str, text: str) -> None:
         print_error_line(prog, text)
 
 
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null, so Python's own final flush does not fail again."""
+def write_to_nowhere(*streams: TextIO) -> None:
+    """Point these streams at /dev/null: once their reader stopped (``| head``) or their
+    terminal was closed, every later write would fail, Python's own final flush included."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        for stream in streams:
+            os.dup2(devnull, stream.fileno())
+        os.close(devnull)
     except (OSError, ValueError):
         pass
 

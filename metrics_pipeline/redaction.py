@@ -39,6 +39,11 @@ def before_options(uri: str) -> str:
     return uri.split("://", 1)[-1].split("?", 1)[0]
 
 
+def uri_options(uri: str) -> list[tuple[str, str]]:
+    """The options after a URI's ``?``, decoded, in order (a name given twice, twice)."""
+    return parse_qsl(uri.partition("?")[2], keep_blank_values=True)
+
+
 def mongodb_uri_password(uri: str) -> str | None:
     """The password inside a MongoDB URI (decoded), or None.
 
@@ -59,8 +64,7 @@ def mongodb_uri_secrets(uri: str) -> list[str]:
     """Every secret a MongoDB URI holds: its password, and the value of any option
     named like a password (``tlsCertificateKeyFilePassword``), decoded."""
     found = [mongodb_uri_password(uri)]
-    found += [value for name, value in parse_qsl(uri.partition("?")[2], keep_blank_values=True)
-              if "password" in name.lower()]
+    found += [value for name, value in uri_options(uri) if "password" in name.lower()]
     return [secret for secret in found if secret]
 
 

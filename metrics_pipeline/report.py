@@ -46,17 +46,20 @@ _ALERT_SHORT = {"cpu_percent_avg": "CPU", "memory_percent_avg": "memoria", "erro
 
 
 # The fields the report reads, with their types (see the module doc).
+# A document edited by hand may hold text, or a Decimal128 that no format can print
+# with two decimals, where the report counts, sorts and formats numbers.
+_INTEGER = {"$type": ["int", "long"]}
+_FIGURE = {"$type": ["int", "long", "double"]}
 WINDOW_SHAPE: dict[str, Any] = {
-    "window_end": {"$type": "date"}, "message_count": {"$type": ["int", "long"]},
-    "kafka.partition": {"$type": ["int", "long"]}, "kafka.first_offset": {"$type": ["int", "long"]},
-    # Averages and rates are doubles; only the error sum may be a Decimal128 (beyond 64 bits).
-    **{f"kpis.{field.name}": {"$type": ["int", "long", "double"] + (["decimal"] if field.name == "error_count_sum"
-                                                                    else [])} for field in fields(WindowKpis)},
+    "window_end": {"$type": "date"}, "message_count": _INTEGER,
+    "kafka.partition": _INTEGER, "kafka.first_offset": _INTEGER,
+    **{f"kpis.{field.name}": _FIGURE for field in fields(WindowKpis)},
+    # The consumer stores an error sum beyond 64 bits as a Decimal128.
+    "kpis.error_count_sum": {"$type": ["int", "long", "double", "decimal"]},
 }
 MESSAGE_SHAPE: dict[str, Any] = {
     "server_id": {"$type": "string"}, "timestamp": {"$type": "date"}, "kafka": {"$type": "object"},
-    # The figures the summary averages and sums (a document edited by hand may hold text there).
-    **{f"metrics.{name}": {"$type": ["int", "long", "double"]}
+    **{f"metrics.{name}": _FIGURE
        for name in ("cpu_percent", "memory_percent", "disk_io_mbps", "network_mbps", "error_count")},
 }
 

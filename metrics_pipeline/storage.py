@@ -43,7 +43,7 @@ import warnings
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 import bson
 import pymongo
@@ -55,7 +55,7 @@ from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailur
 
 from metrics_pipeline.documents import reincarnated_id
 from metrics_pipeline.errors import StartupError
-from metrics_pipeline.redaction import describe_mongodb_uri
+from metrics_pipeline.redaction import describe_mongodb_uri, uri_options
 from metrics_pipeline.settings import MongoSettings, SettingsError, no_password_prompt
 from metrics_pipeline.startup import NotReady, wait_for_server
 
@@ -201,7 +201,7 @@ def _check_client_key(uri: str) -> None:
     """A ``tlsCertificateKeyFile`` whose key is encrypted, without
     ``tlsCertificateKeyFilePassword``: pymongo would let OpenSSL ask for the password
     on the terminal and wait (or fail with "Invalid argument" without one)."""
-    options = {name.lower(): value for name, value in parse_qsl(uri.partition("?")[2], keep_blank_values=True)}
+    options = {name.lower(): value for name, value in uri_options(uri)}
     path = options.get("tlscertificatekeyfile")
     if not path or "tlscertificatekeyfilepassword" in options or not os.path.isfile(path):
         return  # nothing to check, or pymongo says what is wrong with it
@@ -219,7 +219,7 @@ def _options_pymongo_ignores(uri: str) -> list[str]:
     of those given twice. Names only: a value may be a secret."""
     names: list[str] = []
     seen: set[str] = set()
-    for name, value in parse_qsl(uri.partition("?")[2], keep_blank_values=True):
+    for name, value in uri_options(uri):
         if name.lower() in seen:
             names.append(name)
             continue

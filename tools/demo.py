@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metrics_pipeline.cli import tolerate_unencodable_output  # noqa: E402
+from metrics_pipeline.cli import tolerate_unencodable_output, write_to_nowhere  # noqa: E402
 from metrics_pipeline.shutdown import stop_signals  # noqa: E402
 from tools.arguments import at_least, port_number  # noqa: E402
 from tools.local_stack import SecantusServer, TansuServer, port_in_use  # noqa: E402
@@ -78,16 +78,6 @@ def _stop(process: subprocess.Popen[bytes], name: str, timeout: float = 20) -> N
             process.wait()
 
 
-def _write_to_nowhere() -> None:
-    """Point stdout and stderr at /dev/null: printing to a terminal that was closed
-    fails, and a failed print would end the thread that copies a script's output to
-    its log (the script would then block on a full pipe)."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.dup2(devnull, sys.stderr.fileno())
-    os.close(devnull)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description="Demo del pipeline completo en esta máquina.")
     parser.add_argument("--rounds", type=at_least(1, int), default=None,
@@ -114,7 +104,9 @@ def main() -> int:
 
     def on_stop_signal(signum: int, _frame: object) -> None:
         if signum == getattr(signal, "SIGHUP", None):
-            _write_to_nowhere()  # the terminal is gone: what is left to say goes to the logs only
+            # The terminal is gone: a failed print would end the thread that copies a
+            # script's output to its log, and the script would block on a full pipe.
+            write_to_nowhere(sys.stdout, sys.stderr)
         interrupted.set()
 
     for signum in stop_signals():
