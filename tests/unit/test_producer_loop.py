@@ -186,18 +186,25 @@ class WaitingStop(threading.Event):
         return self.is_set()
 
 
-def test_rounds_start_on_schedule_without_drift(monkeypatch: pytest.MonkeyPatch) -> None:
+def run_timed(monkeypatch: pytest.MonkeyPatch, round_seconds: float, interval: float,
+              rounds: int) -> tuple[MetricsProducer, FakeTime]:
+    """Run the loop on a FakeTime clock, each round taking ``round_seconds``."""
     clock = FakeTime()
     monkeypatch.setattr(producer_loop.time, "monotonic", clock.monotonic)
 
-    class SlowRound(OneServer):
+    class TimedRound(OneServer):
         def next_round(self) -> list[dict[str, Any]]:
-            clock.now += 0.3  # each round takes 0.3 s of the 10 s interval
+            clock.now += round_seconds
             return super().next_round()
 
-    loop = MetricsProducer(ScriptedProducer(), SETTINGS, SlowRound(), WaitingStop(clock), KafkaStatus(),  # type: ignore[arg-type]
-                           10.0, 4)
+    loop = MetricsProducer(ScriptedProducer(), SETTINGS, TimedRound(), WaitingStop(clock), KafkaStatus(),  # type: ignore[arg-type]
+                           interval, rounds)
     loop.run()
+    return loop, clock
+
+
+def test_rounds_start_on_schedule_without_drift(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop, clock = run_timed(monkeypatch, round_seconds=0.3, interval=10.0, rounds=4)
     # Start to start: 10 s minus the round's own 0.3 s; no wait after the last round.
     assert clock.waits == [9.7, 9.7, 9.7]
     assert loop.stats.rounds == 4
@@ -205,18 +212,8 @@ def test_rounds_start_on_schedule_without_drift(monkeypatch: pytest.MonkeyPatch)
 
 def test_rounds_slower_than_the_interval_start_at_once_and_say_so_once_a_minute(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    clock = FakeTime()
-    monkeypatch.setattr(producer_loop.time, "monotonic", clock.monotonic)
-
-    class OverrunningRound(OneServer):
-        def next_round(self) -> list[dict[str, Any]]:
-            clock.now += 25.0  # each round takes 25 s of a 10 s interval
-            return super().next_round()
-
-    loop = MetricsProducer(ScriptedProducer(), SETTINGS, OverrunningRound(), WaitingStop(clock), KafkaStatus(),  # type: ignore[arg-type]
-                           10.0, 6)
     with caplog.at_level(logging.WARNING, logger="metrics_pipeline.producer_loop"):
-        loop.run()
+        _, clock = run_timed(monkeypatch, round_seconds=25.0, interval=10.0, rounds=6)
     assert clock.waits == [0.0] * 5  # no catching up, no drift: the next round starts at once
     # Rounds end at 125, 150, 175, 200, 225 (the sixth is the last): WARNINGs at 125 and 200.
     assert [r.getMessage() for r in caplog.records] == [
@@ -253,15 +250,5 @@ def test_a_source_that_measures_between_rounds_sends_its_first_round_one_interva
 
 
 def test_an_overrunning_round_starts_the_next_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = FakeTime()
-    monkeypatch.setattr(producer_loop.time, "monotonic", clock.monotonic)
-
-    class VerySlowRound(OneServer):
-        def next_round(self) -> list[dict[str, Any]]:
-            clock.now += 12.0
-            return super().next_round()
-
-    loop = MetricsProducer(ScriptedProducer(), SETTINGS, VerySlowRound(), WaitingStop(clock), KafkaStatus(),  # type: ignore[arg-type]
-                           10.0, 3)
-    loop.run()
+    _, clock = run_timed(monkeypatch, round_seconds=12.0, interval=10.0, rounds=3)
     assert clock.waits == [0.0, 0.0]

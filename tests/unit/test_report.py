@@ -8,6 +8,20 @@ from metrics_pipeline.report import _table, foreign_note, format_summary, format
 from metrics_pipeline.settings import load_report_settings
 
 
+def _summary_row(server_id: str = "web01", **changes) -> dict:
+    """One server's figures as MongoDB's aggregation returns them."""
+    return {"_id": server_id, "messages": 2, "cpu_avg": 1.0, "cpu_max": 2.0, "memory_avg": 3.0, "disk_avg": 4.0,
+            "network_avg": 5.0, "errors": 6, "last": datetime(2026, 11, 26, 9, 0), **changes}
+
+
+def _window(**changes) -> dict:
+    """One KPI document, with the fields the table reads."""
+    return {"window_end": datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc), "kafka": {"partition": 0},
+            "message_count": 20, "kpis": {"cpu_percent_avg": 1.0, "memory_percent_avg": 2.0, "disk_io_mbps_avg": 3.0,
+                                          "network_mbps_avg": 4.0, "error_count_sum": 5,
+                                          "tasa_procesamiento_msg_seg": 6.0}, **changes}
+
+
 def test_columns_line_up_text_left_numbers_right() -> None:
     lines = _table(["name", "n", "note"], [["a", "1", "x"], ["bbb", "100", "long note"]], left=(0, 2))
     assert lines == [
@@ -26,39 +40,28 @@ def test_empty_inputs_are_said_plainly() -> None:
 
 
 def test_one_window_is_named_in_the_singular() -> None:
-    window = {"window_end": datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc), "kafka": {"partition": 0},
-              "message_count": 20, "kpis": {"cpu_percent_avg": 1.0, "memory_percent_avg": 2.0,
-                                            "disk_io_mbps_avg": 3.0, "network_mbps_avg": 4.0,
-                                            "error_count_sum": 5, "tasa_procesamiento_msg_seg": 6.0}}
+    window = _window()
     assert format_windows([window], 1).splitlines()[0] == "Última ventana KPI (de 1)"
     assert format_windows([window, window], 7).splitlines()[0] == "Últimas 2 ventanas KPI (de 7)"
     assert (windows_phrase(1), windows_phrase(2)) == ("1 ventana", "2 ventanas")
 
 
 def test_naive_datetimes_from_the_driver_are_read_as_utc() -> None:
-    row = {"_id": "web01", "messages": 2, "cpu_avg": 1.0, "cpu_max": 2.0, "memory_avg": 3.0, "disk_avg": 4.0,
-           "network_avg": 5.0, "errors": 6, "last": datetime(2026, 11, 26, 9, 0)}
-    assert format_summary([row], None).splitlines()[-1].endswith("2026-11-26 09:00:00")
+    assert format_summary([_summary_row()], None).splitlines()[-1].endswith("2026-11-26 09:00:00")
 
 
 def test_rates_too_large_for_a_column_are_shown_in_scientific_notation() -> None:
-    row = {"_id": "web01", "messages": 2, "cpu_avg": 1.0, "cpu_max": 2.0, "memory_avg": 3.0, "disk_avg": 1.7e308,
-           "network_avg": 123456.789, "errors": 6, "last": datetime(2026, 11, 26, 9, 0)}
-    last = format_summary([row], None).splitlines()[-1].split()
+    last = format_summary([_summary_row(disk_avg=1.7e308, network_avg=123456.789)], None).splitlines()[-1].split()
     assert last[5:8] == ["1.7e+308", "123456.79", "6"]
 
 
 def test_a_server_id_as_long_as_a_host_name_is_cut_in_the_table() -> None:
-    row = {"_id": "h" * 253, "messages": 2, "cpu_avg": 1.0, "cpu_max": 2.0, "memory_avg": 3.0, "disk_avg": 4.0,
-           "network_avg": 5.0, "errors": 6, "last": datetime(2026, 11, 26, 9, 0)}
-    last = format_summary([row], None).splitlines()[-1]
+    last = format_summary([_summary_row("h" * 253)], None).splitlines()[-1]
     assert last.startswith("h" * 39 + "…  ")
 
 
 def test_a_server_id_with_a_line_break_stays_on_its_row() -> None:
-    row = {"_id": "web\n01\tmétricas", "messages": 2, "cpu_avg": 1.0, "cpu_max": 2.0, "memory_avg": 3.0,
-           "disk_avg": 4.0, "network_avg": 5.0, "errors": 6, "last": datetime(2026, 11, 26, 9, 0)}
-    lines = format_summary([row], None).splitlines()
+    lines = format_summary([_summary_row("web\n01\tmétricas")], None).splitlines()
     assert len(lines) == 5 and lines[-1].startswith("web\\n01\\tmétricas  ")
 
 
@@ -72,11 +75,6 @@ def test_the_foreign_documents_note_names_only_the_collections_that_have_them() 
     assert foreign_note((1, 2), mongo) == (
         "Nota: se dejan fuera 1 documento de monitoring_iabd06.system_metrics_kpis_iabd06 y 2 de "
         "monitoring_iabd06.system_metrics_raw_iabd06" + tail)
-
-
-def _summary_row(server_id: str) -> dict:
-    return {"_id": server_id, "messages": 2, "cpu_avg": 1.0, "cpu_max": 2.0, "memory_avg": 3.0, "disk_avg": 4.0,
-            "network_avg": 5.0, "errors": 6, "last": datetime(2026, 11, 26, 9, 0)}
 
 
 def test_wide_characters_and_combining_marks_keep_the_columns_aligned() -> None:
@@ -98,10 +96,6 @@ def test_wide_server_ids_are_cut_at_the_column_width() -> None:
 
 
 def test_alerts_edited_by_hand_into_something_else_do_not_break_the_table() -> None:
-    kpis = {"cpu_percent_avg": 1.0, "memory_percent_avg": 2.0, "disk_io_mbps_avg": 3.0, "network_mbps_avg": 4.0,
-            "error_count_sum": 5, "tasa_procesamiento_msg_seg": 6.0}
-    base = {"window_end": datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc), "kafka": {"partition": 0},
-            "message_count": 20, "kpis": kpis}
-    shown = [format_windows([{**base, "alerts": alerts}], 1).splitlines()[-1].split()[-1]
+    shown = [format_windows([_window(alerts=alerts)], 1).splitlines()[-1].split()[-1]
              for alerts in (["x"], "CPU", [{"kpi": "cpu_percent_avg"}, {"valor": 1}], None)]
     assert shown == ["-", "-", "CPU", "-"]

@@ -1,16 +1,26 @@
-"""metrics_pipeline/shutdown.py: what SIGINT and SIGTERM do, in a real process."""
+"""metrics_pipeline/shutdown.py: what SIGINT, SIGTERM and SIGHUP do, in a real process."""
 
 from __future__ import annotations
+
+import subprocess
+import textwrap
 
 from tests.support.child import run_snippet
 
 
-def test_the_first_signal_asks_to_stop_and_the_second_exits_130_at_once() -> None:
-    done = run_snippet("""
-        import logging, os, signal
+def run_with_stop_handlers(body: str) -> subprocess.CompletedProcess[str]:
+    """``body`` in a child process whose stop handlers are installed (``stop``: their
+    Event) and whose log lines are ``LEVEL message`` on stderr."""
+    return run_snippet("""
+        import logging, os, signal, time
         from metrics_pipeline.shutdown import install_stop_handlers
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
         stop = install_stop_handlers()
+    """ + textwrap.indent(textwrap.dedent(body), " " * 8))
+
+
+def test_the_first_signal_asks_to_stop_and_the_second_exits_130_at_once() -> None:
+    done = run_with_stop_handlers("""
         os.kill(os.getpid(), signal.SIGTERM)
         print("stop pedido:", stop.is_set(), flush=True)
         os.kill(os.getpid(), signal.SIGINT)
@@ -25,11 +35,7 @@ def test_the_first_signal_asks_to_stop_and_the_second_exits_130_at_once() -> Non
 def test_the_same_signal_twice_at_once_is_one_request_to_stop() -> None:
     # `timeout` sends SIGTERM to the script and then to its process group: the
     # script may see it twice, microseconds apart. That is not "stop now".
-    done = run_snippet("""
-        import logging, os, signal, time
-        from metrics_pipeline.shutdown import install_stop_handlers
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-        stop = install_stop_handlers()
+    done = run_with_stop_handlers("""
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGTERM)
         print("sigue:", stop.is_set(), flush=True)
@@ -56,11 +62,7 @@ def test_a_signal_while_the_libraries_load_is_a_quiet_exit_0() -> None:
 
 
 def test_closing_the_terminal_sighup_asks_to_stop_like_sigterm() -> None:
-    done = run_snippet("""
-        import logging, os, signal
-        from metrics_pipeline.shutdown import install_stop_handlers
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-        stop = install_stop_handlers()
+    done = run_with_stop_handlers("""
         os.kill(os.getpid(), signal.SIGHUP)
         print("stop pedido:", stop.is_set(), flush=True)
     """)
