@@ -39,6 +39,16 @@ SHOW = ("Ventana KPI", "Alerta", "WARNING", "ERROR", "CRITICAL", "Particiones as
         ": error:")  # the last: a script's one-line error before its logging is set up (bad settings)
 
 
+def _show(line: str) -> None:
+    """Print a script's line on the terminal. A terminal closed before the SIGHUP
+    handler ran fails the write (EIO): the line is in the log already, so from then on
+    the output goes nowhere, and the pump goes on copying the script's lines to its log."""
+    try:
+        print(line, flush=True)
+    except OSError:
+        write_to_nowhere(sys.stdout, sys.stderr)
+
+
 def _pump(name: str, process: subprocess.Popen[bytes], log_path: Path, show_all: bool,
           assigned: threading.Event | None = None) -> threading.Thread:
     def run() -> None:
@@ -51,7 +61,7 @@ def _pump(name: str, process: subprocess.Popen[bytes], log_path: Path, show_all:
                 if assigned is not None and "Particiones asignadas" in line:
                     assigned.set()
                 if show_all or any(word in line for word in SHOW):
-                    print(f"[{name}] {line}", flush=True)
+                    _show(f"[{name}] {line}")
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
