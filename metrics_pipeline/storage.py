@@ -11,7 +11,8 @@ deleted in between) it is *rejected*, below. What happens to the other answers:
 * a document MongoDB cannot encode or refuses (too deep, an integer beyond 64 bits,
   a key it does not accept...) is *rejected*: the raw path dead-letters it with the
   server's reason, so one bad message never blocks the batch;
-* a network error, a timeout, an election, a server shutting down are *transient*:
+* a network error, a timeout, an election, a server shutting down, a lock timeout,
+  a full disk are *transient* (for one document as for the whole call):
   :class:`StorageUnavailable` is raised and the caller retries the whole batch
   (the retry is idempotent, for the same reason as a replay);
 * a *write concern error* (the primary applied the write but could not confirm it
@@ -40,7 +41,7 @@ import re
 import ssl
 import threading
 import warnings
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -70,8 +71,15 @@ AUTH_ERROR_CODES = {UNAUTHORIZED, 18, 8000}  # Unauthorized, AuthenticationFaile
 # Atlas user with the "read" role); retrying cannot cure it.
 UNAUTHORIZED_HINT = ("; el usuario de MONGODB_URI necesita permiso de escritura en la base de datos "
                      "(p. ej. el rol readWrite)")
+# Errors of a moment, whole call or one document alike: the same write is retried
+# (WARNING lines, nothing committed meanwhile) instead of a valid message being
+# dead-lettered or the consumer stopping. MongoDB's names (src/mongo/base/error_codes.yml):
 TRANSIENT_CODES = {
-    6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 50, 112, 117, 133, 134, 150,
+    6, 7, 89, 9001, 202,  # HostUnreachable, HostNotFound, NetworkTimeout, SocketException, NetworkInterfaceExceededTimeLimit
+    91, 11600, 189, 10107, 10058, 11602, 13435, 13436,  # shutting down; stepped down; not primary (any longer)
+    50, 262, 24, 46, 112, 117,  # MaxTimeMSExpired, ExceededTimeLimit, LockTimeout, LockBusy, WriteConflict, ConflictingOperationInProgress
+    133, 134, 150, 13388, 63,  # FailedToSatisfyReadPreference, ReadConcernMajorityNotAvailableYet, StaleEpoch, StaleConfig, StaleShardVersion
+    14031,  # OutOfDiskSpace: writes go on once the disk has room again
 }
 MAX_BSON_SIZE = 16 * 1024 * 1024
 # Documents read back by _id (the owners of duplicate ids: after a crash, a whole
@@ -141,6 +149,34 @@ def classify(exc: PyMongoError) -> Exception:
             return StorageUnavailable(short_reason(exc))
         return _refused("la operación", short_reason(exc), exc.code)
     return StorageUnavailable(short_reason(exc))
+
+
+def sort_write_errors(details: Mapping[str, Any]) -> tuple[dict[int, str], dict[int, str]]:
+    """What the answer to an unordered ``insert_many`` that failed in part means
+    (a BulkWriteError's ``details``): (duplicate index -> server message, rejected
+    index -> reason). A document's error of a moment (a lock timeout, a full disk, a
+    step-down) is the whole write's: StorageUnavailable, so the batch is retried and
+    no valid message is dead-lettered for it; an authorisation error, StorageFatal."""
+    duplicates: dict[int, str] = {}
+    rejected: dict[int, str] = {}
+    for error in details.get("writeErrors", []):
+        index, code = error["index"], error.get("code")
+        if code == DUPLICATE_KEY:
+            duplicates[index] = f"{REFUSED}{error.get('errmsg', code)}"
+        elif code in TRANSIENT_CODES:
+            raise StorageUnavailable(error.get("errmsg", str(code)))
+        elif code in AUTH_ERROR_CODES:
+            raise _refused("la escritura", error.get("errmsg", code), code)
+        else:
+            rejected[index] = f"{REFUSED}{error.get('errmsg', code)}"
+    concern_errors = details.get("writeConcernErrors") or []
+    if concern_errors:  # see the module doc: not stored until a retry says so
+        error = concern_errors[0]
+        why = error.get("errmsg", error.get("code"))
+        if error.get("code") in UNSATISFIABLE_WRITE_CONCERN:
+            raise StorageFatal(f"MongoDB no puede cumplir el write concern pedido: {why}")
+        raise StorageUnavailable(f"write concern no cumplido ({why})")
+    return duplicates, rejected
 
 
 def _refused(what: str, reason: Any, code: int | None) -> StorageFatal:
@@ -377,26 +413,7 @@ class MetricsStore:
             collection.insert_many(documents, ordered=False)
             return {}, {}
         except BulkWriteError as exc:
-            duplicates: dict[int, str] = {}
-            rejected: dict[int, str] = {}
-            for error in exc.details.get("writeErrors", []):
-                index, code = error["index"], error.get("code")
-                if code == DUPLICATE_KEY:
-                    duplicates[index] = f"{REFUSED}{error.get('errmsg', code)}"
-                elif code in TRANSIENT_CODES:
-                    raise StorageUnavailable(error.get("errmsg", str(code))) from None
-                elif code in AUTH_ERROR_CODES:
-                    raise _refused("la escritura", error.get("errmsg", code), code) from None
-                else:
-                    rejected[index] = f"{REFUSED}{error.get('errmsg', code)}"
-            concern_errors = exc.details.get("writeConcernErrors") or []
-            if concern_errors:  # see the module doc: not stored until a retry says so
-                error = concern_errors[0]
-                why = error.get("errmsg", error.get("code"))
-                if error.get("code") in UNSATISFIABLE_WRITE_CONCERN:
-                    raise StorageFatal(f"MongoDB no puede cumplir el write concern pedido: {why}") from None
-                raise StorageUnavailable(f"write concern no cumplido ({why})") from None
-            return duplicates, rejected
+            details = exc.details
         except (bson.errors.InvalidDocument, bson.errors.InvalidStringData, OverflowError,
                 UnicodeEncodeError, pymongo.errors.DocumentTooLarge):
             # Some document cannot be encoded. Find which, write the others.
@@ -410,6 +427,7 @@ class MetricsStore:
             return {keep[i]: why for i, why in duplicates.items()}, rejected
         except PyMongoError as exc:
             raise classify(exc) from None
+        return sort_write_errors(details)
 
     def _find_by_ids(self, collection: Collection, ids: list[Any], projection: dict[str, Any] | None
                      ) -> dict[Any, dict[str, Any]]:

@@ -85,8 +85,8 @@ MUTANTS = [
            "message_id=message_uuid,", f"{UNIT} {PIPELINE}"),
     # -- the commit path (metrics_pipeline/ingest.py) --
     Mutant("a document MongoDB refuses taken as stored", "metrics_pipeline/storage.py",
-           "                    rejected[index] = f\"{REFUSED}{error.get('errmsg', code)}\"",
-           "                    pass", "tests/integration/test_fault_poison.py::"
+           "            rejected[index] = f\"{REFUSED}{error.get('errmsg', code)}\"",
+           "            pass", "tests/integration/test_fault_poison.py::"
            "test_a_message_mongodb_refuses_is_dead_lettered_with_its_reason"),
     Mutant("a message sent twice counted twice", "metrics_pipeline/ingest.py",
            "                result.duplicates += 1\n",
@@ -126,8 +126,10 @@ MUTANTS = [
     Mutant("no j:true", "metrics_pipeline/storage.py", "    return WriteConcern(**document, j=True)",
            "    return WriteConcern(**document)", UNIT),
     Mutant("write concern error taken as stored", "metrics_pipeline/storage.py",
-           "            if concern_errors:  # see the module doc: not stored until a retry says so",
-           "            if False:", f"{UNIT} tests/integration/test_fault_mongodb_outage.py"),
+           "    if concern_errors:  # see the module doc: not stored until a retry says so",
+           "    if False:", f"{UNIT} tests/integration/test_fault_mongodb_outage.py"),
+    Mutant("a document's error of a moment dead-letters it", "metrics_pipeline/storage.py",
+           "        elif code in TRANSIENT_CODES:\n", "        elif False:\n", UNIT),
     Mutant("no index", "metrics_pipeline/storage.py", "                        collection.create_index(keys)",
            "                        pass", f"{UNIT} {PIPELINE}"),
     Mutant("indexes created even when they exist (a user who may not create them cannot start)",

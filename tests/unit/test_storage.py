@@ -1,4 +1,5 @@
-"""Pure parts of the MongoDB storage: what a dead letter keeps of a record too large, the write concern."""
+"""Pure parts of the MongoDB storage: what a dead letter keeps of a record too large, what the
+answer to a write that failed in part means, the write concern."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pymongo import ReadPreference, WriteConcern
 
 from metrics_pipeline.documents import deadletter_document
 from metrics_pipeline.settings import SettingsError, load_consumer_settings
-from metrics_pipeline.storage import MAX_DEADLETTER_BYTES, MetricsStore, _fit_deadletter, journaled, open_client
+from metrics_pipeline.storage import (
+    MAX_DEADLETTER_BYTES, MetricsStore, StorageFatal, StorageUnavailable, _fit_deadletter, journaled, open_client,
+    sort_write_errors)
 
 NOW = datetime(2026, 11, 26, tzinfo=timezone.utc)
 
@@ -28,6 +31,37 @@ def test_a_dead_letter_of_a_record_near_16_mb_still_fits_in_one_document() -> No
 def test_an_ordinary_dead_letter_is_kept_as_it_came() -> None:
     doc = deadletter_document("t", 0, 8, b"web01", b'{"server_id": ', "JSON no válido", NOW)
     assert _fit_deadletter(doc) == doc
+
+
+def _write_error(index: int, code: int, errmsg: str) -> dict[str, object]:
+    return {"index": index, "code": code, "errmsg": errmsg}
+
+
+def test_a_document_s_own_error_rejects_it_and_a_duplicate_is_an_answer() -> None:
+    details = {"writeErrors": [_write_error(0, 11000, "E11000 duplicate key"),
+                               _write_error(2, 121, "Document failed validation")]}
+    assert sort_write_errors(details) == ({0: "MongoDB rechazó el documento: E11000 duplicate key"},
+                                          {2: "MongoDB rechazó el documento: Document failed validation"})
+
+
+@pytest.mark.parametrize("code, errmsg", [(24, "LockTimeout"), (46, "LockBusy"), (14031, "OutOfDiskSpace"),
+                                          (112, "WriteConflict"), (10107, "not primary"), (13388, "StaleConfig")])
+def test_an_error_of_a_moment_on_one_document_retries_the_write_instead_of_dead_lettering(code: int,
+                                                                                           errmsg: str) -> None:
+    # A valid message refused because of a lock, a full disk or a step-down would be
+    # stored again once the moment passes: it must not end in the dead-letter collection.
+    details = {"writeErrors": [_write_error(0, 11000, "E11000 duplicate key"), _write_error(1, code, errmsg)]}
+    with pytest.raises(StorageUnavailable, match=errmsg):
+        sort_write_errors(details)
+
+
+def test_a_write_refused_to_the_user_or_a_write_concern_the_server_cannot_meet_is_fatal() -> None:
+    with pytest.raises(StorageFatal, match="rol readWrite"):
+        sort_write_errors({"writeErrors": [_write_error(0, 13, "not authorized on metrics to execute insert")]})
+    with pytest.raises(StorageFatal, match="write concern pedido: no such tag"):
+        sort_write_errors({"writeErrors": [], "writeConcernErrors": [{"code": 79, "errmsg": "no such tag"}]})
+    with pytest.raises(StorageUnavailable, match="write concern no cumplido"):
+        sort_write_errors({"writeErrors": [], "writeConcernErrors": [{"code": 64, "errmsg": "waiting for replication"}]})
 
 
 def test_writes_are_journaled_keep_the_write_concern_of_the_uri_and_reads_go_to_the_primary() -> None:
