@@ -321,6 +321,16 @@ def _plain(value: Any) -> Any:
     return bytes(value) if isinstance(value, (bytes, Binary)) else value
 
 
+def uri_database(client: MongoClient) -> str | None:
+    """The database in the URI's path (``mongodb+srv://…/metrics?…``), if any. Other
+    programs (mongosh, Compass) open it by default; here it is only where the user
+    authenticates, and MONGODB_DATABASE says where the data go."""
+    try:
+        return client.get_default_database().name
+    except ConfigurationError:
+        return None
+
+
 class MetricsStore:
     """The three collections of the pipeline."""
 
@@ -353,6 +363,12 @@ class MetricsStore:
                         collection.create_index(keys)
         except PyMongoError as exc:
             raise StartupError(f"No se pudieron crear los índices en MongoDB: {classify(exc)}") from None
+        log.info("MongoDB: base de datos %s, colecciones %s (raw), %s (KPI) y %s (dead-letter)", self.database.name,
+                 self.raw.name, self.kpis.name, self.deadletter.name)
+        if (other := uri_database(self.client)) not in (None, "admin", self.database.name):
+            log.warning("MONGODB_URI nombra la base de datos %s, pero los datos van a %s (MONGODB_DATABASE): la de la "
+                        "URI solo dice dónde se autentica el usuario. Para guardarlos en %s, dé MONGODB_DATABASE=%s",
+                        other, self.database.name, other, other)
 
     def _refuse_unsafe_collections(self) -> None:
         """Refuse a collection created beforehand that cannot hold what it promises.

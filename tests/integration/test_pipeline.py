@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+from pymongo import MongoClient
+
 from metrics_pipeline.producer_loop import open_producer
 from metrics_pipeline.settings import load_producer_settings
 from tests.support.audit import DEADLETTER, KPIS, RAW, audit
@@ -53,6 +55,9 @@ def test_consumer_stores_every_message_once_and_writes_exact_auditable_windows(p
     report = audit(pipeline.db, valid=60, valid_ids=sent_ids, topic=pipeline.topic)
     assert report.windows == 3 and report.pending == {0: 0}
     assert done.stderr.count("Ventana KPI") == 3
+    assert (f"MongoDB: base de datos {pipeline.database}, colecciones {RAW} (raw), {KPIS} (KPI) y "
+            f"{DEADLETTER} (dead-letter)") in done.stderr
+    assert "MONGODB_URI nombra" not in done.stderr
 
     raw = pipeline.db[RAW].find_one({"_id": next(iter(sent_ids))})
     assert raw["kafka"]["topic"] == pipeline.topic and raw["timestamp"].tzinfo is not None
@@ -67,6 +72,18 @@ def test_consumer_stores_every_message_once_and_writes_exact_auditable_windows(p
     again = pipeline.consume()
     audit(pipeline.db, valid=60, valid_ids=sent_ids)
     assert "Ventana KPI" not in again.stderr
+
+
+def test_a_database_named_in_the_uri_is_not_where_the_data_go_and_the_consumer_says_so(pipeline: Pipeline) -> None:
+    # Atlas users often paste a URI ending in /<database>: pymongo only authenticates
+    # there. The data go to MONGODB_DATABASE, and a WARNING says where to look.
+    pipeline.produce(4)
+    done = pipeline.run(CONSUMER, "--idle-timeout", "3", env=pipeline.env(MONGODB_URI=f"{pipeline.mongo_uri}/metricas"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (f"WARNING metrics_pipeline.storage: MONGODB_URI nombra la base de datos metricas, pero los datos van a "
+            f"{pipeline.database} (MONGODB_DATABASE)") in done.stderr
+    audit(pipeline.db, valid=20)
+    assert "metricas" not in MongoClient(pipeline.mongo_uri).list_database_names()
 
 
 def test_windows_stay_exact_across_restarts(pipeline: Pipeline) -> None:
