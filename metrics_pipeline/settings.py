@@ -332,8 +332,8 @@ MONGO_OPTIONS = (
            "URI de MongoDB (mongodb:// o mongodb+srv:// de Atlas); la contraseña nunca se muestra",
            "URI", secret=True),
     Option("database", "--database", "MONGODB_DATABASE", "monitoring_iabd06", _database,
-           "base de datos de MongoDB (una base de datos al final de la URI solo dice dónde se autentica "
-           "el usuario)", "NOMBRE"),
+           "base de datos de MongoDB (la que pueda nombrar la URI no cuenta aquí: solo sirve para "
+           "autenticarse)", "NOMBRE"),
     Option("raw_collection", "--raw-collection", "MONGODB_RAW_COLLECTION", "system_metrics_raw_iabd06",
            _collection, "colección de mensajes en bruto", "COLECCIÓN"),
     Option("kpi_collection", "--kpi-collection", "MONGODB_KPI_COLLECTION", "system_metrics_kpis_iabd06",

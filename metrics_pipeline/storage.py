@@ -323,8 +323,8 @@ def _plain(value: Any) -> Any:
 
 def uri_database(client: MongoClient) -> str | None:
     """The database in the URI's path (``mongodb+srv://…/metrics?…``), if any. Other
-    programs (mongosh, Compass) open it by default; here it is only where the user
-    authenticates, and MONGODB_DATABASE says where the data go."""
+    programs (mongosh, Compass) open it by default; pymongo authenticates there when
+    the URI has no authSource; the data go to MONGODB_DATABASE all the same."""
     try:
         return client.get_default_database().name
     except ConfigurationError:
@@ -367,8 +367,8 @@ class MetricsStore:
                  self.raw.name, self.kpis.name, self.deadletter.name)
         if (other := uri_database(self.client)) not in (None, "admin", self.database.name):
             log.warning("MONGODB_URI nombra la base de datos %s, pero los datos van a %s (MONGODB_DATABASE): la de la "
-                        "URI solo dice dónde se autentica el usuario. Para guardarlos en %s, dé MONGODB_DATABASE=%s",
-                        other, self.database.name, other, other)
+                        "URI solo sirve, sin authSource, para autenticarse. Para guardarlos en %s, dé "
+                        "MONGODB_DATABASE=%s", other, self.database.name, other, other)
 
     def _refuse_unsafe_collections(self) -> None:
         """Refuse a collection created beforehand that cannot hold what it promises.
