@@ -99,9 +99,23 @@ _JSON_ERRORS = {
     "Illegal trailing comma before end of array": "coma sobrante antes de cerrar la lista",
 }
 
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose names are unique. With a name twice (``"cpu_percent": 10,
+    "cpu_percent": 99``) which value is meant depends on the parser (Python's takes
+    the last): the message is ambiguous, and dead-lettered as it came."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise InvalidMessage(f"JSON no válido: el campo {name[:64]!r} aparece dos veces en el mismo objeto")
+            seen.add(name)
+    return obj
+
+
 # One decoder for every message: json.loads(text, parse_constant=...) would build a
 # new JSONDecoder per call.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_object)
 
 
 def decode_json(value: bytes | None) -> Any:
@@ -122,6 +136,8 @@ def decode_json(value: bytes | None) -> Any:
         # 5,000 levels, 3.14 under Pyodide reads them), so the sentence is the one
         # validate() gives.
         raise InvalidMessage(NESTING_ERROR) from None
+    except InvalidMessage:
+        raise  # from _reject_constant or _object: already says what is wrong
     except json.JSONDecodeError as exc:
         if text.startswith("\ufeff"):
             raise InvalidMessage("JSON no válido: empieza por la marca BOM de UTF-8 (U+FEFF), que un mensaje JSON "

@@ -81,6 +81,8 @@ MUTANTS = [
            "if not 0 <= values[name] <= 101:", UNIT),
     Mutant("reserved fields accepted", "metrics_pipeline/message.py",
            "    reserved = [name for name in RESERVED_FIELDS if name in obj]", "    reserved = []", UNIT),
+    Mutant("a field twice in an object taken as the last one", "metrics_pipeline/message.py",
+           "    if len(obj) != len(pairs):\n", "    if False:\n", UNIT),
     Mutant("uuid case kept", "metrics_pipeline/message.py", "message_id=message_uuid.lower(),",
            "message_id=message_uuid,", f"{UNIT} {PIPELINE}"),
     # -- the commit path (metrics_pipeline/ingest.py) --

@@ -58,6 +58,7 @@ POISON: list[tuple[str, bytes | None]] = [
     ("reserved field", _with("kafka", {"offset": 1})),
     ("arrays nested 5,000 deep", b'{"server_id": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
     ("objects nested 150 deep", _with("extra", json.loads('{"a":' * 150 + "1" + "}" * 150))),
+    ("a metric twice (which value?)", _replace("metrics.cpu_percent", b'10, "cpu_percent": 99')),
     ("value near 1 MB", b'{"server_id": "web01", "blob": "' + b"x" * 1_000_000 + b'"'),
     # Valid by SPEC §2 (extra fields are kept) but not storable as BSON: the raw write
     # rejects them and they are dead-lettered with the reason, the rest of the batch stored.

@@ -109,6 +109,10 @@ REJECTED = [
     ("error_count boolean", variant("metrics.error_count", True), "error_count"),
     ("error_count beyond 64 bits", variant("metrics.error_count", 2**63), "error_count"),
     ("error_count missing", variant("metrics.error_count", delete=True), "error_count"),
+    ("a field twice", variant("server_id", "web01").replace(b"{", b'{"server_id": "db01", ', 1),
+     "el campo 'server_id' aparece dos veces"),
+    ("a metric twice", variant("metrics.cpu_percent", 10).replace(b'"cpu_percent": 10', b'"cpu_percent": 10, "cpu_percent": 99'),
+     "el campo 'cpu_percent' aparece dos veces"),
     ("reserved field _id", variant("_id", "x"), "reservado"),
     ("reserved field kafka", variant("kafka", {}), "reservado"),
     ("nested 5000 deep", b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}", "niveles"),
@@ -145,6 +149,8 @@ def test_rejected_with_a_reason(case: str, value: bytes | None, words: str) -> N
     (b'{} {}', "hay más datos después del valor JSON"),
     ("\ufeff{}".encode(), "marca BOM de UTF-8"),
     (b"\n\n  {", "(línea 3, columna 4)"),
+    (b'{"a": NaN}', "NaN no es un valor JSON estándar"),
+    (b'{"a": 1, "a": 1}', "el campo 'a' aparece dos veces en el mismo objeto"),
 ])
 def test_json_errors_are_said_in_spanish_with_where(value: bytes, words: str) -> None:
     # The dead-letter reason of a message typed by hand (single quotes, a trailing
@@ -153,6 +159,7 @@ def test_json_errors_are_said_in_spanish_with_where(value: bytes, words: str) ->
         parse_message(value)
     reason = str(caught.value)
     assert reason.startswith("JSON no válido: ") and words in reason, reason
+    assert reason.count("JSON no válido") == 1, reason
     assert not any(english in reason for english in ("Expecting", "Unterminated", "Invalid", "Extra", "Illegal"))
 
 
