@@ -99,6 +99,7 @@ _JSON_ERRORS = {
     "Illegal trailing comma before end of array": "coma sobrante antes de cerrar la lista",
 }
 
+
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object whose names are unique. With a name twice (``"cpu_percent": 10,
     "cpu_percent": 99``) which value is meant depends on the parser (Python's takes

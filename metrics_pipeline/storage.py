@@ -75,10 +75,15 @@ UNAUTHORIZED_HINT = ("; el usuario de MONGODB_URI necesita permiso de escritura 
 # (WARNING lines, nothing committed meanwhile) instead of a valid message being
 # dead-lettered or the consumer stopping. MongoDB's names (src/mongo/base/error_codes.yml):
 TRANSIENT_CODES = {
-    6, 7, 89, 9001, 202,  # HostUnreachable, HostNotFound, NetworkTimeout, SocketException, NetworkInterfaceExceededTimeLimit
-    91, 11600, 189, 10107, 10058, 11602, 13435, 13436,  # shutting down; stepped down; not primary (any longer)
-    50, 262, 24, 46, 112, 117,  # MaxTimeMSExpired, ExceededTimeLimit, LockTimeout, LockBusy, WriteConflict, ConflictingOperationInProgress
-    133, 134, 150, 13388, 63,  # FailedToSatisfyReadPreference, ReadConcernMajorityNotAvailableYet, StaleEpoch, StaleConfig, StaleShardVersion
+    # HostUnreachable, HostNotFound, NetworkTimeout, SocketException, NetworkInterfaceExceededTimeLimit
+    6, 7, 89, 9001, 202,
+    # ShutdownInProgress, InterruptedAtShutdown, PrimarySteppedDown, NotWritablePrimary,
+    # LegacyNotPrimary, InterruptedDueToReplStateChange, NotPrimaryNoSecondaryOk, NotPrimaryOrSecondary
+    91, 11600, 189, 10107, 10058, 11602, 13435, 13436,
+    # MaxTimeMSExpired, ExceededTimeLimit, LockTimeout, LockBusy, WriteConflict, ConflictingOperationInProgress
+    50, 262, 24, 46, 112, 117,
+    # FailedToSatisfyReadPreference, ReadConcernMajorityNotAvailableYet, StaleEpoch, StaleConfig, StaleShardVersion
+    133, 134, 150, 13388, 63,
     14031,  # OutOfDiskSpace: writes go on once the disk has room again
 }
 MAX_BSON_SIZE = 16 * 1024 * 1024
@@ -351,7 +356,8 @@ class MetricsStore:
     def ensure_indexes(self) -> None:
         """Check that the collections keep ``_id`` unique, and create the indexes of
         SPEC §3 unless an index on the same keys exists (whatever its name). Run at
-        start-up: a failure is a StartupError."""
+        start-up: a failure is a StartupError. Then say where the data go (and warn
+        when the URI names another database)."""
         wanted = ((self.raw, [("server_id", ASCENDING), ("timestamp", DESCENDING)]),
                   (self.kpis, [("window_end", DESCENDING)]))
         try:

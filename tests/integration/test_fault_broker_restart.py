@@ -149,7 +149,8 @@ def _offsets_acknowledged_twice(producer_log: str) -> set[int]:
     if "restablecida" not in producer_log:
         return set()  # the test fails on that below
     after = producer_log.split("restablecida", 1)[1]
-    offsets = Counter(int(n) for n in re.findall(r"Enviada métrica de \S+ a Kafka \(partición 0, offset (\d+)\)", after))
+    acknowledged = re.findall(r"Enviada métrica de \S+ a Kafka \(partición 0, offset (\d+)\)", after)
+    offsets = Counter(int(n) for n in acknowledged)
     return {offset for offset, times in offsets.items() if times > 1}
 
 

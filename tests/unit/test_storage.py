@@ -61,7 +61,7 @@ def test_a_write_refused_to_the_user_or_a_write_concern_the_server_cannot_meet_i
     with pytest.raises(StorageFatal, match="write concern pedido: no such tag"):
         sort_write_errors({"writeErrors": [], "writeConcernErrors": [{"code": 79, "errmsg": "no such tag"}]})
     with pytest.raises(StorageUnavailable, match="write concern no cumplido"):
-        sort_write_errors({"writeErrors": [], "writeConcernErrors": [{"code": 64, "errmsg": "waiting for replication"}]})
+        sort_write_errors({"writeErrors": [], "writeConcernErrors": [{"code": 64, "errmsg": "replication timeout"}]})
 
 
 def test_writes_are_journaled_keep_the_write_concern_of_the_uri_and_reads_go_to_the_primary() -> None:
