@@ -169,11 +169,22 @@ def _number(metrics: dict[str, Any], name: str) -> float:
     return value
 
 
+def _from_iso(value: str) -> datetime:
+    """ISO 8601 as Python reads it, plus RFC 3339's lowercase ``t`` and ``z``
+    (``2026-11-26t15:04:05z``), which Python refuses."""
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        if value.upper() == value:
+            raise
+        return datetime.fromisoformat(value.upper())
+
+
 def _parse_timestamp(value: Any) -> datetime:
     if not isinstance(value, str):
         raise InvalidMessage("timestamp_utc debe ser un texto ISO 8601")
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = _from_iso(value)
         if parsed.tzinfo is None:
             return parsed.replace(tzinfo=timezone.utc)
         return parsed.astimezone(timezone.utc)

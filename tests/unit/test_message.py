@@ -42,6 +42,8 @@ ACCEPTED = [
     ("timestamp without offset (UTC)", variant("timestamp_utc", "2026-11-26T15:04:05")),
     ("timestamp with Z", variant("timestamp_utc", "2026-11-26T15:04:05Z")),
     ("timestamp with another offset", variant("timestamp_utc", "2026-11-26T16:04:05+01:00")),
+    ("timestamp in nanoseconds (Java, Go)", variant("timestamp_utc", "2026-11-26T15:04:05.123456789Z")),
+    ("timestamp with RFC 3339's lowercase t and z", variant("timestamp_utc", "2026-11-26t15:04:05.5z")),
     ("nested exactly 100 deep", variant("extra", json.loads("[" * 99 + "]" * 99))),
     ("many brackets, inside strings", variant("extra", {"note": "{[" * 300, "list": [[1], [2]]})),
     ("integers as numbers", variant("metrics.cpu_percent", 42)),
@@ -79,6 +81,7 @@ REJECTED = [
     ("server_id of 254 characters", variant("server_id", "x" * 254), "el máximo es 253"),
     ("missing timestamp", variant("timestamp_utc", delete=True), "timestamp_utc"),
     ("bad timestamp", variant("timestamp_utc", "ayer por la tarde"), "timestamp_utc"),
+    ("bad timestamp, lowercase", variant("timestamp_utc", "2026-11-26t25:00:00z"), "timestamp_utc"),
     ("numeric timestamp", variant("timestamp_utc", 1764169445), "timestamp_utc"),
     ("timestamp out of range after offset", variant("timestamp_utc", "0001-01-01T00:00:00+05:00"), "timestamp_utc"),
     ("missing uuid", variant("message_uuid", delete=True), "message_uuid"),
@@ -207,10 +210,10 @@ def _spec_accepts(obj: Any) -> bool:
     if not isinstance(server, str) or not server.strip() or "\x00" in server or len(server) > 253:
         return False
     try:
-        parsed = datetime.fromisoformat(stamp)  # type: ignore[arg-type]
+        parsed = datetime.fromisoformat(stamp.upper())  # RFC 3339: 't' and 'z' may be lowercase
         if parsed.tzinfo is not None:
             parsed.astimezone(timezone.utc)
-    except (TypeError, ValueError, OverflowError):
+    except (AttributeError, ValueError, OverflowError):  # AttributeError: not a string
         return False
     if not isinstance(uuid, str) or not _UUID.fullmatch(uuid) or not isinstance(metrics, dict):
         return False
