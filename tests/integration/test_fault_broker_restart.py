@@ -110,9 +110,9 @@ def test_both_scripts_go_on_after_a_broker_that_lost_its_data(own_kafka, mongo_s
     # in CI: after auto-creating the topic for a produce request, it described it as
     # missing, took the producer's CreateTopics and served a second log over the
     # first: 125 acknowledged sends at offsets given twice, and its storage logging
-    # AlreadyExists). A broker whose
-    # offsets mean two messages has no "new log" to check the consumer against; the
-    # checks below still hold, and then the test says why it cannot check this one.
+    # AlreadyExists). A broker whose offsets mean two messages has no "new log" to
+    # check the consumer against; the checks below still hold, and then the test says
+    # why it cannot check this one.
     rewritten = _offsets_acknowledged_twice(log)
     try:
         wait_until(lambda: raw.count_documents({"_id": {"$in": list(new_log)}}) == len(new_log),
