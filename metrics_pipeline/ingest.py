@@ -223,11 +223,7 @@ class BatchIngestor:
                                                                                 record.offset):
                 where = where if isinstance(where, dict) else {}
                 if not same_message(outcome.existing, entry.message):
-                    stored = (f"(partición {where['partition']}, offset {where['offset']})"
-                              if "partition" in where and "offset" in where else "(sin coordenadas de Kafka)")
-                    entry.error = (f"el message_uuid {entry.message.message_id} ya lo usa otro mensaje, con otro "
-                                   f"contenido, guardado en raw {stored}: un _id no puede guardar dos mensajes "
-                                   "(¿un productor que repite el UUID?)")
+                    entry.error = _uuid_taken(entry.message.message_id, where)
                     continue
                 result.duplicates += 1
                 log.warning("Mensaje duplicado en partición %d, offset %d: el message_uuid %s ya está "
@@ -318,6 +314,15 @@ class BatchIngestor:
         kpis = compute_kpis(window.members, bounds.duration_seconds)
         alerts = evaluate_alerts(kpis, self.thresholds)
         return kpi_document(window, bounds, kpis, utc_now_ms(self.clock), alerts)
+
+
+def _uuid_taken(message_id: str, where: dict[str, Any]) -> str:
+    """The dead-letter reason of a message whose message_uuid a stored message with
+    another content already has (``where``: that one's Kafka coordinates, if any)."""
+    stored = (f"(partición {where['partition']}, offset {where['offset']})"
+              if "partition" in where and "offset" in where else "(sin coordenadas de Kafka)")
+    return (f"el message_uuid {message_id} ya lo usa otro mensaje, con otro contenido, guardado en raw {stored}: "
+            "un _id no puede guardar dos mensajes (¿un productor que repite el UUID?)")
 
 
 def _log_window(doc: dict[str, Any]) -> None:

@@ -247,11 +247,12 @@ class MetricsProducer:
         self._overruns += 1
         if self._overrun_warned_at is not None and now - self._overrun_warned_at < OVERRUN_WARNING_SECONDS:
             return
-        since = "" if self._overrun_warned_at is None else f" ({_count(self._overruns, 'ronda', 'rondas')} así " \
-                                                            f"desde el aviso anterior)"
+        since = ""
+        if self._overrun_warned_at is not None:
+            since = f" ({_count(self._overruns, 'ronda', 'rondas')} así desde el aviso anterior)"
         log.warning("Una ronda de %s tardó %.2f s, más que --interval %g s: la siguiente empieza ya y el "
-                    "productor va más despacio de lo pedido%s", _count(len(self.source.server_ids), "métrica",
-                                                                     "métricas"), took, self.interval, since)
+                    "productor va más despacio de lo pedido%s",
+                    _count(len(self.source.server_ids), "métrica", "métricas"), took, self.interval, since)
         self._overrun_warned_at = now
         self._overruns = 0
 

@@ -46,6 +46,7 @@ MAX_WINDOW_SIZE = 10_000
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 TLS_PROTOCOLS = ("SSL", "SASL_SSL")  # the ones that use KAFKA_SSL_*
+SASL_PROTOCOLS = ("SASL_SSL", "SASL_PLAINTEXT")  # the ones that use KAFKA_SASL_*
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 SOURCES = ("simulated", "psutil")
 # Kafka's protocol carries counts and timeouts (partitions, session and poll
@@ -602,7 +603,7 @@ def _resolve(options: Sequence[Option], args: argparse.Namespace, environ: Mappi
 
 def _kafka(values: dict[str, Any], startup_timeout: float) -> KafkaSettings:
     protocol = values["security_protocol"]
-    if protocol.startswith("SASL_"):
+    if protocol in SASL_PROTOCOLS:
         if not values["sasl_mechanism"]:
             raise SettingsError("KAFKA_SASL_MECHANISM (--sasl-mechanism)",
                                 f"es obligatorio con KAFKA_SECURITY_PROTOCOL={protocol}")
@@ -610,12 +611,10 @@ def _kafka(values: dict[str, Any], startup_timeout: float) -> KafkaSettings:
             raise SettingsError("KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD",
                                 f"son obligatorios con KAFKA_SECURITY_PROTOCOL={protocol}")
     for option in KAFKA_OPTIONS:  # a setting the protocol would silently ignore
-        if option.name.startswith("ssl_") and values[option.name] and protocol not in TLS_PROTOCOLS:
-            raise SettingsError(f"{option.env} ({option.flag})",
-                                f"solo sirve con KAFKA_SECURITY_PROTOCOL=SSL o SASL_SSL (ahora {protocol})")
-        if option.name.startswith("sasl_") and values[option.name] and not protocol.startswith("SASL_"):
-            raise SettingsError(f"{option.env} ({option.flag})",
-                                f"solo sirve con KAFKA_SECURITY_PROTOCOL=SASL_SSL o SASL_PLAINTEXT (ahora {protocol})")
+        for prefix, protocols in (("ssl_", TLS_PROTOCOLS), ("sasl_", SASL_PROTOCOLS)):
+            if option.name.startswith(prefix) and values[option.name] and protocol not in protocols:
+                raise SettingsError(f"{option.env} ({option.flag})", f"solo sirve con KAFKA_SECURITY_PROTOCOL="
+                                    f"{' o '.join(protocols)} (ahora {protocol})")
     _check_client_certificate(values["ssl_certfile"], values["ssl_keyfile"])
     return KafkaSettings(
         bootstrap_servers=values["bootstrap_servers"], topic=values["topic"],
