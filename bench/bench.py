@@ -27,7 +27,6 @@ Rates are ratios within one run: the machine is shared and noisy.
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import os
 import platform
@@ -53,7 +52,7 @@ from metrics_pipeline.message import parse_message  # noqa: E402
 from metrics_pipeline.storage import journaled  # noqa: E402
 from tests.support.audit import KPIS, RAW  # noqa: E402
 from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, Running  # noqa: E402
-from tools.arguments import at_least  # noqa: E402
+from tools.arguments import at_least, tool_parser  # noqa: E402
 from tools.local_stack import SecantusServer, TansuServer, free_port, port_in_use, tansu_binary  # noqa: E402
 
 BEGIN, END = "<!-- resultados:inicio -->", "<!-- resultados:fin -->"
@@ -113,15 +112,24 @@ def _check(ok: bool) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Benchmark de rendimiento del consumidor.")
-    parser.add_argument("--messages", type=at_least(20, int), default=20_000)
-    parser.add_argument("--servers", type=at_least(1, int), default=100, help="ids de servidor del productor")
-    parser.add_argument("--naive-messages", type=at_least(20, int), default=3_000)
-    parser.add_argument("--naive-proxy-messages", type=at_least(20, int), default=300)
-    parser.add_argument("--memory-messages", type=at_least(20, int), default=100_000)
-    parser.add_argument("--delay-ms", type=at_least(0, float), default=20.0)
-    parser.add_argument("--data-dir", default=str(ROOT / ".bench-data"))
-    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    parser = tool_parser("Benchmark de rendimiento del consumidor (lo explica bench/README.md).")
+    parser.add_argument("--messages", type=at_least(20, int), default=20_000, metavar="N",
+                        help="atraso principal: lo envía el productor y lo vacían nuestro consumidor "
+                             "(local y por el proxy) y el techo de la base de datos")
+    parser.add_argument("--servers", type=at_least(1, int), default=100, metavar="N",
+                        help="ids de servidor del productor")
+    parser.add_argument("--naive-messages", type=at_least(20, int), default=3_000, metavar="N",
+                        help="mensajes que vacía el consumidor ingenuo contra MongoDB local")
+    parser.add_argument("--naive-proxy-messages", type=at_least(20, int), default=300, metavar="N",
+                        help="mensajes que vacía el consumidor ingenuo a través del proxy")
+    parser.add_argument("--memory-messages", type=at_least(20, int), default=100_000, metavar="N",
+                        help="atraso de la medida de memoria")
+    parser.add_argument("--delay-ms", type=at_least(0, float), default=20.0, metavar="MS",
+                        help="retardo del proxy en cada sentido, en ms")
+    parser.add_argument("--data-dir", default=str(ROOT / ".bench-data"), metavar="DIRECTORIO",
+                        help="datos y logs de la ejecución (se vacía al empezar)")
+    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), metavar="FICHERO",
+                        help="dónde escribir la tabla de resultados")
     args = parser.parse_args()
     command = "make bench" if len(sys.argv) == 1 else "python bench/bench.py " + " ".join(sys.argv[1:])
 

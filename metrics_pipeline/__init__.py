@@ -10,7 +10,8 @@
 * ``windows`` / ``kpis`` / ``alerts`` / ``documents``: pure logic of the windows;
 * ``storage`` / ``retry``: MongoDB writes and retrying them;
 * ``report`` / ``audit``: the KPI report, its chart, and the audit of stored windows;
-* ``log_setup`` / ``redaction`` / ``shutdown`` / ``cli`` / ``clock`` / ``errors``: plumbing.
+* ``log_setup`` / ``redaction`` / ``shutdown`` / ``cli`` / ``spanish_argparse`` / ``clock`` /
+  ``errors``: plumbing.
 """
 
 from __future__ import annotations

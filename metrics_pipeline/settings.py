@@ -28,14 +28,15 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, NoReturn
+from typing import Any
 
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
 from metrics_pipeline.alerts import AlertThresholds
 from metrics_pipeline.message import MAX_SERVER_ID_LENGTH
-from metrics_pipeline.redaction import Redactor, before_options, mongodb_uri_secrets, register_secret
+from metrics_pipeline.redaction import before_options, mongodb_uri_secrets, register_secret
+from metrics_pipeline.spanish_argparse import spanish_parser
 
 DEFAULT_SERVER_IDS = ("web01", "web02", "db01", "app01", "cache01")
 # A KPI document lists the ids of its window's messages and counts them per server
@@ -512,41 +513,8 @@ def _secrets(kafka: KafkaSettings | None, mongo: MongoSettings | None) -> tuple[
 # Command line.
 # --------------------------------------------------------------------------
 
-class _SpanishParser(argparse.ArgumentParser):
-    """argparse with Spanish headings and one-line errors (exit code 2)."""
-
-    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
-                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
-        parsed, unknown = self.parse_known_args(args, namespace)
-        if unknown:
-            # argparse would echo every unknown token, and one may be a secret given to the
-            # wrong script (the producer has no --mongodb-uri): name the flags, not the values.
-            flags = [token.split("=", 1)[0] for token in unknown if token.startswith("-")]
-            values = sum(1 for token in unknown if not token.startswith("-") or "=" in token)
-            parts = [", ".join(flags)] if flags else []
-            if values:
-                parts.append(f"{values} valor{'es' if values > 1 else ''} que no se muestra{'n' if values > 1 else ''}")
-            shown = " y ".join(parts)
-            self.error(f"argumentos desconocidos: {shown}")
-        return parsed
-
-    def error(self, message: str) -> NoReturn:  # noqa: D401 - argparse API
-        message = (message.replace("expected one argument", "falta su valor")
-                   .replace("argument ", "argumento "))
-        line = Redactor()(f"{self.prog}: error: {message} (véase --help)")
-        self.exit(2, line + "\n")
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    def add_usage(self, usage, actions, groups, prefix=None):
-        super().add_usage(usage, actions, groups, prefix="uso: " if prefix is None else prefix)
-
-
 def _build_parser(prog: str, description: str, options: Sequence[Option]) -> argparse.ArgumentParser:
-    parser = _SpanishParser(prog=prog, description=description, add_help=False,
-                            formatter_class=_HelpFormatter)
-    parser._optionals.title = "opciones"  # argparse has no public setter for this heading
-    parser.add_argument("-h", "--help", action="help", help="muestra esta ayuda y sale")
+    parser = spanish_parser(description, prog=prog)
     for option in options:
         where = f"variable {option.env}; " if option.env else ""
         default = option.default if option.default is not None else option.unset

@@ -1,11 +1,19 @@
-"""argparse types shared by the tools (demo, local stack, soak, bench): a bad flag
-is one line and exit 2, not a traceback or a run that means something else."""
+"""The command line of the tools (demo, local stack, soak, bench, proxy, mutants):
+Spanish help with every default, and a bad flag is one Spanish line and exit 2, not
+a traceback or a run that means something else."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 from typing import Any
+
+from metrics_pipeline.spanish_argparse import SpanishParser, spanish_parser
+
+
+def tool_parser(description: str) -> SpanishParser:
+    """The parser of a tool: Spanish, and each flag's help ends with its default."""
+    return spanish_parser(description, with_defaults=True)
 
 
 def at_least(minimum: float, kind: type) -> Callable[[str], Any]:

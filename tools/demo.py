@@ -16,7 +16,6 @@ the local Kafka keeps nothing between runs, so old and new data would not match.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metrics_pipeline.cli import tolerate_unencodable_output, write_to_nowhere  # noqa: E402
 from metrics_pipeline.shutdown import stop_signals  # noqa: E402
-from tools.arguments import at_least, port_number  # noqa: E402
+from tools.arguments import at_least, port_number, tool_parser  # noqa: E402
 from tools.local_stack import SecantusServer, TansuServer, port_in_use  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,15 +88,18 @@ def _stop(process: subprocess.Popen[bytes], name: str, timeout: float = 20) -> N
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Demo del pipeline completo en esta máquina.")
-    parser.add_argument("--rounds", type=at_least(1, int), default=None,
+    parser = tool_parser("Demo del pipeline completo en esta máquina.")
+    parser.add_argument("--rounds", type=at_least(1, int), default=None, metavar="N",
                         help="rondas del productor (por defecto: hasta Ctrl-C)")
-    parser.add_argument("--interval", type=at_least(0, float), default=1.0,
-                        help="segundos entre rondas (por defecto 1)")
-    parser.add_argument("--data-dir", default=str(REPO / ".demo-data"))
+    parser.add_argument("--interval", type=at_least(0, float), default=1.0, metavar="SEGUNDOS",
+                        help="segundos entre rondas")
+    parser.add_argument("--data-dir", default=str(REPO / ".demo-data"), metavar="DIRECTORIO",
+                        help="datos de los servidores de la demo y sus logs")
     parser.add_argument("--keep-data", action="store_true", help="no vaciar el MongoDB de la demo anterior")
-    parser.add_argument("--kafka-port", type=port_number, default=29092)
-    parser.add_argument("--mongo-port", type=port_number, default=27017)
+    parser.add_argument("--kafka-port", type=port_number, default=29092, metavar="PUERTO",
+                        help="puerto del Kafka local")
+    parser.add_argument("--mongo-port", type=port_number, default=27017, metavar="PUERTO",
+                        help="puerto del MongoDB local")
     args = parser.parse_args()
 
     data = Path(args.data_dir)

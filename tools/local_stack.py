@@ -11,7 +11,6 @@ its data in memory (a restart empties it); SecantusDB keeps it on disk.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
@@ -29,7 +28,7 @@ from typing import Any, Self
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metrics_pipeline.shutdown import stop_signals  # noqa: E402
-from tools.arguments import port_number  # noqa: E402
+from tools.arguments import port_number, tool_parser  # noqa: E402
 
 
 def tansu_binary() -> str:
@@ -220,10 +219,13 @@ class SecantusServer(ServerProcess):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Arranca Tansu (Kafka) y SecantusDB (MongoDB) en local.")
-    parser.add_argument("--kafka-port", type=port_number, default=29092)
-    parser.add_argument("--mongo-port", type=port_number, default=27017)
-    parser.add_argument("--data-dir", default=".local-stack")
+    parser = tool_parser("Arranca Tansu (Kafka) y SecantusDB (MongoDB) en local, hasta Ctrl-C.")
+    parser.add_argument("--kafka-port", type=port_number, default=29092, metavar="PUERTO",
+                        help="puerto de Kafka (Tansu)")
+    parser.add_argument("--mongo-port", type=port_number, default=27017, metavar="PUERTO",
+                        help="puerto de MongoDB (SecantusDB)")
+    parser.add_argument("--data-dir", default=".local-stack", metavar="DIRECTORIO",
+                        help="datos de MongoDB y logs de los dos servidores")
     args = parser.parse_args()
     data = Path(args.data_dir)
     for port, what in ((args.kafka_port, "Kafka"), (args.mongo_port, "MongoDB")):

@@ -16,7 +16,6 @@ survives, or if a mutant's text is no longer in the code (update the list).
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tools.arguments import tool_parser  # noqa: E402
 
 UNIT = "tests/unit"
 INGEST = "tests/integration/test_ingest.py"
@@ -415,8 +417,9 @@ def verdict(returncode: int, summary: str, stderr: str) -> tuple[str, str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Errores introducidos a propósito: ¿los detectan los tests?")
-    parser.add_argument("-k", dest="pattern", default="", help="solo los mutantes cuyo nombre contiene esto")
+    parser = tool_parser("Errores introducidos a propósito: ¿los detectan los tests?")
+    parser.add_argument("-k", dest="pattern", default="", metavar="TEXTO",
+                        help="solo los mutantes cuyo nombre contiene TEXTO (por defecto: todos)")
     args = parser.parse_args()
     chosen = [m for m in MUTANTS if args.pattern in m.name]
     started = time.monotonic()

@@ -28,7 +28,6 @@ recomputable, no message in two windows. Exit 0 if the audit passes.
 
 from __future__ import annotations
 
-import argparse
 import random
 import shlex
 import shutil
@@ -49,7 +48,7 @@ from pymongo import MongoClient  # noqa: E402
 from tests.support.audit import DEADLETTER, KPIS, RAW, audit  # noqa: E402
 from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, Running, producer_summary  # noqa: E402
 from tests.support.poison import POISON  # noqa: E402
-from tools.arguments import at_least  # noqa: E402
+from tools.arguments import at_least, tool_parser  # noqa: E402
 from tools.local_stack import SecantusServer, TansuServer, free_port  # noqa: E402
 
 CATCH_UP_SECONDS = 300  # after the producer's end, to store everything and write every window
@@ -133,15 +132,21 @@ def _caught_up(db, sent: int) -> bool:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Soak del pipeline con fallos inyectados.")
-    parser.add_argument("--messages", type=at_least(1, int), default=52_000, help="mensajes válidos a enviar")
-    parser.add_argument("--servers", type=at_least(1, int), default=20, help="servidores simulados por ronda")
-    parser.add_argument("--interval", type=at_least(0, float), default=0.05, help="segundos entre rondas")
-    parser.add_argument("--fault-every", type=at_least(0.5, float), default=8.0, help="segundos entre fallos")
+    parser = tool_parser("Soak del pipeline con fallos inyectados; al final, la auditoría.")
+    parser.add_argument("--messages", type=at_least(1, int), default=52_000, metavar="N",
+                        help="mensajes válidos a enviar")
+    parser.add_argument("--servers", type=at_least(1, int), default=20, metavar="N",
+                        help="servidores simulados por ronda")
+    parser.add_argument("--interval", type=at_least(0, float), default=0.05, metavar="SEGUNDOS",
+                        help="segundos entre rondas")
+    parser.add_argument("--fault-every", type=at_least(0.5, float), default=8.0, metavar="SEGUNDOS",
+                        help="segundos entre fallos")
     parser.add_argument("--overlap", action="store_true",
                         help="fallos en momentos y orden al azar, de duración al azar y solapados")
-    parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--data-dir", default=str(ROOT / ".soak-data"))
+    parser.add_argument("--seed", type=int, default=2026, metavar="S",
+                        help="semilla de los fallos y de la simulación, para repetir una ejecución")
+    parser.add_argument("--data-dir", default=str(ROOT / ".soak-data"), metavar="DIRECTORIO",
+                        help="datos y logs de la ejecución (se vacía al empezar)")
     args = parser.parse_args()
 
     # SIGTERM must run the clean-up below too: the servers live in their own sessions.

@@ -17,11 +17,16 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
 import ssl
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools.arguments import at_least, tool_parser  # noqa: E402
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
@@ -73,13 +78,15 @@ async def serve(listen_host: str, listen_port: int, target_host: str, target_por
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Proxy TCP con latencia fija en cada sentido.")
-    parser.add_argument("--listen", required=True, help="host:puerto donde escuchar")
-    parser.add_argument("--target", required=True, help="host:puerto de destino")
-    parser.add_argument("--delay-ms", type=float, default=0.0, help="retardo en cada sentido (ms)")
-    parser.add_argument("--tls-cert", help="certificado PEM: hablar TLS con los clientes")
-    parser.add_argument("--tls-key", help="clave privada PEM del certificado")
-    parser.add_argument("--tls-client-ca", help="CA PEM: exigir a cada cliente un certificado firmado por ella")
+    parser = tool_parser("Proxy TCP con latencia fija en cada sentido.")
+    parser.add_argument("--listen", required=True, metavar="HOST:PUERTO", help="dónde escuchar")
+    parser.add_argument("--target", required=True, metavar="HOST:PUERTO", help="destino")
+    parser.add_argument("--delay-ms", type=at_least(0, float), default=0.0, metavar="MS",
+                        help="retardo en cada sentido, en ms")
+    parser.add_argument("--tls-cert", metavar="FICHERO", help="certificado PEM: hablar TLS con los clientes")
+    parser.add_argument("--tls-key", metavar="FICHERO", help="clave privada PEM del certificado")
+    parser.add_argument("--tls-client-ca", metavar="FICHERO",
+                        help="exigir a cada cliente un certificado firmado por esta CA (PEM)")
     args = parser.parse_args()
     tls = None
     if args.tls_cert:
