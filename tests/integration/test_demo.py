@@ -58,7 +58,7 @@ def test_demo_refuses_bad_flags_in_one_line_before_starting_anything(tmp_path: P
                                 ("--kafka-port", "70000", "un puerto va de 1 a 65535")):
         done = subprocess.run([sys.executable, str(DEMO), flag, value, "--data-dir", str(tmp_path)],
                               env=clean_env(), capture_output=True, text=True, timeout=60)
-        assert done.returncode == 2 and f"argument {flag}: {reason}" in done.stderr
+        assert done.returncode == 2 and f"argumento {flag}: {reason}" in done.stderr
         assert "Traceback" not in done.stderr
     assert not any(tmp_path.iterdir())  # nothing started
 
