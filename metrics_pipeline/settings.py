@@ -672,11 +672,23 @@ def _read_dotenv(path: str) -> Mapping[str, str | None]:
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
         raise SettingsError(path, f"no está en UTF-8 (línea {line}): guárdelo con codificación UTF-8") from None
-    bad = [str(_first_line(binding.original)) for binding in parse_stream(io.StringIO(text)) if binding.error]
+    bindings = list(parse_stream(io.StringIO(text)))
+    bad = [str(_first_line(binding.original)) for binding in bindings if binding.error]
     if bad:
         lines = f"la línea {bad[0]} no tiene" if len(bad) == 1 else f"las líneas {', '.join(bad)} no tienen"
         raise SettingsError(path, f"{lines} la forma NOMBRE=valor (¿unas comillas sin cerrar?)")
-    return dotenv_values(stream=io.StringIO(text))
+    values = dict(dotenv_values(stream=io.StringIO(text)))
+    last = {binding.key: binding for binding in bindings if binding.key is not None}
+    for name, binding in last.items():
+        if _SINGLE_QUOTED.match(binding.original.string):
+            values[name] = binding.value  # as written: no ${...} expanded (see _SINGLE_QUOTED)
+    return values
+
+
+# python-dotenv expands ${NAME} in every value; docker compose (which reads the same
+# .env for the containers of docker-compose.yml) and the shell do not expand inside
+# single quotes. So a password written 'a${b' is the same password for both.
+_SINGLE_QUOTED = re.compile(r"\s*(?:export\s+)?(?:'[^']*'|[^=\s]+)\s*=\s*'")
 
 
 def _first_line(original: Any) -> int:

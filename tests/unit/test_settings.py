@@ -103,6 +103,16 @@ def test_a_dotenv_file_as_windows_editors_write_it_is_read(tmp_path: Path) -> No
     assert (c.mongo.database, c.kafka.topic) == ("métricas", "t")
 
 
+def test_a_dotenv_value_in_single_quotes_is_taken_as_written(tmp_path: Path) -> None:
+    # As docker compose and the shell read it: ${...} is expanded, except inside single quotes.
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("SUFIJO=x\nKAFKA_TOPIC=t-${SUFIJO}\nKAFKA_GROUP_ID='g${SUFIJO}'\n")
+    c = consumer([], {}, dotenv)
+    assert (c.kafka.topic, c.group_id) == ("t-x", "g${SUFIJO}")
+    dotenv.write_text("SUFIJO=x\nKAFKA_GROUP_ID='g${SUFIJO}'\nexport  KAFKA_GROUP_ID = \"h${SUFIJO}\"\n")
+    assert consumer([], {}, dotenv).group_id == "hx"  # the last line wins, as it is quoted
+
+
 @pytest.mark.parametrize("argv, env, setting", [
     (["--window-size", "0"], {}, "KPI_WINDOW_SIZE"),
     (["--window-size", "10001"], {}, "KPI_WINDOW_SIZE"),  # its KPI document could outgrow 16 MB
