@@ -184,7 +184,9 @@ MUTANTS = [
            "if _missing := missing_packages():", "if _missing := []:", UNIT),
     # -- settings (metrics_pipeline/settings.py) --
     Mutant("a .env line python-dotenv cannot parse is skipped", "metrics_pipeline/settings.py",
-           "parse_stream(io.StringIO(text)) if binding.error]", "parse_stream(io.StringIO(text)) if False]", UNIT),
+           "for binding in bindings if binding.error]", "for binding in bindings if False]", UNIT),
+    Mutant("${...} expanded inside single quotes in .env", "metrics_pipeline/settings.py",
+           "        if _SINGLE_QUOTED.match(binding.original.string):", "        if False:", UNIT),
     Mutant(".env beats the environment", "metrics_pipeline/settings.py", "            for source in (environ, dotenv):",
            "            for source in (dotenv, environ):", UNIT),
     Mutant("kafka-python's 45 s session", "metrics_pipeline/settings.py",
