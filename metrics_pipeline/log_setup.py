@@ -12,6 +12,9 @@
   a minute per kind of message (numbers aside), except its diagnostics of its own
   slow I/O loop, which are DEBUG.
 * Python warnings (e.g. pymongo's "unknown URI option") become log lines too.
+* An exception no code expected in another thread (ours or a library's) is logged
+  like one in the main thread (CRITICAL, with its traceback, redacted), instead of
+  Python printing it raw on stderr, where a secret it quoted would be shown.
 
 The bridge writes its lines while the logging module is still inside the handling
 of kafka-python's record. CPython 3.13.4 and 3.13.5 silently drop every record a
@@ -292,7 +295,18 @@ def configure_logging(level: str, secrets: Iterable[str] = (), stream: TextIO | 
     for library in ("pymongo", "matplotlib"):
         logging.getLogger(library).setLevel(max(root.level, logging.WARNING))
     logging.captureWarnings(True)
+    threading.excepthook = _log_thread_exception
     return status
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    """threading.excepthook: see the module doc (SystemExit ends a thread quietly, as in Python)."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("metrics_pipeline").critical(
+        "Error inesperado en el hilo %s (es un fallo del programa, por favor avise):", name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
 def quiet_kafka_client() -> None:

@@ -232,3 +232,34 @@ def test_an_event_is_one_line_whatever_its_text_holds() -> None:
     assert lines[0].endswith('server_id: "web\\n2026-11-28 10:00:00,000 ERROR x\\r" }')
     assert lines[1].endswith("CRITICAL metrics_pipeline.ingest: Error inesperado:\\nsigue")
     assert lines[2] == "Traceback (most recent call last):" and lines[-1] == "ValueError: una traza"
+
+
+def test_an_exception_in_another_thread_is_one_logged_event_without_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Python would print it raw on stderr, a password it quotes included.
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # restored after the test
+    root = logging.getLogger()
+    saved = root.level, root.handlers[:]
+    output = io.StringIO()
+    try:
+        configure_logging("INFO", secrets=["s3cr3t-pw"], stream=output)
+
+        def fail() -> None:
+            raise RuntimeError("no se pudo con mongodb://ana:s3cr3t-pw@h")
+
+        thread = threading.Thread(target=fail, name="escritor")
+        thread.start()
+        thread.join()
+        quiet = threading.Thread(target=lambda: (_ for _ in ()).throw(SystemExit(0)), name="sale")
+        quiet.start()
+        quiet.join()
+        for handler in root.handlers:
+            handler.flush()
+    finally:
+        root.handlers[:] = saved[1]
+        root.setLevel(saved[0])
+    text = output.getvalue()
+    lines = text.splitlines()
+    assert lines[0].endswith("CRITICAL metrics_pipeline: Error inesperado en el hilo escritor (es un fallo del "
+                             "programa, por favor avise):")
+    assert lines[1] == "Traceback (most recent call last):" and lines[-1].startswith("RuntimeError: no se pudo")
+    assert "s3cr3t-pw" not in text and "sale" not in text
