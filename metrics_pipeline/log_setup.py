@@ -306,7 +306,7 @@ def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
     name = args.thread.name if args.thread is not None else "?"
     logging.getLogger("metrics_pipeline").critical(
         "Error inesperado en el hilo %s (es un fallo del programa, por favor avise):", name,
-        exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+        exc_info=args.exc_value)  # the exception carries its traceback
 
 
 def quiet_kafka_client() -> None:
