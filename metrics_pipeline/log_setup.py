@@ -10,7 +10,8 @@
   :data:`KafkaStatus.REMINDER_SECONDS`, and one INFO line when it answers again.
   Other kafka-python warnings and errors pass through as WARNING lines, at most once
   a minute per kind of message (numbers aside), except its diagnostics of its own
-  slow I/O loop, which are DEBUG.
+  slow I/O loop, which are DEBUG. Of its INFO lines one is news: a committed offset
+  Kafka no longer has (:data:`_OUT_OF_RANGE`), said as a Spanish WARNING.
 * Python warnings (e.g. pymongo's "unknown URI option") become log lines too.
 * An exception no code expected in another thread (ours or a library's) is logged
   like one in the main thread (CRITICAL, with its traceback, redacted), instead of
@@ -72,6 +73,15 @@ _SLOW_TASK = re.compile(r"ran for [\d.]+s \(>[\d.]+s threshold\)")
 # kafka-python lines arrive already formatted, with addresses and timings inside.
 _VARYING_PARTS = re.compile(r"0x[0-9a-fA-F]+|\d+(?:\.\d+)?")
 _ERROR_WORDS = re.compile(r"Error\b|failed", re.IGNORECASE)
+# kafka-python (INFO) when the consumer's position is no longer in the partition's log:
+# the topic's retention deleted messages before they were read (a consumer stopped for
+# longer than retention.ms), or the topic was created again. It then starts from the
+# earliest offset left (auto_offset_reset), as it must; what was deleted unread was lost
+# in Kafka, before any consumer had it, and the user is told.
+_OUT_OF_RANGE = re.compile(r"Fetch offset (\d+) is out of range for .*?partition=(\d+)")
+_OUT_OF_RANGE_LINE = ("Kafka ya no tiene el offset %s de la partición %s: la retención del tema lo borró antes de "
+                      "que se leyera, o el tema se creó de nuevo. Se sigue desde el primer offset que queda; lo "
+                      "borrado sin leer ya no está en Kafka y no se puede guardar")
 _BACKOFF = re.compile(r"\s*\(backoff [^)]*\)")
 
 
@@ -126,7 +136,7 @@ class KafkaLogBridge(logging.Handler):
     PASS_THROUGH_EVERY_SECONDS = 60.0
 
     def __init__(self, status: KafkaStatus, clock=time.monotonic) -> None:
-        super().__init__(level=logging.WARNING)
+        super().__init__(level=logging.INFO)  # INFO only for _OUT_OF_RANGE, see emit
         self.status = status
         self._clock = clock
         self._last_seen: dict[str, float] = {}
@@ -137,6 +147,10 @@ class KafkaLogBridge(logging.Handler):
             text = record.getMessage()
         except Exception:  # a malformed library record must never break logging
             text = str(record.msg)
+        if record.levelno < logging.WARNING:
+            if lost := _OUT_OF_RANGE.search(text):
+                _log_from_handler(self._log, logging.WARNING, _OUT_OF_RANGE_LINE, *lost.groups())
+            return
         if _AUTH_TROUBLE.search(text):
             self.status.auth_failure = _short(_BACKOFF.sub("", text))
         if untrusted := _TLS_UNTRUSTED.search(text):
@@ -287,6 +301,7 @@ def configure_logging(level: str, secrets: Iterable[str] = (), stream: TextIO | 
     kafka_logger.addHandler(KafkaLogBridge(status))
     kafka_logger.setLevel(logging.WARNING)
     kafka_logger.propagate = False
+    logging.getLogger("kafka.consumer.fetcher").setLevel(logging.INFO)  # for _OUT_OF_RANGE
 
     # pymongo's own logs are structured debug output (a JSON line per command, with
     # its documents), and matplotlib's INFO lines (e.g. "generated new fontManager"

@@ -185,6 +185,8 @@ MUTANTS = [
     # -- settings (metrics_pipeline/settings.py) --
     Mutant("a .env line python-dotenv cannot parse is skipped", "metrics_pipeline/settings.py",
            "for binding in bindings if binding.error]", "for binding in bindings if False]", UNIT),
+    Mutant("an offset Kafka no longer has goes unsaid", "metrics_pipeline/log_setup.py",
+           '    logging.getLogger("kafka.consumer.fetcher").setLevel(logging.INFO)', "    pass  #", UNIT),
     Mutant("an exception in another thread printed raw, secrets included", "metrics_pipeline/log_setup.py",
            "    threading.excepthook = _log_thread_exception\n", "\n", UNIT),
     Mutant("${...} expanded inside single quotes in .env", "metrics_pipeline/settings.py",

@@ -20,8 +20,9 @@ class FakeClock:
         return self.t
 
 
-def record(msg: str, level: int = logging.ERROR, name: str = "kafka.net.connection") -> logging.LogRecord:
-    return logging.LogRecord(name, level, __file__, 1, msg, (), None)
+def record(msg: str, level: int = logging.ERROR, name: str = "kafka.net.connection", *args: object
+           ) -> logging.LogRecord:
+    return logging.LogRecord(name, level, __file__, 1, msg, args, None)
 
 
 def test_an_outage_is_one_warning_then_reminders_then_one_info(caplog: pytest.LogCaptureFixture) -> None:
@@ -91,6 +92,40 @@ def test_leaving_the_group_for_not_polling_is_said_in_spanish(caplog: pytest.Log
     [line] = caplog.records
     assert line.levelname == "WARNING" and "KAFKA_MAX_POLL_INTERVAL_MS" in line.getMessage()
     assert "kafka-python" not in line.getMessage()
+
+
+def test_an_offset_kafka_no_longer_has_is_said_and_other_info_lines_are_not(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A consumer stopped for longer than the topic's retention: kafka-python says it at
+    # INFO and starts from the earliest offset left; what retention deleted unread is gone.
+    bridge = KafkaLogBridge(KafkaStatus(clock=FakeClock()), clock=FakeClock())
+    with caplog.at_level(logging.DEBUG, logger="metrics_pipeline.kafka"):
+        bridge.emit(record("Resetting offset for partition %s to offset %s.", logging.INFO,
+                           "kafka.consumer.fetcher", "TopicPartition(topic='t', partition=2)", 5000))
+        bridge.emit(record("Fetch offset %s is out of range for topic-partition %s", logging.INFO,
+                           "kafka.consumer.fetcher", 1000, "TopicPartition(topic='t', partition=2)"))
+    [line] = caplog.records
+    assert line.levelname == "WARNING"
+    assert line.getMessage().startswith("Kafka ya no tiene el offset 1000 de la partición 2: la retención del tema")
+
+    # And the scripts' logging lets that INFO line of kafka-python's fetcher reach the bridge.
+    root, kafka, fetcher = logging.getLogger(), logging.getLogger("kafka"), logging.getLogger("kafka.consumer.fetcher")
+    saved = root.level, root.handlers[:], kafka.handlers[:], kafka.level, kafka.propagate, fetcher.level
+    output = io.StringIO()
+    try:
+        configure_logging("INFO", stream=output)
+        fetcher.info("Fetch offset %s is out of range for topic-partition %s", 7,
+                     "TopicPartition(topic='t', partition=0)")
+        logging.getLogger("kafka.coordinator").info("Successfully joined group")
+        for handler in root.handlers:
+            handler.flush()
+    finally:
+        root.handlers[:] = saved[1]
+        root.setLevel(saved[0])
+        kafka.handlers[:], kafka.level, kafka.propagate = saved[2], saved[3], saved[4]
+        fetcher.setLevel(saved[5])
+    [written] = output.getvalue().splitlines()
+    assert "WARNING metrics_pipeline.kafka: Kafka ya no tiene el offset 7 de la partición 0" in written
 
 
 def test_kafka_pythons_slow_loop_diagnostics_are_debug_only(caplog: pytest.LogCaptureFixture) -> None:
