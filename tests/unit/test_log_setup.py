@@ -9,7 +9,8 @@ import threading
 
 import pytest
 
-from metrics_pipeline.log_setup import KafkaLogBridge, KafkaStatus, _buffered_stderr, configure_logging
+from metrics_pipeline.log_setup import KafkaLogBridge, KafkaStatus, _buffered_stderr
+from tests.support.logs import scripts_logging
 
 
 class FakeClock:
@@ -109,21 +110,10 @@ def test_an_offset_kafka_no_longer_has_is_said_and_other_info_lines_are_not(
     assert line.getMessage().startswith("Kafka ya no tiene el offset 1000 de la partición 2: la retención del tema")
 
     # And the scripts' logging lets that INFO line of kafka-python's fetcher reach the bridge.
-    root, kafka, fetcher = logging.getLogger(), logging.getLogger("kafka"), logging.getLogger("kafka.consumer.fetcher")
-    saved = root.level, root.handlers[:], kafka.handlers[:], kafka.level, kafka.propagate, fetcher.level
-    output = io.StringIO()
-    try:
-        configure_logging("INFO", stream=output)
-        fetcher.info("Fetch offset %s is out of range for topic-partition %s", 7,
-                     "TopicPartition(topic='t', partition=0)")
+    with scripts_logging() as output:
+        logging.getLogger("kafka.consumer.fetcher").info("Fetch offset %s is out of range for topic-partition %s", 7,
+                                                         "TopicPartition(topic='t', partition=0)")
         logging.getLogger("kafka.coordinator").info("Successfully joined group")
-        for handler in root.handlers:
-            handler.flush()
-    finally:
-        root.handlers[:] = saved[1]
-        root.setLevel(saved[0])
-        kafka.handlers[:], kafka.level, kafka.propagate = saved[2], saved[3], saved[4]
-        fetcher.setLevel(saved[5])
     [written] = output.getvalue().splitlines()
     assert "WARNING metrics_pipeline.kafka: Kafka ya no tiene el offset 7 de la partición 0" in written
 
@@ -171,16 +161,9 @@ def test_a_windows_console_keeps_pythons_own_stderr(monkeypatch: pytest.MonkeyPa
 @pytest.mark.parametrize("level, expected", [("DEBUG", logging.WARNING), ("INFO", logging.WARNING),
                                              ("ERROR", logging.ERROR)])
 def test_pymongo_and_matplotlib_speak_from_warning_up_or_from_log_level_if_higher(level: str, expected: int) -> None:
-    root, libraries = logging.getLogger(), [logging.getLogger(name) for name in ("pymongo", "matplotlib")]
-    saved = root.level, root.handlers[:], [library.level for library in libraries]
-    try:
-        configure_logging(level, stream=io.StringIO())
+    libraries = [logging.getLogger(name) for name in ("pymongo", "matplotlib")]
+    with scripts_logging(level):
         assert [library.level for library in libraries] == [expected, expected]
-    finally:
-        root.handlers[:] = saved[1]
-        root.setLevel(saved[0])
-        for library, old in zip(libraries, saved[2]):
-            library.setLevel(old)
 
 
 def _disabled_as_in_cpython_3_13_4(self: logging.Logger) -> bool:
@@ -216,13 +199,9 @@ class _LogsWhileHandling(logging.Handler):
 
 def test_kafka_lines_survive_pythons_that_drop_records_logged_while_handling_one(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    root, kafka = logging.getLogger(), logging.getLogger("kafka")
-    saved = root.level, root.handlers[:], kafka.handlers[:], kafka.level, kafka.propagate
     monkeypatch.setattr(logging.Logger, "handle", _handle_as_in_cpython_3_13_4)
     monkeypatch.setattr(logging.Logger, "isEnabledFor", _is_enabled_for_as_in_cpython_3_13_4)
-    output = io.StringIO()
-    try:
-        configure_logging("INFO", stream=output)
+    with scripts_logging() as output:
         # The emulation is faithful: an ordinary line logged inside a handler is lost.
         other = logging.getLogger("tests.other")
         other.addHandler(_LogsWhileHandling())
@@ -231,12 +210,6 @@ def test_kafka_lines_survive_pythons_that_drop_records_logged_while_handling_one
         logging.getLogger("kafka.conn").error("Connection failed: KafkaConnectionError: 111 ECONNREFUSED")
         logging.getLogger("kafka.coordinator").warning("Heartbeat poll timeout has expired, leaving group")
         logging.getLogger("kafka.producer").warning("Topic t not found in cluster metadata")
-        for handler in root.handlers:
-            handler.flush()
-    finally:
-        root.handlers[:] = saved[1]
-        root.setLevel(saved[0])
-        kafka.handlers[:], kafka.level, kafka.propagate = saved[2], saved[3], saved[4]
     text = output.getvalue()
     assert "dicho desde otro handler" not in text
     assert "WARNING metrics_pipeline.kafka: Kafka (Kafka) no responde: Connection failed" in text
@@ -247,37 +220,22 @@ def test_kafka_lines_survive_pythons_that_drop_records_logged_while_handling_one
 def test_an_event_is_one_line_whatever_its_text_holds() -> None:
     # A MongoDB error quoting a message's server_id ("web\n01 ERROR fingido") used to
     # split the dead-letter WARNING and forge an ERROR line of its own.
-    root = logging.getLogger()
-    saved = root.level, root.handlers[:]
-    output = io.StringIO()
-    try:
-        configure_logging("INFO", stream=output)
+    with scripts_logging() as output:
         log = logging.getLogger("metrics_pipeline.ingest")
         log.warning("enviado a dead-letter: %s", 'dup key: { server_id: "web\n2026-11-28 10:00:00,000 ERROR x\r" }')
         try:
             raise ValueError("una traza")
         except ValueError:
             log.critical("Error inesperado:\nsigue", exc_info=True)
-        for handler in root.handlers:
-            handler.flush()
-    finally:
-        root.handlers[:] = saved[1]
-        root.setLevel(saved[0])
     lines = output.getvalue().splitlines()
     assert lines[0].endswith('server_id: "web\\n2026-11-28 10:00:00,000 ERROR x\\r" }')
     assert lines[1].endswith("CRITICAL metrics_pipeline.ingest: Error inesperado:\\nsigue")
     assert lines[2] == "Traceback (most recent call last):" and lines[-1] == "ValueError: una traza"
 
 
-def test_an_exception_in_another_thread_is_one_logged_event_without_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_exception_in_another_thread_is_one_logged_event_without_secrets() -> None:
     # Python would print it raw on stderr, a password it quotes included.
-    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # restored after the test
-    root = logging.getLogger()
-    saved = root.level, root.handlers[:]
-    output = io.StringIO()
-    try:
-        configure_logging("INFO", secrets=["s3cr3t-pw"], stream=output)
-
+    with scripts_logging(secrets=["s3cr3t-pw"]) as output:
         def fail() -> None:
             raise RuntimeError("no se pudo con mongodb://ana:s3cr3t-pw@h")
 
@@ -287,11 +245,6 @@ def test_an_exception_in_another_thread_is_one_logged_event_without_secrets(monk
         quiet = threading.Thread(target=lambda: (_ for _ in ()).throw(SystemExit(0)), name="sale")
         quiet.start()
         quiet.join()
-        for handler in root.handlers:
-            handler.flush()
-    finally:
-        root.handlers[:] = saved[1]
-        root.setLevel(saved[0])
     text = output.getvalue()
     lines = text.splitlines()
     assert lines[0].endswith("CRITICAL metrics_pipeline: Error inesperado en el hilo escritor (es un fallo del "

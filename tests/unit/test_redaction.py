@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import logging
 
-from metrics_pipeline.log_setup import configure_logging
 from metrics_pipeline.redaction import (Redactor, RedactingFormatter, describe_mongodb_uri,
                                         mongodb_uri_password, mongodb_uri_secrets)
+from tests.support.logs import scripts_logging
 
 
 def test_uri_credentials_are_masked_by_pattern() -> None:
@@ -60,10 +59,9 @@ def test_formatter_masks_messages_and_tracebacks() -> None:
 
 
 def test_configured_logging_masks_library_output_too() -> None:
-    stream = io.StringIO()
-    configure_logging("INFO", ["zz-secret-zz"], stream=stream)
-    logging.getLogger("pymongo.any").warning("uri mongodb://a:zz-secret-zz@h")
-    logging.getLogger("metrics_pipeline.x").info("clave zz-secret-zz")
+    with scripts_logging(secrets=["zz-secret-zz"]) as stream:
+        logging.getLogger("pymongo.any").warning("uri mongodb://a:zz-secret-zz@h")
+        logging.getLogger("metrics_pipeline.x").info("clave zz-secret-zz")
     assert "zz-secret-zz" not in stream.getvalue()
     assert stream.getvalue().count("***") == 2
 
