@@ -183,7 +183,20 @@ def _png_path(text: str) -> str:
     value = _non_empty(text)
     if not value.lower().endswith(".png"):
         raise ValueError(f"el gráfico es un PNG: el nombre debe acabar en .png, no {_shown(value)}")
+    # Checked now, before a report that may take a while: a directory written wrong is
+    # the likeliest mistake. Whether the directory lets us write is known only on writing.
+    folder = os.path.dirname(value) or "."
+    if not os.path.isdir(folder):
+        raise ValueError(f"la carpeta {_shown_tail(folder)} no existe")
+    if os.path.isdir(value):
+        raise ValueError(f"{_shown_tail(value)} es una carpeta, no un fichero")
     return value
+
+
+def _shown_tail(path: str) -> str:
+    """A path as an error line quotes it: like _shown, but a long one keeps its end."""
+    shown = repr(path)
+    return shown if len(shown) <= SHOWN_CHARACTERS else "'…" + shown[-(SHOWN_CHARACTERS - 2):]
 
 
 def _server_ids(text: str) -> tuple[str, ...]:

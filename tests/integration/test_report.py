@@ -147,12 +147,19 @@ def test_nothing_to_show_is_said_clearly(pipeline: Pipeline, tmp_path: Path) -> 
     assert "La base de datos" not in done.stdout and "No hay ventanas KPI que mostrar." in done.stdout
 
 
-def test_an_unwritable_output_is_one_clear_error(pipeline: Pipeline, tmp_path: Path) -> None:
+def test_an_unwritable_output_is_one_clear_error(pipeline: Pipeline) -> None:
     _load(pipeline)
-    done = pipeline.run(REPORT, "--output", str(tmp_path / "no-such-dir" / "x.png"))
+    # A folder written wrong is a bad setting, known before anything is read.
+    done = pipeline.run(REPORT, "--output", "no-such-dir/x.png")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "informe_kpis_iabd06.py: error: configuración no válida: --output: la carpeta 'no-such-dir' no existe"]
+    # A folder that refuses the file is known only on writing (root writes anywhere a
+    # chmod forbids, so /proc, which takes no new files, stands for it): exit 1, one line.
+    done = pipeline.run(REPORT, "--output", "/proc/informe.png")
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
-    assert "No se pudo escribir el gráfico en" in done.stderr
+    assert "No se pudo escribir el gráfico en /proc/informe.png" in done.stderr
 
 
 def test_windows_closed_together_are_listed_in_offset_order(pipeline: Pipeline, tmp_path: Path) -> None:

@@ -366,6 +366,20 @@ def test_report_settings() -> None:
             load_report_settings(["--output", other], environ={}, dotenv_path="")
 
 
+def test_a_report_output_in_a_missing_folder_is_a_bad_setting(tmp_path: Path) -> None:
+    # Known before connecting, not after a report that may take a while.
+    with pytest.raises(SettingsError, match="^--output: la carpeta 'no-hay' no existe$"):
+        load_report_settings(["--output", "no-hay/x.png"], environ={}, dotenv_path="")
+    long_path = str(tmp_path / ("x" * 80) / "informes" / "hoy.png")  # the end is what tells where
+    with pytest.raises(SettingsError, match="^--output: la carpeta '…x+/informes' no existe$"):
+        load_report_settings(["--output", long_path], environ={}, dotenv_path="")
+    (tmp_path / "carpeta.png").mkdir()
+    with pytest.raises(SettingsError, match="--output: '.*carpeta.png' es una carpeta, no un fichero"):
+        load_report_settings(["--output", str(tmp_path / "carpeta.png")], environ={}, dotenv_path="")
+    chart = str(tmp_path / "x.png")
+    assert load_report_settings(["--output", chart], environ={}, dotenv_path="").output == chart
+
+
 def test_the_readme_settings_table_matches_the_option_tables() -> None:
     """Each row of README's «Configuración» table: variable, flag, default and which
     scripts read it, as the option tables say (the --help texts come from those)."""
