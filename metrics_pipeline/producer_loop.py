@@ -21,9 +21,10 @@
   fatal error and refuses every later send; duplicates are handled downstream.
 * SIGINT/SIGTERM/SIGHUP (see shutdown): no new round; what was sent is flushed (up to
   :data:`STOP_FLUSH_SECONDS`, also when the signal comes while the last round of
-  ``--rounds`` is being flushed), then the producer closes. A message Kafka has not
-  confirmed by then (Kafka down at the stop) is logged at ERROR and counted as
-  failed, like one that failed every attempt: the producer cannot know it arrived.
+  ``--rounds`` is being flushed), then the producer closes without waiting again
+  (see _abandon_unconfirmed). A message Kafka has not confirmed by then (Kafka down at
+  the stop) is logged at ERROR and counted as failed, like one that failed every
+  attempt: the producer cannot know it arrived.
 """
 
 from __future__ import annotations
@@ -56,9 +57,11 @@ DELIVERY_TIMEOUT_MS = 120_000
 # ends within the 10 s of SPEC §5 (with 10 s here it took 9.8-10.2 s).
 MAX_BLOCK_MS = 2_000
 STOP_FLUSH_SECONDS = 6.0
+CLOSE_TIMEOUT_SECONDS = 2.0
 FLUSH_SLICE_SECONDS = 0.2
 TOPIC_CHECK_SECONDS = 5.0
 OVERRUN_WARNING_SECONDS = 60.0
+UNCONFIRMED_AT_STOP = kafka_errors.KafkaTimeoutError("Kafka no confirmó el envío antes del cierre")
 _TOPIC_MISSING = (kafka_errors.UnknownTopicOrPartitionError, kafka_errors.KafkaTimeoutError)
 _NOT_WORTH_RETRYING = (kafka_errors.MessageSizeTooLargeError, kafka_errors.InvalidTopicError,
                        kafka_errors.AuthorizationError, kafka_errors.UnsupportedVersionError)
@@ -138,6 +141,7 @@ class MetricsProducer:
         self._failed: deque[_Pending] = deque()
         self._unconfirmed: dict[int, _Pending] = {}  # id(item) -> item: sent, no answer yet
         self._topic_suspect = False
+        self._closing_by_force = False  # see _abandon_unconfirmed
         self._topic_checked_at = -TOPIC_CHECK_SECONDS
         self._overruns = 0  # rounds that took longer than the interval, since the last WARNING
         self._overrun_warned_at: float | None = None
@@ -172,6 +176,8 @@ class MetricsProducer:
         # Runs on kafka-python's I/O thread: never send from here, just queue.
         with self._lock:
             self._unconfirmed.pop(id(item), None)
+        if self._closing_by_force:  # see _abandon_unconfirmed: say why, not how kafka-python aborted it
+            exc = UNCONFIRMED_AT_STOP
         self._failed.append(_Pending(item.key, item.value, item.server_id, item.message_id,
                                      item.attempt, exc))
         if isinstance(exc, kafka_errors.UnknownTopicOrPartitionError):
@@ -198,6 +204,21 @@ class MetricsProducer:
                 self._send(_Pending(item.key, item.value, item.server_id, item.message_id, item.attempt + 1))
             else:
                 self._give_up(item)
+
+    def _abandon_unconfirmed(self) -> None:
+        """Stop waiting for Kafka: fail the sends it has not confirmed, now.
+
+        close() would first flush again (CLOSE_TIMEOUT_SECONDS more for a Kafka that did
+        not answer in STOP_FLUSH_SECONDS), then give up without closing, and the
+        interpreter's exit would wait on it once more: a stop could pass the 10 s of
+        SPEC §5, after which docker stop kills the process before it reports what it
+        could not send. Closing kafka-python's I/O thread by force fails the pending
+        sends at once (their errback runs, and they are counted as failed). kafka-python
+        has no public call for this; another version just closes the normal way."""
+        self._closing_by_force = True
+        force_close = getattr(getattr(self.producer, "_sender", None), "force_close", None)
+        if callable(force_close):
+            force_close()
 
     def _give_up(self, item: _Pending) -> None:
         self.stats.failed += 1
@@ -264,6 +285,7 @@ class MetricsProducer:
         that comes meanwhile (the last round sent, Kafka not answering) still gets only
         its STOP_FLUSH_SECONDS."""
         deadline: float | None = None
+        flushed = False
         while True:
             if deadline is None and self.stop.is_set():
                 deadline = time.monotonic() + STOP_FLUSH_SECONDS
@@ -282,8 +304,10 @@ class MetricsProducer:
                     break
                 self._retry_failed()
         quiet_kafka_client()
+        if not flushed:
+            self._abandon_unconfirmed()
         try:
-            self.producer.close(timeout=2)
+            self.producer.close(timeout=CLOSE_TIMEOUT_SECONDS)
         except Exception as exc:  # closing must never hide the outcome
             log.warning("Cierre del productor incompleto: %s", exc)
         # Sends aborted by close() report their error now; count them. Those that
@@ -295,5 +319,5 @@ class MetricsProducer:
             self._unconfirmed.clear()
         for item in unanswered:
             self._give_up(_Pending(item.key, item.value, item.server_id, item.message_id, item.attempt,
-                                   kafka_errors.KafkaTimeoutError("Kafka no confirmó el envío antes del cierre")))
+                                   UNCONFIRMED_AT_STOP))
         self.source.close()

@@ -275,6 +275,10 @@ MUTANTS = [
     Mutant("final flush deaf to a stop", "metrics_pipeline/producer_loop.py",
            "            timeout = FLUSH_SLICE_SECONDS\n", "            timeout = None if deadline is None else 9.9\n",
            UNIT),
+    Mutant("a stop waits again for a Kafka that did not answer", "metrics_pipeline/producer_loop.py",
+           "        if not flushed:\n            self._abandon_unconfirmed()\n", "",
+           "tests/integration/test_fault_signals.py::"
+           "test_a_producer_stopped_while_kafka_is_down_accounts_for_every_message"),
     Mutant("a send waits 10 s for a missing topic", "metrics_pipeline/producer_loop.py",
            "MAX_BLOCK_MS = 2_000", "MAX_BLOCK_MS = 10_000",
            "tests/integration/test_fault_signals.py::test_a_stop_while_the_topic_is_missing_ends_within_10_s"),

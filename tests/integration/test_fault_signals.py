@@ -70,6 +70,11 @@ def test_a_producer_stopped_while_kafka_is_down_accounts_for_every_message(own_k
     assert failed > 0 and sent + failed == rounds * 5, "every message is either confirmed or reported failed"
     assert len(re.findall(r" ERROR \S+: No se pudo enviar la métrica de ", log)) == failed
     assert log.count("Enviada métrica de ") == sent
+    # The sends still waiting are failed at once, with our reason, and the producer
+    # closes completely (no second wait for a Kafka that already did not answer).
+    reasons = set(re.findall(r"No se pudo enviar la métrica de .* intentos: (.*)", log))
+    assert reasons == {"KafkaTimeoutError: Kafka no confirmó el envío antes del cierre"}
+    assert "Cierre del productor incompleto" not in log
 
 
 def test_a_stop_while_kafka_hangs_ends_both_scripts_within_10_s(own_kafka, mongo_server, tmp_path,
