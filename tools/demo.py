@@ -9,6 +9,7 @@
    prints the KPI report and its chart, and stops everything it started. Closing
    the terminal does the same (SIGHUP): the servers and scripts run in sessions of
    their own, so nothing else would stop them and they would keep the ports taken.
+   A server that dies meanwhile stops the demo too, with a line saying which (exit 1).
 
 Each demo starts with an empty MongoDB (``--keep-data`` keeps the previous one):
 the local Kafka keeps nothing between runs, so old and new data would not match.
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from metrics_pipeline.cli import tolerate_unencodable_output, write_to_nowhere  # noqa: E402
 from metrics_pipeline.shutdown import stop_signals  # noqa: E402
 from tools.arguments import at_least, port_number, tool_parser  # noqa: E402
-from tools.local_stack import SecantusServer, TansuServer, port_in_use  # noqa: E402
+from tools.local_stack import SecantusServer, ServerProcess, TansuServer, port_in_use  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 JOIN_WAIT_SECONDS = 60.0  # at most, before starting the producer anyway
@@ -46,6 +47,26 @@ def _show(line: str) -> None:
         print(line, flush=True)
     except OSError:
         write_to_nowhere(sys.stdout, sys.stderr)
+
+
+def _watch_servers(servers: tuple[ServerProcess, ...], interrupted: threading.Event) -> threading.Event:
+    """Stop the demo when a server it started dies (a crash, a kill from outside):
+    the scripts would otherwise wait for it, retrying for ever. Says which one and
+    why, sets ``interrupted`` (the demo then stops like on Ctrl-C) and the event
+    returned, after which the demo exits 1."""
+    lost = threading.Event()
+
+    def run() -> None:
+        while not interrupted.wait(0.5):
+            for server in servers:
+                if server.died():
+                    _show(server.death_notice())
+                    lost.set()
+                    interrupted.set()
+                    return
+
+    threading.Thread(target=run, name="vigia-servidores", daemon=True).start()
+    return lost
 
 
 def _pump(name: str, process: subprocess.Popen[bytes], log_path: Path, show_all: bool,
@@ -132,6 +153,7 @@ def main() -> int:
               f"localhost:{args.mongo_port}...", flush=True)
         kafka.start()
         mongo.start()
+        server_lost = _watch_servers((kafka, mongo), interrupted)
         env = {**os.environ, "PYTHONUNBUFFERED": "1",
                "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{args.kafka_port}",
                "MONGODB_URI": f"mongodb://localhost:{args.mongo_port}", "LOG_LEVEL": "INFO"}
@@ -156,7 +178,7 @@ def main() -> int:
                 pump.join(5)
             if interrupted.is_set():
                 print("Demo interrumpida antes de arrancar el productor.", flush=True)
-                return 0
+                return 1 if server_lost.is_set() else 0
             print(f"El consumidor terminó con código {consumer.returncode} antes de entrar en su grupo; "
                   f"el productor no se arranca (log completo en {data}/consumidor.log).", flush=True)
             return 1
@@ -178,6 +200,8 @@ def main() -> int:
             pump.join(5)
         print(f"Productor: código {producer.returncode}; consumidor: código {consumer.returncode}", flush=True)
 
+        if server_lost.is_set():
+            return 1  # the report would wait for a MongoDB that is gone, or show a run cut short
         report = REPO / "informe_kpis_iabd06.py"
         if report.exists():
             print("\nInforme de KPIs:", flush=True)

@@ -69,6 +69,7 @@ class ServerProcess:
         self.port = port
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        self._stopping = False  # see died()
 
     @property
     def address(self) -> str:
@@ -78,6 +79,7 @@ class ServerProcess:
         if port_in_use(self.port):
             raise RuntimeError(f"el puerto {self.port} ya está en uso: no puedo arrancar {self.name} ahí")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._stopping = False
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
@@ -105,7 +107,17 @@ class ServerProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def died(self) -> bool:
+        """Started, then ended without stop() or kill() (a crash, a kill from outside)."""
+        return self.process is not None and not self._stopping and self.process.poll() is not None
+
+    def death_notice(self) -> str:
+        assert self.process is not None
+        return (f"{self.name} ha terminado sin que nadie lo parara (código {self.process.returncode}); "
+                f"últimas líneas de su log ({self.log_path}):\n{self.tail(5)}")
+
     def stop(self, timeout: float = 15.0) -> None:
+        self._stopping = True
         if not self.running():
             return
         assert self.process is not None
@@ -116,6 +128,7 @@ class ServerProcess:
             self.kill()
 
     def kill(self) -> None:
+        self._stopping = True
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
@@ -244,7 +257,10 @@ def main() -> int:
         try:
             print(f"Kafka (Tansu) en {kafka.address}; MongoDB (SecantusDB) en {mongo.uri}. Ctrl-C para parar.")
             while not stop.wait(1.0):
-                pass
+                for server in (kafka, mongo):
+                    if server.died():  # the other is stopped on the way out
+                        print(server.death_notice(), file=sys.stderr)
+                        return 1
         finally:
             mongo.stop()
     finally:

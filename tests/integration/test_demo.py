@@ -143,3 +143,37 @@ def test_closing_the_terminal_stops_the_demo_and_everything_it_started(tmp_path:
     consumer_log = (tmp_path / "consumidor.log").read_text()
     assert "Señal SIGTERM recibida" in consumer_log and "Fin del consumidor (señal de parada)" in consumer_log
     assert "Fin del productor" in (tmp_path / "productor.log").read_text()
+
+
+def test_a_server_that_dies_stops_the_demo_with_a_line_saying_which(tmp_path: Path) -> None:
+    # Without a watch the scripts would retry for ever and the demo would wait with them.
+    demo = subprocess.Popen(
+        [sys.executable, str(DEMO), "--interval", "0.2", "--kafka-port", str(free_port()),
+         "--mongo-port", str(free_port()), "--data-dir", str(tmp_path)],
+        env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started: list[psutil.Process] = []
+    try:
+        assert demo.stdout is not None
+        seen = []
+        for line in demo.stdout:
+            seen.append(line)
+            if "Ventana KPI" in line:
+                break
+        started = psutil.Process(demo.pid).children(recursive=True)
+        mongo = [p for p in started if "secantusd" in " ".join(p.cmdline())]
+        assert len(mongo) == 1
+        mongo[0].kill()
+        rest, _ = demo.communicate(timeout=60)
+        _, alive = psutil.wait_procs(started, timeout=30)
+        assert alive == [], "the demo left a server or a script running"
+    finally:
+        for process in [demo, *started]:
+            try:
+                process.kill()
+            except (ProcessLookupError, psutil.NoSuchProcess):
+                pass
+    out = "".join(seen) + rest
+    assert demo.returncode == 1, out
+    assert "SecantusDB (MongoDB) ha terminado sin que nadie lo parara (código -9)" in out
+    assert "Informe de KPIs" not in out  # it would wait for the MongoDB that is gone
+    assert "Servidores locales parados." in out and "Traceback" not in out
