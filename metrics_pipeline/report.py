@@ -38,6 +38,14 @@ from metrics_pipeline.settings import MongoSettings
 CHART_SIZE_INCHES = (12.0, 9.0)
 CHART_DPI = 100  # 1200 x 900 pixels
 CHART_MAX_WINDOWS = 2000
+# A bar is at least this fraction of the time axis wide (about 2 pixels at 1200 px):
+# a backlog drained at once puts hundreds of windows within a second, and a bar as wide
+# as their gap would vanish beside a long gap elsewhere on the axis.
+MIN_BAR_FRACTION = 1 / 600
+# Lines are broken where no window closed for this many typical gaps (and at least
+# GAP_MIN_SECONDS): a consumer stopped for an hour has no data then, not a straight line.
+GAP_FACTOR = 10
+GAP_MIN_SECONDS = 300.0
 AUDIT_CHUNK_MESSAGES = 200  # raw documents read per query of the audit (see audit_stored_windows)
 AUDIT_PROBLEMS_SHOWN = 20
 SERVER_COLUMN_WIDTH = 40  # longer server ids are cut in the summary table (not in MongoDB)
@@ -273,22 +281,23 @@ def draw_chart(windows: Sequence[dict[str, Any]], path: str, title: str) -> tupl
     fig.suptitle(title)
     cpu = [x["cpu_percent_avg"] for x in k]
     memory = [x["memory_percent_avg"] for x in k]
-    axes[0].plot(times, cpu, marker=".", label="CPU media (%)")
-    axes[0].plot(times, memory, marker=".", label="memoria media (%)")
+    gaps = _gap_positions(times)
+    axes[0].plot(*_broken(times, cpu, gaps), marker=".", label="CPU media (%)")
+    axes[0].plot(*_broken(times, memory, gaps), marker=".", label="memoria media (%)")
     if alerted:
         axes[0].scatter([times[i] for i in alerted], [max(cpu[i], memory[i]) for i in alerted],
                         color="red", zorder=3, label="ventana con alerta")
     axes[0].set_ylim(0, 100)
     axes[0].set_ylabel("%")
-    axes[1].plot(times, [x["disk_io_mbps_avg"] for x in k], marker=".", label="disco medio (MB/s)")
-    axes[1].plot(times, [x["network_mbps_avg"] for x in k], marker=".", label="red media (Mbps)")
+    axes[1].plot(*_broken(times, [x["disk_io_mbps_avg"] for x in k], gaps), marker=".", label="disco medio (MB/s)")
+    axes[1].plot(*_broken(times, [x["network_mbps_avg"] for x in k], gaps), marker=".", label="red media (Mbps)")
     axes[1].set_ylabel("MB/s · Mbps")
     width = _bar_width(times)
     axes[2].bar(times, [_plain_number(x["error_count_sum"]) for x in k], width=width, color="tab:red",
                 label="errores (suma)")
     axes[2].set_ylabel("errores")
     rates = [x["tasa_procesamiento_msg_seg"] for x in k]
-    axes[3].plot(times, rates, marker=".", color="tab:green", label="tasa de procesamiento (msg/s)")
+    axes[3].plot(*_broken(times, rates, gaps), marker=".", color="tab:green", label="tasa de procesamiento (msg/s)")
     if rates and min(rates) > 0 and max(rates) / min(rates) > 50:
         axes[3].set_yscale("log")  # a drained backlog (thousands) next to live traffic (units)
     axes[3].set_ylabel("msg/s")
@@ -311,13 +320,39 @@ def _plain_number(value: Any) -> float | int:
     return float(value.to_decimal()) if isinstance(value, Decimal128) else value
 
 
+def _typical_gap(times: Sequence[datetime]) -> float | None:
+    """The median of the positive gaps between consecutive windows, in seconds."""
+    gaps = sorted((b - a).total_seconds() for a, b in zip(times, times[1:]) if b > a)
+    return gaps[len(gaps) // 2] if gaps else None
+
+
 def _bar_width(times: Sequence[datetime]) -> float:
-    """Bar width in days (matplotlib's date unit): most of the gap between windows."""
+    """Bar width in days (matplotlib's date unit): most of the typical gap between
+    windows, and at least MIN_BAR_FRACTION of the axis."""
     if len(times) < 2:
         return 1 / 86400
-    gaps = sorted((b - a).total_seconds() for a, b in zip(times, times[1:]) if b > a)
-    typical = gaps[len(gaps) // 2] if gaps else 1.0
-    return max(typical * 0.8, 0.001) / 86400
+    typical = _typical_gap(times) or 1.0
+    span = (max(times) - min(times)).total_seconds()
+    return max(typical * 0.8, span * MIN_BAR_FRACTION, 0.001) / 86400
+
+
+def _gap_positions(times: Sequence[datetime]) -> list[int]:
+    """Indexes i where the gap from times[i-1] to times[i] is long (see GAP_FACTOR)."""
+    typical = _typical_gap(times)
+    if typical is None:
+        return []
+    limit = max(GAP_FACTOR * typical, GAP_MIN_SECONDS)
+    return [i for i in range(1, len(times)) if (times[i] - times[i - 1]).total_seconds() > limit]
+
+
+def _broken(times: Sequence[datetime], values: Sequence[float], gaps: Sequence[int]
+            ) -> tuple[list[datetime], list[float]]:
+    """``times`` and ``values`` with a NaN point in each gap: matplotlib breaks the line there."""
+    xs, ys = list(times), list(values)
+    for i in reversed(gaps):
+        xs.insert(i, times[i - 1] + (times[i] - times[i - 1]) / 2)
+        ys.insert(i, float("nan"))
+    return xs, ys
 
 
 def chart_windows(kpis: Collection, since: datetime | None) -> list[dict[str, Any]]:

@@ -228,3 +228,49 @@ def test_audit_finds_the_pipelines_windows_exact_and_names_each_damaged_one(pipe
         in done.stdout
     [error] = [line for line in done.stderr.splitlines() if "ERROR" in line]
     assert error.endswith("La auditoría encontró 3 problemas en 3 ventanas")
+
+
+def _windows_with_a_gap(error_sum: int) -> list[dict]:
+    """3 live windows a minute apart, an hour with none, then 300 windows of a
+    backlog drained at once (their events 10 ms apart)."""
+    times = [T0 + timedelta(minutes=n) for n in range(3)]
+    times += [T0 + timedelta(hours=1, milliseconds=10 * n) for n in range(300)]
+    return [{
+        "_id": f"t:0:{n * 20}", "window_start": t, "window_end": t, "message_count": 20,
+        "first_event_time": t, "last_event_time": t,
+        "kpis": {"cpu_percent_avg": 30.0, "memory_percent_avg": 70.0, "disk_io_mbps_avg": 1.0,
+                 "network_mbps_avg": 1.0, "error_count_sum": error_sum, "tasa_procesamiento_msg_seg": 20.0},
+        "alerts": [], "kafka": {"topic": "t", "partition": 0, "first_offset": n * 20, "last_offset": n * 20 + 19},
+    } for n, t in enumerate(times)]
+
+
+def _pixels_like(chart: Path, rgb: tuple[int, int, int], rows: tuple[float, float],
+                 columns: tuple[float, float] = (0.0, 1.0)) -> int:
+    """How many pixels of that colour (give or take) in a band of the chart, given as
+    fractions of its height and width."""
+    import matplotlib.image
+
+    image = matplotlib.image.imread(str(chart))[..., :3] * 255
+    height, width = image.shape[:2]
+    band = image[int(rows[0] * height):int(rows[1] * height), int(columns[0] * width):int(columns[1] * width)]
+    return int((abs(band - rgb).sum(axis=-1) < 40).sum())
+
+
+def test_the_chart_shows_the_errors_of_a_drained_backlog_and_no_line_across_a_gap(pipeline: Pipeline,
+                                                                                 tmp_path: Path) -> None:
+    pipeline.db["kpis_errores"].insert_many(_windows_with_a_gap(error_sum=5))
+    pipeline.db["kpis_sin_errores"].insert_many(_windows_with_a_gap(error_sum=0))
+    charts = {}
+    for name in ("kpis_errores", "kpis_sin_errores"):
+        charts[name] = tmp_path / f"{name}.png"
+        done = pipeline.run(REPORT, "--kpi-collection", name, "--output", str(charts[name]))
+        assert done.returncode == 0, done.stderr
+    red, blue = (214, 39, 40), (31, 119, 180)  # matplotlib's tab:red (error bars), tab:blue (CPU)
+    errors_panel = (0.52, 0.70)
+    # The bars of 300 windows 10 ms apart, on an axis of an hour: visible, not 0.01 pixels wide.
+    bars = _pixels_like(charts["kpis_errores"], red, errors_panel) - _pixels_like(charts["kpis_sin_errores"], red,
+                                                                                   errors_panel)
+    assert bars > 300, bars
+    # No CPU line drawn across the hour without windows (at most the legend's sample).
+    across_the_gap = _pixels_like(charts["kpis_errores"], blue, rows=(0.04, 0.24), columns=(0.3, 0.7))
+    assert across_the_gap < 150, across_the_gap

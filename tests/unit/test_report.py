@@ -1,10 +1,15 @@
-"""Report formatting (pure): tables line up, empty inputs say so."""
+"""Report formatting (pure): tables line up, empty inputs say so; the chart's bar widths
+and line breaks."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import math
+from datetime import datetime, timedelta, timezone
 
-from metrics_pipeline.report import _table, foreign_note, format_summary, format_windows, windows_phrase
+import pytest
+
+from metrics_pipeline.report import (_bar_width, _broken, _gap_positions, _table, foreign_note, format_summary,
+                                     format_windows, windows_phrase)
 from metrics_pipeline.settings import load_report_settings
 
 
@@ -99,3 +104,35 @@ def test_alerts_edited_by_hand_into_something_else_do_not_break_the_table() -> N
     shown = [format_windows([_window(alerts=alerts)], 1).splitlines()[-1].split()[-1]
              for alerts in (["x"], "CPU", [{"kpi": "cpu_percent_avg"}, {"valor": 1}], None)]
     assert shown == ["-", "-", "CPU", "-"]
+
+
+T0 = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
+
+
+def test_bars_are_most_of_the_typical_gap_and_never_thinner_than_the_axis_allows() -> None:
+    live = [T0 + timedelta(seconds=40 * n) for n in range(10)]
+    assert _bar_width(live) * 86400 == pytest.approx(32.0)  # 80 % of the 40 s between windows
+    drained = live + [T0 + timedelta(hours=1, milliseconds=10 * n) for n in range(300)]
+    span = (drained[-1] - drained[0]).total_seconds()
+    assert _bar_width(drained) * 86400 == pytest.approx(span / 600)  # not 8 ms, a hundredth of a pixel
+
+
+def _after(gaps_in_seconds: list[float]) -> list[datetime]:
+    times = [T0]
+    for gap in gaps_in_seconds:
+        times.append(times[-1] + timedelta(seconds=gap))
+    return times
+
+
+def test_lines_break_only_where_no_window_closed_for_long() -> None:
+    assert _gap_positions(_after([40] * 4)) == []
+    # A break needs more than ten typical gaps and more than five minutes.
+    assert _gap_positions(_after([40, 40, 40, 40, 401, 40])) == [5]
+    assert _gap_positions(_after([40, 40, 40, 40, 399, 40])) == []
+    assert _gap_positions(_after([1, 1, 1, 301, 1])) == [4]
+    assert _gap_positions(_after([1, 1, 1, 299, 1])) == []
+    assert _gap_positions([T0]) == [] and _gap_positions([T0, T0]) == []
+    times = _after([40, 40, 40, 40, 401, 40])
+    xs, ys = _broken(times, [float(n) for n in range(7)], [5])
+    assert xs[5] == times[4] + (times[5] - times[4]) / 2 and math.isnan(ys[5])
+    assert xs[:5] + xs[6:] == times and ys[:5] + ys[6:] == [float(n) for n in range(7)]
