@@ -75,10 +75,13 @@ SHOWN_CHARACTERS = 60  # of a bad value quoted in an error line, which stays one
 _INTEGER_RE = re.compile(r"[+-]?[0-9]+")
 
 
-def _shown(value: object) -> str:
-    """A bad value as an error line quotes it: repr() of text, at most SHOWN_CHARACTERS."""
+def _shown(value: object, end: bool = False) -> str:
+    """A bad value as an error line quotes it: repr() of text, at most SHOWN_CHARACTERS;
+    with ``end``, a long one keeps its end (a path: where it points)."""
     shown = repr(value) if isinstance(value, str) else str(value)
-    return shown if len(shown) <= SHOWN_CHARACTERS else shown[:SHOWN_CHARACTERS - 1] + "…"
+    if len(shown) <= SHOWN_CHARACTERS:
+        return shown
+    return "'…" + shown[-(SHOWN_CHARACTERS - 2):] if end else shown[:SHOWN_CHARACTERS - 1] + "…"
 
 
 def _int(minimum: int, maximum: int | None = MAX_INT) -> Callable[[str], int]:
@@ -187,16 +190,10 @@ def _png_path(text: str) -> str:
     # the likeliest mistake. Whether the directory lets us write is known only on writing.
     folder = os.path.dirname(value) or "."
     if not os.path.isdir(folder):
-        raise ValueError(f"la carpeta {_shown_tail(folder)} no existe")
+        raise ValueError(f"la carpeta {_shown(folder, end=True)} no existe")
     if os.path.isdir(value):
-        raise ValueError(f"{_shown_tail(value)} es una carpeta, no un fichero")
+        raise ValueError(f"{_shown(value, end=True)} es una carpeta, no un fichero")
     return value
-
-
-def _shown_tail(path: str) -> str:
-    """A path as an error line quotes it: like _shown, but a long one keeps its end."""
-    shown = repr(path)
-    return shown if len(shown) <= SHOWN_CHARACTERS else "'…" + shown[-(SHOWN_CHARACTERS - 2):]
 
 
 def _server_ids(text: str) -> tuple[str, ...]:

@@ -22,10 +22,8 @@ DEMO = REPO / "tools" / "demo.py"
 
 
 def test_demo_runs_the_pipeline_shows_windows_and_ends_with_the_report(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, str(DEMO), "--rounds", "9", "--interval", "0.2", "--kafka-port", str(free_port()),
-         "--mongo-port", str(free_port()), "--data-dir", str(tmp_path)],
-        env=clean_env(), capture_output=True, text=True, timeout=180)
+    done = subprocess.run(_demo_command(tmp_path, rounds=9), env=clean_env(), capture_output=True, text=True,
+                          timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert out.count("Ventana KPI") == 2  # 45 messages: two windows of 20
@@ -63,9 +61,19 @@ def test_demo_refuses_bad_flags_in_one_line_before_starting_anything(tmp_path: P
     assert not any(tmp_path.iterdir())  # nothing started
 
 
-def _demo_command(tmp_path: Path) -> list[str]:
-    return [sys.executable, str(DEMO), "--rounds", "3", "--interval", "0.2", "--kafka-port", str(free_port()),
-            "--mongo-port", str(free_port()), "--data-dir", str(tmp_path)]
+def _demo_command(tmp_path: Path, rounds: int | None = 3) -> list[str]:
+    """The demo on free ports; ``rounds=None``: until stopped."""
+    return [sys.executable, str(DEMO), *(["--rounds", str(rounds)] if rounds else []), "--interval", "0.2",
+            "--kafka-port", str(free_port()), "--mongo-port", str(free_port()), "--data-dir", str(tmp_path)]
+
+
+def _kill_all(processes: list) -> None:
+    """Whatever of these is still running (subprocess.Popen or psutil.Process)."""
+    for process in processes:
+        try:
+            process.kill()
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
 
 
 def test_demo_does_not_start_the_producer_when_the_consumer_cannot_start(tmp_path: Path) -> None:
@@ -120,9 +128,7 @@ def test_closing_the_terminal_stops_the_demo_and_everything_it_started(tmp_path:
     # demo: it must stop them, or they keep running and the ports stay taken.
     terminal, tty = os.openpty()
     demo = subprocess.Popen(
-        [sys.executable, str(DEMO), "--interval", "0.2", "--kafka-port", str(free_port()),
-         "--mongo-port", str(free_port()), "--data-dir", str(tmp_path)],
-        env=clean_env(), stdin=tty, stdout=tty, stderr=tty, start_new_session=True,
+        _demo_command(tmp_path, rounds=None), env=clean_env(), stdin=tty, stdout=tty, stderr=tty, start_new_session=True,
         preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))  # the tty is its controlling terminal
     os.close(tty)
     started: list[psutil.Process] = []
@@ -135,11 +141,7 @@ def test_closing_the_terminal_stops_the_demo_and_everything_it_started(tmp_path:
         _, alive = psutil.wait_procs(started, timeout=30)
         assert alive == []
     finally:
-        for process in [demo, *started]:
-            try:
-                process.kill()
-            except (ProcessLookupError, psutil.NoSuchProcess):
-                pass
+        _kill_all([demo, *started])
     consumer_log = (tmp_path / "consumidor.log").read_text()
     assert "Señal SIGTERM recibida" in consumer_log and "Fin del consumidor (señal de parada)" in consumer_log
     assert "Fin del productor" in (tmp_path / "productor.log").read_text()
@@ -147,10 +149,8 @@ def test_closing_the_terminal_stops_the_demo_and_everything_it_started(tmp_path:
 
 def test_a_server_that_dies_stops_the_demo_with_a_line_saying_which(tmp_path: Path) -> None:
     # Without a watch the scripts would retry for ever and the demo would wait with them.
-    demo = subprocess.Popen(
-        [sys.executable, str(DEMO), "--interval", "0.2", "--kafka-port", str(free_port()),
-         "--mongo-port", str(free_port()), "--data-dir", str(tmp_path)],
-        env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    demo = subprocess.Popen(_demo_command(tmp_path, rounds=None), env=clean_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     started: list[psutil.Process] = []
     try:
         assert demo.stdout is not None
@@ -167,11 +167,7 @@ def test_a_server_that_dies_stops_the_demo_with_a_line_saying_which(tmp_path: Pa
         _, alive = psutil.wait_procs(started, timeout=30)
         assert alive == [], "the demo left a server or a script running"
     finally:
-        for process in [demo, *started]:
-            try:
-                process.kill()
-            except (ProcessLookupError, psutil.NoSuchProcess):
-                pass
+        _kill_all([demo, *started])
     out = "".join(seen) + rest
     assert demo.returncode == 1, out
     assert "SecantusDB (MongoDB) ha terminado sin que nadie lo parara (código -9)" in out

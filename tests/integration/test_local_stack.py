@@ -16,15 +16,22 @@ from tests.support.pipeline import REPO, clean_env
 from tools.local_stack import free_port, port_in_use
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_stop_signal_stops_both_servers(tmp_path: Path, signum: int) -> None:
+def _start_stack(tmp_path: Path) -> tuple[subprocess.Popen[str], int, int]:
+    """`make stack` on free ports, once it says it is ready: (process, Kafka port, MongoDB port)."""
     kafka_port, mongo_port = free_port(), free_port()
     process = subprocess.Popen([sys.executable, str(REPO / "tools" / "local_stack.py"), "--kafka-port",
                                 str(kafka_port), "--mongo-port", str(mongo_port), "--data-dir", str(tmp_path)],
-                               cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                               cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    assert process.stdout is not None
+    assert "Ctrl-C para parar" in process.stdout.readline()
+    return process, kafka_port, mongo_port
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_stops_both_servers(tmp_path: Path, signum: int) -> None:
+    process, kafka_port, mongo_port = _start_stack(tmp_path)
     try:
-        assert process.stdout is not None
-        assert b"Ctrl-C para parar" in process.stdout.readline()
         assert port_in_use(kafka_port) and port_in_use(mongo_port)
         process.send_signal(signum)
         assert process.wait(30) == 0
@@ -37,14 +44,8 @@ def test_a_stop_signal_stops_both_servers(tmp_path: Path, signum: int) -> None:
 
 
 def test_a_server_that_dies_stops_the_stack_with_a_line_saying_which(tmp_path: Path) -> None:
-    kafka_port, mongo_port = free_port(), free_port()
-    process = subprocess.Popen([sys.executable, str(REPO / "tools" / "local_stack.py"), "--kafka-port",
-                                str(kafka_port), "--mongo-port", str(mongo_port), "--data-dir", str(tmp_path)],
-                               cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process, kafka_port, _ = _start_stack(tmp_path)
     try:
-        assert process.stdout is not None
-        assert "Ctrl-C para parar" in process.stdout.readline()
         servers = psutil.Process(process.pid).children()
         tansu = [p for p in servers if "tansu" in p.name()]
         assert len(servers) == 2 and len(tansu) == 1
