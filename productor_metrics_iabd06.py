@@ -21,7 +21,7 @@ from metrics_pipeline.cli import exit_with
 from metrics_pipeline.errors import RunFailure
 from metrics_pipeline.host_metrics import HostMetricsSource, default_server_id
 from metrics_pipeline.kafka_connection import ensure_topic
-from metrics_pipeline.log_setup import configure_logging
+from metrics_pipeline.log_setup import configure_logging, counted
 from metrics_pipeline.producer_loop import MetricsProducer, MetricsSource, open_producer
 from metrics_pipeline.settings import load_producer_settings
 from metrics_pipeline.shutdown import install_stop_handlers
@@ -47,8 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stats = producer.run()
 
     if stats.failed:
-        raise RunFailure(f"{stats.failed} métricas no se pudieron enviar a Kafka "
-                         f"({stats.sent} enviadas en {stats.rounds} rondas)")
+        failed = "métrica no se pudo enviar" if stats.failed == 1 else "métricas no se pudieron enviar"
+        raise RunFailure(f"{stats.failed} {failed} a Kafka ({counted(stats.sent, 'enviada')} en "
+                         f"{counted(stats.rounds, 'ronda')})")
     return 0
 
 

@@ -58,7 +58,7 @@ from tools.local_stack import SecantusServer, TansuServer, free_port, port_in_us
 BEGIN, END = "<!-- resultados:inicio -->", "<!-- resultados:fin -->"
 _TS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
 _BATCH = re.compile(r"Lote guardado en [\d.]+ s \(\d+ msg/s\), ([\d.]+) s después de llegar de Kafka: "
-                    r"(\d+) mensajes")
+                    r"(\d+) mensajes?")
 
 
 def _ts(line: str) -> float:

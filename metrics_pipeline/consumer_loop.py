@@ -62,7 +62,7 @@ from metrics_pipeline.clock import Clock
 from metrics_pipeline.errors import RunFailure, StartupError
 from metrics_pipeline.ingest import BatchIngestor, BatchResult, describe, parse_records
 from metrics_pipeline.kafka_connection import client_config, forbid_topic_auto_creation
-from metrics_pipeline.log_setup import KafkaStatus, quiet_kafka_client
+from metrics_pipeline.log_setup import KafkaStatus, counted, quiet_kafka_client
 from metrics_pipeline.retry import Stopped
 from metrics_pipeline.settings import ConsumerSettings, SettingsError
 from metrics_pipeline.storage import MetricsStore
@@ -485,12 +485,14 @@ class MetricsConsumer:
         self.stop.set()
         self._writer.shutdown(wait=True, cancel_futures=True)
         open_messages = self.tracker.open_messages()
-        log.info("Fin del consumidor (%s): %d mensajes leídos, %d guardados nuevos, %d ya guardados, "
-                 "%d duplicados, %d ya contados en ventanas cerradas, %d a dead-letter, ventanas KPI: %d. "
-                 "Mensajes en ventanas incompletas, que no se confirman y se releerán al reiniciar: %d",
-                 self.summary.reason or "error", self.summary.consumed, self.summary.stored_new,
-                 self.summary.replayed, self.summary.duplicates, self.summary.in_closed_windows,
-                 self.summary.deadlettered, self.summary.windows, open_messages)
+        done = self.summary
+        log.info("Fin del consumidor (%s): %s, %s, %s, %s, %s en ventanas cerradas, %d a dead-letter, "
+                 "ventanas KPI: %d. Mensajes en ventanas incompletas, que no se confirman y se releerán al "
+                 "reiniciar: %d", done.reason or "error", counted(done.consumed, "mensaje leído", "mensajes leídos"),
+                 counted(done.stored_new, "guardado nuevo", "guardados nuevos"),
+                 counted(done.replayed, "ya guardado", "ya guardados"), counted(done.duplicates, "duplicado"),
+                 counted(done.in_closed_windows, "ya contado", "ya contados"), done.deadlettered, done.windows,
+                 open_messages)
         if self._consumer is not None:
             quiet_kafka_client()
             _skip_leave_group_unless_stable(self._consumer)

@@ -70,6 +70,7 @@ from metrics_pipeline.clock import Clock, datetime_from_ms, utc_now_ms
 from metrics_pipeline.documents import (deadletter_document, kafka_coordinates, kpi_document,
                                         member_from_message, raw_document, same_message, window_id)
 from metrics_pipeline.kpis import compute_kpis, window_bounds
+from metrics_pipeline.log_setup import counted
 from metrics_pipeline.message import InvalidMessage, MetricMessage, parse_message
 from metrics_pipeline.retry import retry_while_unavailable
 from metrics_pipeline.settings import MAX_WINDOW_SIZE
@@ -327,9 +328,9 @@ def _uuid_taken(message_id: str, where: dict[str, Any]) -> str:
 
 def _log_window(doc: dict[str, Any]) -> None:
     k = doc["kpis"]
-    log.info("Ventana KPI %s: %d %s en %.3f s | CPU %.2f %% | memoria %.2f %% | disco %.2f MB/s"
+    log.info("Ventana KPI %s: %s en %.3f s | CPU %.2f %% | memoria %.2f %% | disco %.2f MB/s"
              " | red %.2f Mbps | errores %s | tasa %.1f msg/s",
-             doc["_id"], doc["message_count"], "mensaje" if doc["message_count"] == 1 else "mensajes",
+             doc["_id"], counted(doc["message_count"], "mensaje"),
              doc["window_duration_seconds"], k["cpu_percent_avg"],
              k["memory_percent_avg"], k["disk_io_mbps_avg"], k["network_mbps_avg"], k["error_count_sum"],
              k["tasa_procesamiento_msg_seg"])
@@ -355,17 +356,18 @@ def _offset_ranges(records: Sequence[Record]) -> str:
 
 
 def describe(result: BatchResult) -> str:
-    parts = [f"{result.consumed} mensajes", f"{result.stored_new} nuevos"]
+    parts = [counted(result.consumed, "mensaje"), counted(result.stored_new, "nuevo")]
     if result.replayed:
-        parts.append(f"{result.replayed} ya guardados (relectura)")
+        parts.append(f"{counted(result.replayed, 'ya guardado', 'ya guardados')} (relectura)")
     if result.duplicates:
-        parts.append(f"{result.duplicates} duplicados")
+        parts.append(counted(result.duplicates, "duplicado"))
     if result.in_closed_windows:
-        parts.append(f"{result.in_closed_windows} ya contados en ventanas KPI cerradas (relectura)")
+        parts.append(f"{counted(result.in_closed_windows, 'ya contado', 'ya contados')} en ventanas KPI cerradas "
+                     "(relectura)")
     if result.deadlettered:
         parts.append(f"{result.deadlettered} a dead-letter")
     if result.ignored:
-        parts.append(f"{result.ignored} repetidos por Kafka")
+        parts.append(f"{counted(result.ignored, 'repetido', 'repetidos')} por Kafka")
     parts.append(f"ventanas KPI: {result.windows}")
     committed = ", ".join(f"p{p}→{o}" for p, o in sorted(result.positions.items())) or "nada nuevo"
     if result.positions and not result.committed:

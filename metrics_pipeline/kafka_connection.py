@@ -244,7 +244,7 @@ def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
     if created:
         log.info("Tema %s creado (particiones: %d)", settings.topic, count)
     elif count != settings.partitions:
-        log.info("Tema %s ya existe con %d particiones (KAFKA_TOPIC_PARTITIONS=%d solo se aplica "
+        log.info("Tema %s ya existe (particiones: %d; KAFKA_TOPIC_PARTITIONS=%d solo se aplica "
                  "al crearlo)", settings.topic, count, settings.partitions)
     else:
         log.info("Tema %s listo (particiones: %d)", settings.topic, count)

@@ -190,6 +190,12 @@ def _log_from_handler(logger: logging.Logger, level: int, msg: str, *args: objec
         logger.callHandlers(logger.makeRecord(logger.name, level, __file__, 0, msg, args, None))
 
 
+def counted(n: int, singular: str, plural: str | None = None) -> str:
+    """'1 ronda', '2 rondas', '0 mensajes': counts in the log lines read as Spanish
+    (``plural``: when it is not ``singular`` + 's')."""
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
+
+
 def _short(text: str, limit: int = 160) -> str:
     text = " ".join(text.split())
     # kafka-python prefixes many lines with "<KafkaConnection ...>: "; keep the reason.

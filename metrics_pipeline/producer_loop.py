@@ -43,7 +43,7 @@ from kafka import KafkaProducer
 from metrics_pipeline.errors import StartupError
 from metrics_pipeline.kafka_connection import (client_config, forbid_topic_auto_creation,
                                                  recreate_topic_if_missing)
-from metrics_pipeline.log_setup import KafkaStatus, quiet_kafka_client
+from metrics_pipeline.log_setup import KafkaStatus, counted, quiet_kafka_client
 from metrics_pipeline.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -86,11 +86,6 @@ class ProducerStats:
     sent: int = 0
     failed: int = 0
     resent: int = 0
-
-
-def _count(n: int, singular: str, plural: str) -> str:
-    """'1 ronda', '2 rondas': counts in the log lines read as Spanish."""
-    return f"{n} {singular if n == 1 else plural}"
 
 
 @dataclass(frozen=True)
@@ -237,9 +232,9 @@ class MetricsProducer:
     def run(self) -> ProducerStats:
         pace = f"cada {self.interval:g} s" if self.interval > 0 else "sin pausa entre rondas"
         log.info("Productor enviando a %s: %s (%s) %s%s", self.topic,
-                 _count(len(self.source.server_ids), "servidor", "servidores"),
+                 counted(len(self.source.server_ids), "servidor", "servidores"),
                  ",".join(self.source.server_ids[:10]), pace,
-                 f", {_count(self.rounds, 'ronda', 'rondas')}" if self.rounds else "")
+                 f", {counted(self.rounds, 'ronda')}" if self.rounds else "")
         self.source.start()
         next_start = time.monotonic()
         if self.source.first_round_waits and self.interval > 0:
@@ -259,9 +254,9 @@ class MetricsProducer:
                     next_start = now
                 self.stop.wait(next_start - now)
         self._drain()
-        log.info("Fin del productor: %s, %s, %s, %s", _count(self.stats.rounds, "ronda", "rondas"),
-                 _count(self.stats.sent, "métrica enviada", "métricas enviadas"),
-                 _count(self.stats.resent, "reenvío", "reenvíos"), _count(self.stats.failed, "fallida", "fallidas"))
+        log.info("Fin del productor: %s, %s, %s, %s", counted(self.stats.rounds, "ronda"),
+                 counted(self.stats.sent, "métrica enviada", "métricas enviadas"),
+                 counted(self.stats.resent, "reenvío"), counted(self.stats.failed, "fallida"))
         return self.stats
 
     def _warn_overrun(self, took: float, now: float) -> None:
@@ -270,10 +265,10 @@ class MetricsProducer:
             return
         since = ""
         if self._overrun_warned_at is not None:
-            since = f" ({_count(self._overruns, 'ronda', 'rondas')} así desde el aviso anterior)"
+            since = f" ({counted(self._overruns, 'ronda')} así desde el aviso anterior)"
         log.warning("Una ronda de %s tardó %.2f s, más que --interval %g s: la siguiente empieza ya y el "
                     "productor va más despacio de lo pedido%s",
-                    _count(len(self.source.server_ids), "métrica", "métricas"), took, self.interval, since)
+                    counted(len(self.source.server_ids), "métrica"), took, self.interval, since)
         self._overrun_warned_at = now
         self._overruns = 0
 

@@ -38,6 +38,16 @@ def test_a_batch_line_gives_the_write_rate_and_the_time_since_it_came_from_kafka
     assert describe(result).endswith("offsets confirmados: ninguno (falló el commit de p0→2000, p2→40)")
 
 
+def test_a_batch_of_one_message_is_described_in_the_singular() -> None:
+    # --source psutil sends one message per round: batches of one are the usual case there.
+    result = BatchResult(consumed=1, stored_new=1, windows=0, seconds=0.01, write_seconds=0.01)
+    assert ": 1 mensaje, 1 nuevo, ventanas KPI: 0; offsets confirmados: nada nuevo" in describe(result)
+    result = BatchResult(consumed=4, replayed=1, duplicates=1, in_closed_windows=1, ignored=1, seconds=1,
+                         write_seconds=1)
+    assert ": 4 mensajes, 0 nuevos, 1 ya guardado (relectura), 1 duplicado, 1 ya contado en ventanas KPI " \
+           "cerradas (relectura), 1 repetido por Kafka, ventanas KPI: 0;" in describe(result)
+
+
 def test_the_window_line_says_its_kpis_and_counts_one_message_in_the_singular(caplog) -> None:
     kpis = {"cpu_percent_avg": 25.421, "memory_percent_avg": 36.47, "disk_io_mbps_avg": 35.5, "network_mbps_avg": 55.93,
             "error_count_sum": 2, "tasa_procesamiento_msg_seg": 100.04}

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from metrics_pipeline.log_setup import KafkaLogBridge, KafkaStatus, _buffered_stderr
+from metrics_pipeline.log_setup import KafkaLogBridge, KafkaStatus, _buffered_stderr, counted
 from tests.support.logs import scripts_logging
 
 
@@ -251,3 +251,12 @@ def test_an_exception_in_another_thread_is_one_logged_event_without_secrets() ->
                              "programa, por favor avise):")
     assert lines[1] == "Traceback (most recent call last):" and lines[-1].startswith("RuntimeError: no se pudo")
     assert "s3cr3t-pw" not in text and "sale" not in text
+
+
+@pytest.mark.parametrize(("n", "words", "expected"), [
+    (0, ("mensaje",), "0 mensajes"), (1, ("mensaje",), "1 mensaje"), (2, ("mensaje",), "2 mensajes"),
+    (1, ("servidor", "servidores"), "1 servidor"), (5, ("servidor", "servidores"), "5 servidores"),
+    (1, ("mensaje leído", "mensajes leídos"), "1 mensaje leído"),
+])
+def test_counts_in_log_lines_agree_with_their_number(n: int, words: tuple[str, ...], expected: str) -> None:
+    assert counted(n, *words) == expected
