@@ -6,7 +6,9 @@ Used by the demo, the tests, the benchmark and the soak run; also runnable by ha
 
 Both are real servers on loopback sockets, spoken to by the same kafka-python and
 pymongo code that talks to Apache Kafka and Atlas (see LOCAL_STACK.md). Tansu keeps
-its data in memory (a restart empties it); SecantusDB keeps it on disk.
+its data in memory (a restart empties it), or, given an :class:`S3Server`, in S3
+objects that outlive it, as Apache Kafka keeps its log on disk; SecantusDB keeps its
+data on disk.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
+from urllib.error import HTTPError, URLError
+from urllib.request import Request, urlopen
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -63,11 +67,13 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 class ServerProcess:
     """A server started as a child process, with its output in a log file."""
 
-    def __init__(self, name: str, command: list[str], port: int, log_path: Path) -> None:
+    def __init__(self, name: str, command: list[str], port: int, log_path: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.command = command
         self.port = port
         self.log_path = log_path
+        self.env = env  # added to this process's environment
         self.process: subprocess.Popen[bytes] | None = None
         self._stopping = False  # see died()
 
@@ -81,8 +87,9 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._stopping = False
         log = open(self.log_path, "ab")
+        env = {**os.environ, **self.env} if self.env else None
         self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                                        stdin=subprocess.DEVNULL, start_new_session=True, env=env)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -145,23 +152,66 @@ class ServerProcess:
             self.process.send_signal(signal.SIGCONT)
 
 
+class S3Server(ServerProcess):
+    """moto's S3 server (``moto_server``, from requirements-dev.txt) on ``port``: where
+    a :class:`TansuServer` keeps its topics, messages and group offsets across a
+    restart. Data in memory: it lives as long as this process."""
+
+    def __init__(self, port: int, log_dir: Path) -> None:
+        command = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+        super().__init__("S3 (moto)", [command, "-H", "127.0.0.1", "-p", str(port)], port,
+                         log_dir / f"s3-{port}.log")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        return self._request("GET", "/") == 200
+
+    def create_bucket(self, name: str) -> str:
+        """An empty bucket (moto asks for no signature); returns its name."""
+        status = self._request("PUT", f"/{name}")
+        if status != 200:
+            raise RuntimeError(f"{self.name} no creó el bucket {name} (HTTP {status}); log: {self.tail()}")
+        return name
+
+    def _request(self, method: str, path: str) -> int:
+        try:
+            with urlopen(Request(self.url + path, method=method), timeout=2) as answer:
+                return int(answer.status)
+        except HTTPError as exc:
+            return exc.code
+        except (URLError, OSError):
+            return 0
+
+
 class TansuServer(ServerProcess):
     """Tansu on ``port``; ``advertised_port`` when clients reach it through a proxy.
 
     ``authentication``: every client must log in with SASL first (a client that does
-    not is disconnected, as by a SASL listener of Apache Kafka). Tansu 0.6 with memory
-    storage keeps no users, so no login succeeds: this is for the refusals only.
+    not is disconnected, as by a SASL listener of Apache Kafka). Tansu 0.6 keeps no
+    users (in memory as in S3), so no login succeeds: this is for the refusals only.
+
+    ``s3``: keep the data in a bucket of that server instead of in memory, so that a
+    restart (even after kill -9) finds the topics, messages and group offsets again.
     """
 
     def __init__(self, port: int, log_dir: Path, advertised_port: int | None = None,
-                 authentication: bool = False) -> None:
+                 authentication: bool = False, s3: S3Server | None = None) -> None:
         url = f"tcp://127.0.0.1:{port}"
         advertised = f"tcp://127.0.0.1:{advertised_port or port}"
+        storage, env = "memory://tansu/", None
+        if s3 is not None:
+            storage = f"s3://{s3.create_bucket(f'tansu-{port}')}/"
+            # Tansu's S3 client (Rust's object_store) reads these; moto takes any key.
+            env = {"AWS_ENDPOINT": s3.url, "AWS_ALLOW_HTTP": "true", "AWS_DEFAULT_REGION": "us-east-1",
+                   "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
         super().__init__("Tansu (Kafka)", [tansu_binary(), "broker", "--listener-url", url,
                                            "--advertised-listener-url", advertised,
-                                           "--storage-engine", "memory://tansu/",
+                                           "--storage-engine", storage,
                                            *(["--authentication"] if authentication else [])],
-                         port, log_dir / f"tansu-{port}.log")
+                         port, log_dir / f"tansu-{port}.log", env)
         self.advertised_port = advertised_port or port
 
     @property

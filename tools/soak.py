@@ -291,7 +291,7 @@ def main() -> int:
         print(f"  ventanas KPI                  {db[KPIS].count_documents({}):8d}")
         if report is not None:
             print(f"  mensajes aún sin ventana      {sum(report.pending.values()):8d}  (por partición: {report.pending})")
-        print(f"  códigos de salida (SIGTERM)   {codes}")
+        print(f"  salida tras el SIGTERM final  {codes}")
         print(f"  trazas (Traceback) en logs    {tracebacks:8d}")
         if args.overlap:
             print(f"  paradas con señal fallidas    {len(failed_stops):8d}  {failed_stops or ''}")

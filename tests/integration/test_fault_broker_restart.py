@@ -1,13 +1,15 @@
 """Scenario 3: the broker restarts under both scripts.
 
-Two restarts, because a real broker and the local one differ:
+Three restarts, because a real broker and the local one differ:
 
 * Apache Kafka keeps its data across a restart. To the clients that restart is a
   broker that stops answering and comes back with everything in place. The first
-  test reproduces exactly that: the scripts reach Tansu through tools/tcp_proxy.py,
-  which is stopped for 5 s and started again. Nothing may be lost or doubled: the
-  full audit must hold.
-* Tansu itself keeps nothing across a restart (memory storage): the topic, its
+  test reproduces that on the network: the scripts reach Tansu through
+  tools/tcp_proxy.py, which is stopped for 5 s and started again. The second kills
+  the broker process itself (kill -9) and starts it again 5 s later on the same
+  port, with its data kept in S3 (moto's server, tools/local_stack.py) instead of in
+  memory. In both, nothing may be lost or doubled: the full audit must hold.
+* Tansu with memory storage keeps nothing across a restart: the topic, its
   messages and the group's offsets are gone, as after a topic deleted and created
   again; what the old log held unread goes with it. The second test checks what must
   hold anyway: both scripts log the outage, reconnect and go on; the topic comes back
@@ -16,7 +18,7 @@ Two restarts, because a real broker and the local one differ:
   every window written is exact; every failed send is an ERROR line that the
   producer counted. (Until the clients stopped asking for auto-created topics,
   producer and consumer could both trigger Tansu's auto-creation at once, and Tansu
-  could serve two logs under one name.) The third: a consumer left without
+  could serve two logs under one name.) The last test: a consumer left without
   partitions while the topic was missing gets them once it is back.
 """
 
@@ -33,7 +35,7 @@ from kafka import KafkaAdminClient
 from tests.support.audit import KPIS, RAW, check_kpis, audit
 from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, producer_summary
 from tests.support.waiting import wait_until
-from tools.local_stack import TansuServer, TcpProxy, free_port
+from tools.local_stack import S3Server, TansuServer, TcpProxy, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -65,6 +67,39 @@ def test_a_broker_restart_that_keeps_the_data_loses_and_doubles_nothing(mongo_se
     for log in (producer.text(), consumer.text()):
         assert "Traceback" not in log
         assert _OUTAGE.search(log) and "restablecida" in log
+    audit(p.db, valid=sent)
+
+def test_a_broker_killed_and_restarted_with_its_data_loses_and_doubles_nothing(mongo_server, own_servers, tmp_path,
+                                                                                request) -> None:
+    # The broker process itself dies (kill -9, as a crashed or OOM-killed Kafka) and
+    # comes back on the same port with its storage: Tansu on S3 (moto), so that the
+    # topic, its messages and the group's committed offsets outlive the process, as
+    # Apache Kafka's log and __consumer_offsets outlive a `docker compose restart`.
+    s3 = S3Server(free_port(), tmp_path).start()
+    own_servers.append(s3)
+    kafka = TansuServer(free_port(), tmp_path, s3=s3).start()
+    own_servers.append(kafka)
+    p = Pipeline.for_test(kafka.address, mongo_server.uri, tmp_path, request.node.name)
+    producer = p.start(PRODUCER, "--rounds", "120", "--interval", "0.2")
+    consumer = p.start(CONSUMER)
+    consumer.wait_for("Ventana KPI", timeout=60, count=3)
+
+    kafka.kill()
+    time.sleep(5)
+    kafka.start()
+    assert producer.wait(240) == 0, producer.text()[-2000:]
+    sent, _, failed = producer_summary(producer.text())
+    assert (sent, failed) == (600, 0)
+    assert len(p.topic_message_ids()) == 600, "the broker kept its log: every message sent is in it"
+
+    wait_until(lambda: p.db[RAW].count_documents({}) == sent, 90, "every message to be stored")
+    wait_until(lambda: p.db[KPIS].count_documents({}) == sent // 20, 30, "every window to be written")
+    consumer.signal(signal.SIGTERM)
+    assert consumer.wait(15) == 0
+    for log in (producer.text(), consumer.text()):
+        assert "Traceback" not in log
+        assert _OUTAGE.search(log) and "restablecida" in log
+    assert "se ha vuelto a crear" not in consumer.text(), "the topic was kept, not created again"
     audit(p.db, valid=sent)
 
 
