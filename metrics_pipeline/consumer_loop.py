@@ -72,6 +72,7 @@ log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 500
 POLL_BUSY_MS = 50  # while the writer has work, come back soon to commit what it finished
+KAFKA_DOWN_PAUSE_SECONDS = 0.5  # before polling again after poll() raised that Kafka is down
 MAX_IN_FLIGHT = 2  # batches handed to the writer and not yet committed
 JOIN_WARNING_SECONDS = 30.0  # a group join slower than this gets a WARNING (and reminders)
 PARTIAL_ASSIGNMENT_SESSIONS = 2  # see the module doc (--idle-timeout)
@@ -447,6 +448,16 @@ class MetricsConsumer:
                     raise RunFailure(_unreadable(self.topic, exc)) from None
                 except JOIN_REFUSED as exc:
                     raise _join_refused(self.settings, exc) from None
+                except kafka_errors.KafkaError as exc:
+                    if not exc.retriable:
+                        raise
+                    # kafka-python raises some errors of its background work out of
+                    # poll(): e.g. the heartbeat's coordinator lookup while the broker
+                    # refuses connections (seen with a broker killed and restarted).
+                    # Kafka is down: wait it out (SPEC §5), poll again.
+                    self.kafka_status.mark_down(" ".join(str(exc).split()) or type(exc).__name__)
+                    self.stop.wait(KAFKA_DOWN_PAUSE_SECONDS)
+                    continue
                 received_at = self.clock.now()
                 if self._listener.events:
                     self._drain()

@@ -12,11 +12,17 @@ the cycle:
 * a burst of 3-9 poison messages of random kinds (those of tests/support/poison.py:
   they must all reach the dead-letter collection);
 * MongoDB frozen (SIGSTOP) for 8 s: open connections that never answer;
-* Kafka frozen (SIGSTOP) for 8 s, the same for the broker.
+* Kafka frozen (SIGSTOP) for 8 s, the same for the broker;
+* with ``--kafka-restarts`` only: kill -9 of Kafka for 5 s (restarted on the same
+  port with its data: that Tansu keeps its topic, messages and group offsets in S3,
+  see tools/local_stack.py). Tansu then reads every batch back from moto's S3 server,
+  in Python, and slows down as the topic grows (52,000 messages: the consumers had
+  stored 41,000 when the soak gave up waiting); hence a separate flag, for shorter
+  runs (``--messages 10000``).
 
 With ``--overlap`` the faults come at random moments (1 to ``--fault-every`` s apart)
 and in random order, last a random while (MongoDB down 3-12 s, frozen 2-9 s, Kafka
-frozen 2-8 s) and overlap: the server faults run in the background, so a consumer may
+frozen 2-8 s, with --kafka-restarts down 2-8 s) and overlap: the server faults run in the background, so a consumer may
 be killed, or stopped with SIGTERM or SIGINT (which must end it with 0 within 10 s),
 while MongoDB or Kafka is down. A stop is counted as failed otherwise.
 
@@ -49,7 +55,7 @@ from tests.support.audit import DEADLETTER, KPIS, RAW, audit  # noqa: E402
 from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, Running, producer_summary  # noqa: E402
 from tests.support.poison import POISON  # noqa: E402
 from tools.arguments import at_least, tool_parser  # noqa: E402
-from tools.local_stack import SecantusServer, TansuServer, free_port  # noqa: E402
+from tools.local_stack import S3Server, SecantusServer, TansuServer, free_port  # noqa: E402
 
 CATCH_UP_SECONDS = 300  # after the producer's end, to store everything and write every window
 
@@ -145,6 +151,9 @@ def main() -> int:
                         help="fallos en momentos y orden al azar, de duración al azar y solapados")
     parser.add_argument("--seed", type=int, default=2026, metavar="S",
                         help="semilla de los fallos y de la simulación, para repetir una ejecución")
+    parser.add_argument("--kafka-restarts", action="store_true",
+                        help="los datos de Kafka en S3 (moto) y un fallo más: kill -9 de Kafka, que vuelve con "
+                             "ellos (más lento: úselo con menos mensajes, p. ej. --messages 10000)")
     parser.add_argument("--data-dir", default=str(ROOT / ".soak-data"), metavar="DIRECTORIO",
                         help="datos y logs de la ejecución (se vacía al empezar)")
     args = parser.parse_args()
@@ -155,7 +164,8 @@ def main() -> int:
     data = Path(args.data_dir)
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
-    kafka = TansuServer(free_port(), data).start()
+    s3 = S3Server(free_port(), data).start() if args.kafka_restarts else None
+    kafka = TansuServer(free_port(), data, s3=s3).start()
     mongo = SecantusServer(free_port(), data / "mongo", data).start()
     p = Pipeline(kafka.address, mongo.uri, data, "soak", partitions=3)
     p.create_topic()
@@ -163,10 +173,13 @@ def main() -> int:
     servers = ",".join(f"srv{i:03d}" for i in range(args.servers))
     faults: dict[str, int] = {"kill -9 consumidor": 0, "SIGTERM consumidor": 0, "MongoDB caído 10 s": 0,
                               "ráfaga de mensajes no válidos": 0, "MongoDB congelado 8 s": 0,
-                              "Kafka congelado 8 s": 0}
+                              "Kafka congelado 8 s": 0, "Kafka caído 5 s": 0}
     if args.overlap:
         faults = {"kill -9 consumidor": 0, "SIGTERM o SIGINT consumidor": 0, "MongoDB caído 3-12 s": 0,
-                  "ráfaga de mensajes no válidos": 0, "MongoDB congelado 2-9 s": 0, "Kafka congelado 2-8 s": 0}
+                  "ráfaga de mensajes no válidos": 0, "MongoDB congelado 2-9 s": 0, "Kafka congelado 2-8 s": 0,
+                  "Kafka caído 2-8 s": 0}
+    if not args.kafka_restarts:
+        faults.popitem()  # the last: Kafka down, which only a Kafka that keeps its data survives
     mongo_faults, kafka_faults = ServerFaults(), ServerFaults()
     failed_stops: list[str] = []
     poison_sent = 0
@@ -205,10 +218,10 @@ def main() -> int:
                     failed_stops.append(f"{signal.Signals(signum).name}: {code} en {took:.1f} s")
                 time.sleep(rng.uniform(0, 3))
                 consumers[victim] = p.start(CONSUMER, label=f"-{victim}")
-            elif args.overlap and kind in (2, 4, 5):
+            elif args.overlap and kind in (2, 4, 5, 6):
                 low, high, server, faulty = {2: (3, 12, mongo_faults, mongo), 4: (2, 9, mongo_faults, mongo),
-                                             5: (2, 8, kafka_faults, kafka)}[kind]
-                if server.start(_server_fault, faulty, kind == 2, rng.uniform(low, high)):
+                                             5: (2, 8, kafka_faults, kafka), 6: (2, 8, kafka_faults, kafka)}[kind]
+                if server.start(_server_fault, faulty, kind in (2, 6), rng.uniform(low, high)):
                     faults[name] += 1
             elif kind == 0:
                 victim = rng.randrange(len(consumers))
@@ -225,10 +238,10 @@ def main() -> int:
                 faults["SIGTERM consumidor"] += 1
                 log(f"fallo: SIGTERM del consumidor {victim} (salió con {code})")
                 consumers[victim] = p.start(CONSUMER, label=f"-{victim}")
-            elif kind in (2, 4, 5):  # the same faults, one after another, of fixed length
-                faulty, seconds = {2: (mongo, 10), 4: (mongo, 8), 5: (kafka, 8)}[kind]
+            elif kind in (2, 4, 5, 6):  # the same faults, one after another, of fixed length
+                faulty, seconds = {2: (mongo, 10), 4: (mongo, 8), 5: (kafka, 8), 6: (kafka, 5)}[kind]
                 faults[name] += 1
-                _server_fault(faulty, kind == 2, seconds)
+                _server_fault(faulty, kind in (2, 6), seconds)
             else:
                 burst = [rng.choice(POISON) for _ in range(rng.randint(3, 9))]
                 producer_raw = KafkaProducer(bootstrap_servers=p.bootstrap, acks="all", enable_idempotence=False,
@@ -304,6 +317,8 @@ def main() -> int:
         for process in consumers + ([producer] if producer else []):
             process.kill()
         kafka.kill()
+        if s3 is not None:
+            s3.kill()
         mongo.stop()
 
 

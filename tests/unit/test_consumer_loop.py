@@ -375,3 +375,36 @@ def test_a_join_the_broker_refuses_for_good_is_one_clear_error() -> None:
             raising(error)._loop()
         assert "grupo grupo_x" in str(failed.value) and says in str(failed.value)
         assert "KAFKA_GROUP_ID (--group-id)" in str(failed.value)
+
+
+def test_kafka_down_raised_out_of_poll_is_waited_out_not_a_crash(monkeypatch, caplog) -> None:
+    # kafka-python raises some connection errors of its background work out of poll()
+    # (the heartbeat's coordinator lookup, a broker killed and not yet back). SPEC §5:
+    # log that Kafka is down, keep polling. An error retrying cannot cure still ends it.
+    monkeypatch.setattr(consumer_loop, "KAFKA_DOWN_PAUSE_SECONDS", 0.01)
+    c = consumer()
+    polls = 0
+
+    def poll(timeout_ms, max_records):
+        nonlocal polls
+        polls += 1
+        if polls <= 3:
+            raise kafka_errors.KafkaConnectionError("111 ECONNREFUSED")
+        c.stop.set()
+        return {}
+
+    c._consumer = SimpleNamespace(poll=poll, assignment=set)  # type: ignore[assignment]
+    with caplog.at_level(logging.WARNING):
+        c._loop()
+    assert polls == 4 and c.summary.reason == "señal de parada"
+    assert [r.getMessage() for r in caplog.records] == [
+        "Kafka (Kafka) no responde: KafkaConnectionError: 111 ECONNREFUSED; se sigue reintentando"]
+
+    c = consumer()
+
+    def broken(timeout_ms, max_records):
+        raise kafka_errors.IllegalStateError("a bug, not an outage")
+
+    c._consumer = SimpleNamespace(poll=broken)  # type: ignore[assignment]
+    with pytest.raises(kafka_errors.IllegalStateError):
+        c._loop()
