@@ -501,8 +501,8 @@ class MetricsConsumer:
                  "ventanas KPI: %d. Mensajes en ventanas incompletas, que no se confirman y se releerán al "
                  "reiniciar: %d", done.reason or "error", counted(done.consumed, "mensaje leído", "mensajes leídos"),
                  counted(done.stored_new, "guardado nuevo", "guardados nuevos"),
-                 counted(done.replayed, "ya guardado", "ya guardados"), counted(done.duplicates, "duplicado"),
-                 counted(done.in_closed_windows, "ya contado", "ya contados"), done.deadlettered, done.windows,
+                 counted(done.replayed, "ya guardado"), counted(done.duplicates, "duplicado"),
+                 counted(done.in_closed_windows, "ya contado"), done.deadlettered, done.windows,
                  open_messages)
         if self._consumer is not None:
             quiet_kafka_client()

@@ -358,16 +358,16 @@ def _offset_ranges(records: Sequence[Record]) -> str:
 def describe(result: BatchResult) -> str:
     parts = [counted(result.consumed, "mensaje"), counted(result.stored_new, "nuevo")]
     if result.replayed:
-        parts.append(f"{counted(result.replayed, 'ya guardado', 'ya guardados')} (relectura)")
+        parts.append(f"{counted(result.replayed, 'ya guardado')} (relectura)")
     if result.duplicates:
         parts.append(counted(result.duplicates, "duplicado"))
     if result.in_closed_windows:
-        parts.append(f"{counted(result.in_closed_windows, 'ya contado', 'ya contados')} en ventanas KPI cerradas "
+        parts.append(f"{counted(result.in_closed_windows, 'ya contado')} en ventanas KPI cerradas "
                      "(relectura)")
     if result.deadlettered:
         parts.append(f"{result.deadlettered} a dead-letter")
     if result.ignored:
-        parts.append(f"{counted(result.ignored, 'repetido', 'repetidos')} por Kafka")
+        parts.append(f"{counted(result.ignored, 'repetido')} por Kafka")
     parts.append(f"ventanas KPI: {result.windows}")
     committed = ", ".join(f"p{p}→{o}" for p, o in sorted(result.positions.items())) or "nada nuevo"
     if result.positions and not result.committed:
