@@ -69,6 +69,7 @@ def test_a_broker_restart_that_keeps_the_data_loses_and_doubles_nothing(mongo_se
         assert _OUTAGE.search(log) and "restablecida" in log
     audit(p.db, valid=sent)
 
+
 def test_a_broker_killed_and_restarted_with_its_data_loses_and_doubles_nothing(mongo_server, own_servers, tmp_path,
                                                                                 request) -> None:
     # The broker process itself dies (kill -9, as a crashed or OOM-killed Kafka) and
@@ -123,14 +124,16 @@ def test_busy_consumers_outlive_a_broker_killed_again_and_again(own_kafka, mongo
         kafka.start()  # empty: the producer creates the topic again
         time.sleep(2.5)  # mid-rejoin, often: where the crash was
         assert [c.process.poll() for c in consumers] == [None, None], [c.text()[-3000:] for c in consumers]
-    batches = [c.text().count("Lote guardado") for c in consumers]
-    wait_until(lambda: sum(c.text().count("Lote guardado") for c in consumers) > sum(batches), 60,
-               "a batch stored after the last restart")
+    def stored_batches() -> int:
+        return sum(c.text().count("Lote guardado") for c in consumers)
+    before = stored_batches()
+    wait_until(lambda: stored_batches() > before, 60, "a batch stored after the last restart")
     for running in (producer, *consumers):
         running.signal(signal.SIGTERM)
         code = running.wait(15)
         assert code == 0 or (running is producer and code == 1), code  # 1: a send that finally failed
         assert "Traceback" not in running.text() and " CRITICAL " not in running.text()
+
 
 def test_both_scripts_go_on_after_a_broker_that_lost_its_data(own_kafka, mongo_server, tmp_path, request) -> None:
     kafka = own_kafka()
