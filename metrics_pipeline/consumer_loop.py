@@ -61,7 +61,7 @@ from kafka.structs import OffsetAndMetadata
 from metrics_pipeline.clock import Clock
 from metrics_pipeline.errors import RunFailure, StartupError
 from metrics_pipeline.ingest import BatchIngestor, BatchResult, describe, parse_records
-from metrics_pipeline.kafka_connection import client_config, forbid_topic_auto_creation
+from metrics_pipeline.kafka_connection import client_config, error_reason, forbid_topic_auto_creation
 from metrics_pipeline.log_setup import KafkaStatus, counted, quiet_kafka_client
 from metrics_pipeline.retry import Stopped
 from metrics_pipeline.settings import ConsumerSettings, SettingsError
@@ -455,7 +455,7 @@ class MetricsConsumer:
                     # poll(): e.g. the heartbeat's coordinator lookup while the broker
                     # refuses connections (seen with a broker killed and restarted).
                     # Kafka is down: wait it out (SPEC §5), poll again.
-                    self.kafka_status.mark_down(" ".join(str(exc).split()) or type(exc).__name__)
+                    self.kafka_status.mark_down(error_reason(exc))
                     self.stop.wait(KAFKA_DOWN_PAUSE_SECONDS)
                     continue
                 received_at = self.clock.now()

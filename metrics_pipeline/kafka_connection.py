@@ -112,7 +112,8 @@ def forbid_topic_auto_creation(cluster: Any) -> None:
         config["allow_auto_create_topics"] = False
 
 
-def _reason(exc: BaseException) -> str:
+def error_reason(exc: BaseException) -> str:
+    """A Kafka error in one line of at most 200 characters, for a log or error line."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 200 else text[:199] + "…"
 
@@ -161,7 +162,7 @@ def recreate_topic_if_missing(settings: KafkaSettings, client_id: str, timeout_s
     try:
         count, created = _ensure_once(settings, client_id, int(timeout_seconds * 1000))
     except (kafka_errors.KafkaError, OSError) as exc:
-        log.warning("No se pudo comprobar el tema %s en Kafka: %s", settings.topic, _reason(exc))
+        log.warning("No se pudo comprobar el tema %s en Kafka: %s", settings.topic, error_reason(exc))
         return
     if created:
         log.warning("El tema %s no existía (¿un broker reiniciado sin sus datos o un tema borrado?): "
@@ -223,14 +224,14 @@ def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
             return _ensure_once(settings, client_id, int(max(min(seconds_left, 10.0), 1.0) * 1000))
         except _AUTH_ERRORS as exc:
             raise StartupError(f"Kafka ({settings.bootstrap_servers}) rechazó la autenticación: "
-                               f"{_reason(exc)}") from None
+                               f"{error_reason(exc)}") from None
         except (kafka_errors.KafkaError, OSError) as exc:
             if status is not None and status.auth_failure:
                 raise StartupError(f"Kafka ({settings.bootstrap_servers}) rechazó la autenticación: "
                                    f"{status.auth_failure}") from None
             if status is not None and status.tls_failure:
                 raise StartupError(_untrusted_certificate(settings, status.tls_failure)) from None
-            raise NotReady(_not_ready_reason(settings, _reason(exc), status)) from None
+            raise NotReady(_not_ready_reason(settings, error_reason(exc), status)) from None
 
     silent = "el broker acepta la conexión pero no responde"
     if settings.uses_tls:

@@ -35,7 +35,7 @@ from kafka import KafkaAdminClient
 from tests.support.audit import KPIS, RAW, check_kpis, audit
 from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, producer_summary
 from tests.support.waiting import wait_until
-from tools.local_stack import S3Server, TansuServer, TcpProxy, free_port
+from tools.local_stack import S3Server, ServerProcess, TansuServer, TcpProxy, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -49,25 +49,9 @@ def test_a_broker_restart_that_keeps_the_data_loses_and_doubles_nothing(mongo_se
     proxy = TcpProxy(proxy_port, broker_port, tmp_path).start()
     own_servers.extend([kafka, proxy])
     p = Pipeline.for_test(kafka.address, mongo_server.uri, tmp_path, request.node.name)
-    producer = p.start(PRODUCER, "--rounds", "120", "--interval", "0.2")
-    consumer = p.start(CONSUMER)
-    consumer.wait_for("Ventana KPI", timeout=60, count=3)
-
-    proxy.kill()  # the broker stops answering: connections reset, new ones refused
-    time.sleep(5)
-    proxy.start()  # and it is back, with its topic, messages and group offsets
-    assert producer.wait(240) == 0, producer.text()[-2000:]
-    sent, _, failed = producer_summary(producer.text())
-    assert (sent, failed) == (600, 0)
-
-    wait_until(lambda: p.db[RAW].count_documents({}) == sent, 90, "every message to be stored")
-    wait_until(lambda: p.db[KPIS].count_documents({}) == sent // 20, 30, "every window to be written")
-    consumer.signal(signal.SIGTERM)
-    assert consumer.wait(15) == 0
-    for log in (producer.text(), consumer.text()):
-        assert "Traceback" not in log
-        assert _OUTAGE.search(log) and "restablecida" in log
-    audit(p.db, valid=sent)
+    # The proxy goes: connections reset, new ones refused; when it is back, so is the
+    # broker with its topic, messages and group offsets.
+    _restart_under_both_scripts_and_audit(p, proxy)
 
 
 def test_a_broker_killed_and_restarted_with_its_data_loses_and_doubles_nothing(mongo_server, own_servers, tmp_path,
@@ -81,17 +65,25 @@ def test_a_broker_killed_and_restarted_with_its_data_loses_and_doubles_nothing(m
     kafka = TansuServer(free_port(), tmp_path, s3=s3).start()
     own_servers.append(kafka)
     p = Pipeline.for_test(kafka.address, mongo_server.uri, tmp_path, request.node.name)
+    consumer_log = _restart_under_both_scripts_and_audit(p, kafka)
+    assert len(p.topic_message_ids()) == 600, "the broker kept its log: every message sent is in it"
+    assert "se ha vuelto a crear" not in consumer_log, "the topic was kept, not created again"
+
+
+def _restart_under_both_scripts_and_audit(p: Pipeline, server: ServerProcess) -> str:
+    """120 rounds sent and consumed while ``server`` (the broker, or the proxy in
+    front of it) is killed for 5 s and started again with the broker's data in
+    place: everything stored once, the full audit. Returns the consumer's log."""
     producer = p.start(PRODUCER, "--rounds", "120", "--interval", "0.2")
     consumer = p.start(CONSUMER)
     consumer.wait_for("Ventana KPI", timeout=60, count=3)
 
-    kafka.kill()
+    server.kill()
     time.sleep(5)
-    kafka.start()
+    server.start()
     assert producer.wait(240) == 0, producer.text()[-2000:]
     sent, _, failed = producer_summary(producer.text())
     assert (sent, failed) == (600, 0)
-    assert len(p.topic_message_ids()) == 600, "the broker kept its log: every message sent is in it"
 
     wait_until(lambda: p.db[RAW].count_documents({}) == sent, 90, "every message to be stored")
     wait_until(lambda: p.db[KPIS].count_documents({}) == sent // 20, 30, "every window to be written")
@@ -100,8 +92,8 @@ def test_a_broker_killed_and_restarted_with_its_data_loses_and_doubles_nothing(m
     for log in (producer.text(), consumer.text()):
         assert "Traceback" not in log
         assert _OUTAGE.search(log) and "restablecida" in log
-    assert "se ha vuelto a crear" not in consumer.text(), "the topic was kept, not created again"
     audit(p.db, valid=sent)
+    return consumer.text()
 
 
 def test_busy_consumers_outlive_a_broker_killed_again_and_again(own_kafka, mongo_server, tmp_path, request) -> None:
