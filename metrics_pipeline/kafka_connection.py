@@ -23,7 +23,7 @@ import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient
 
 from metrics_pipeline.errors import StartupError
-from metrics_pipeline.log_setup import SERVER_CLOSED, KafkaStatus
+from metrics_pipeline.log_setup import SERVER_CLOSED, KafkaStatus, login_failure
 from metrics_pipeline.settings import KafkaSettings
 from metrics_pipeline.startup import NotReady, wait_for_server
 
@@ -200,6 +200,22 @@ def _not_ready_reason(settings: KafkaSettings, reason: str, status: KafkaStatus 
     return reason
 
 
+def refused_login(settings: KafkaSettings, failure: str) -> str:
+    """The start-up line for a login (or a permission) the broker refused:
+    ``failure`` is the error's name and the broker's words; the line adds which
+    settings to check."""
+    line = f"Kafka ({settings.bootstrap_servers}) rechazó la autenticación: {failure}"
+    if "UnsupportedSaslMechanism" in failure:
+        return (f"{line}: el broker no admite KAFKA_SASL_MECHANISM={settings.sasl_mechanism}; use el que indique "
+                f"su proveedor (PLAIN, SCRAM-SHA-256 o SCRAM-SHA-512)")
+    if "Authorization" in failure:
+        return f"{line}: el usuario {settings.sasl_username!r} no tiene permiso en Kafka (ACL) para esto"
+    if settings.security_protocol.startswith("SASL_"):
+        return (f"{line}: revise KAFKA_SASL_USERNAME ({settings.sasl_username!r}), KAFKA_SASL_PASSWORD y "
+                f"KAFKA_SASL_MECHANISM ({settings.sasl_mechanism})")
+    return line
+
+
 def _untrusted_certificate(settings: KafkaSettings, failure: str) -> str:
     """The start-up line for a broker certificate the client does not accept."""
     line = f"Kafka ({settings.bootstrap_servers}) presenta un certificado TLS que este cliente no acepta ({failure})"
@@ -223,12 +239,10 @@ def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
         try:
             return _ensure_once(settings, client_id, int(max(min(seconds_left, 10.0), 1.0) * 1000))
         except _AUTH_ERRORS as exc:
-            raise StartupError(f"Kafka ({settings.bootstrap_servers}) rechazó la autenticación: "
-                               f"{error_reason(exc)}") from None
+            raise StartupError(refused_login(settings, login_failure(str(exc) or type(exc).__name__))) from None
         except (kafka_errors.KafkaError, OSError) as exc:
             if status is not None and status.auth_failure:
-                raise StartupError(f"Kafka ({settings.bootstrap_servers}) rechazó la autenticación: "
-                                   f"{status.auth_failure}") from None
+                raise StartupError(refused_login(settings, status.auth_failure)) from None
             if status is not None and status.tls_failure:
                 raise StartupError(_untrusted_certificate(settings, status.tls_failure)) from None
             raise NotReady(_not_ready_reason(settings, error_reason(exc), status)) from None
@@ -240,8 +254,14 @@ def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
         silent += (f"; con KAFKA_SECURITY_PROTOCOL={settings.security_protocol} el cliente espera el "
                    f"saludo TLS del broker: ¿ese puerto no usa TLS (p. ej. el Kafka de docker compose, "
                    f"PLAINTEXT)?")
+    def refused() -> StartupError | None:
+        if status is not None and status.auth_failure:
+            return StartupError(refused_login(settings, status.auth_failure))
+        return None
+
     count, created = wait_for_server(f"Kafka ({settings.bootstrap_servers})", attempt, stop,
-                                     settings.startup_timeout, "no se ha enviado ni leído nada", silent)
+                                     settings.startup_timeout, "no se ha enviado ni leído nada", silent,
+                                     give_up=refused)
     if created:
         log.info("Tema %s creado (particiones: %d)", settings.topic, count)
     elif count != settings.partitions:

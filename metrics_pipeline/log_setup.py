@@ -55,6 +55,12 @@ _CONNECTION_TROUBLE = re.compile(
 # bootstrap until its timeout: these say retrying cannot cure it.
 _AUTH_TROUBLE = re.compile(r"SaslAuthenticationFailed|UnsupportedSaslMechanism|IllegalSaslState"
                            r"|AuthenticationFailed|Authentication failed")
+# How kafka-python wraps the broker's refusal: "Bootstrap connection to bootstrap-0
+# failed: [Error 58] SaslAuthenticationFailedError: SaslAuthenticationFailedError:
+# <the broker's message>". Only the error's name and the broker's words are kept.
+_AUTH_WRAPPING = re.compile(r"^(?:(?:Bootstrap connection to \S+|<.*>: SaslHandshake|Connection) failed: )?"
+                            r"(?:\[Error \d+\] )?")
+_REPEATED_NAME = re.compile(r"\b(\w+Error): \1\b:?")
 # A broker certificate this client does not trust (or not for that name): kafka-python
 # retries the handshake until its timeout, but retrying cannot cure it either.
 _TLS_UNTRUSTED = re.compile(r"certificate verify failed[^(]*", re.IGNORECASE)
@@ -68,6 +74,11 @@ _POLL_TIMEOUT_LINE = ("El consumidor lleva más de KAFKA_MAX_POLL_INTERVAL_MS si
 # takes over 0.1 s ("Task ... ran for 0.124s ... blocking the event loop"). It does
 # while a backlog is drained: decoding a large fetch shares the GIL with our writer
 # thread. Nothing for the user to do: DEBUG only.
+# kafka-python, in English, each time a connection logs in with SASL_PLAINTEXT.
+# Said once per process, in Spanish, with what to do about it.
+_IN_THE_CLEAR = re.compile(r"in the clear")
+_IN_THE_CLEAR_LINE = ("KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT: el inicio de sesión y los mensajes viajan sin cifrar "
+                      "(con PLAIN, también la contraseña); fuera de una red de confianza, use SASL_SSL")
 _SLOW_TASK = re.compile(r"ran for [\d.]+s \(>[\d.]+s threshold\)")
 # What makes two lines "the same kind of message" for the once-a-minute limit: some
 # kafka-python lines arrive already formatted, with addresses and timings inside.
@@ -140,6 +151,7 @@ class KafkaLogBridge(logging.Handler):
         self.status = status
         self._clock = clock
         self._last_seen: dict[str, float] = {}
+        self._warned_in_the_clear = False
         self._log = logging.getLogger("metrics_pipeline.kafka")
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -152,7 +164,7 @@ class KafkaLogBridge(logging.Handler):
                 _log_from_handler(self._log, logging.WARNING, _OUT_OF_RANGE_LINE, *lost.groups())
             return
         if _AUTH_TROUBLE.search(text):
-            self.status.auth_failure = _short(_BACKOFF.sub("", text))
+            self.status.auth_failure = login_failure(text)
         if untrusted := _TLS_UNTRUSTED.search(text):
             self.status.tls_failure = _short(untrusted.group(0).strip())
         if closed := SERVER_CLOSED.search(text):
@@ -164,6 +176,11 @@ class KafkaLogBridge(logging.Handler):
             return
         if _POLL_TIMEOUT.search(text):
             _log_from_handler(self._log, logging.WARNING, "%s", _POLL_TIMEOUT_LINE)
+            return
+        if _IN_THE_CLEAR.search(text):
+            level = logging.DEBUG if self._warned_in_the_clear else logging.WARNING
+            self._warned_in_the_clear = True
+            _log_from_handler(self._log, level, "%s", _IN_THE_CLEAR_LINE)
             return
         if _SLOW_TASK.search(text):
             _log_from_handler(self._log, logging.DEBUG, "kafka-python: %s", _short(text, 300))
@@ -188,6 +205,15 @@ def _log_from_handler(logger: logging.Logger, level: int, msg: str, *args: objec
     """
     if not logger.disabled and level >= logger.getEffectiveLevel() and level > logger.manager.disable:
         logger.callHandlers(logger.makeRecord(logger.name, level, __file__, 0, msg, args, None))
+
+
+def login_failure(text: str) -> str:
+    """A refused login as kafka-python tells it (in a log line or an exception's
+    text), without its wrapping: the error's name and the broker's own words
+    ("SaslAuthenticationFailedError: Authentication failed: Invalid username or
+    password")."""
+    text = _AUTH_WRAPPING.sub("", _BACKOFF.sub("", text), count=1)
+    return _short(_REPEATED_NAME.sub(r"\1:", text).rstrip(":"), 300)
 
 
 def counted(n: int, singular: str, plural: str | None = None) -> str:

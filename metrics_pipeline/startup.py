@@ -13,7 +13,10 @@
    :class:`~metrics_pipeline.errors.StartupError` (exit 1), one line naming the
    server and the last reason;
 4. anything else the attempt raises ends the wait as it is: a refused login is a
-   StartupError at once, since retrying cannot cure it;
+   StartupError at once, since retrying cannot cure it. So does ``give_up``,
+   asked every 0.1 s while an attempt runs, when it returns an error: a client
+   library that only logs a refused login and retries it until its own timeout
+   (kafka-python) is left behind as soon as the refusal is known;
 5. an attempt that does not come back at all is not waited for past the timeout:
    each attempt is given the seconds left, but a client library may still hang (a
    TLS client of kafka-python waits for ever for the greeting of a broker that
@@ -53,12 +56,13 @@ class _Hung(Exception):
 
 
 def wait_for_server(what: str, attempt: Callable[[float], T], stop: threading.Event, timeout: float,
-                    nothing_done: str, silent: str = SILENT) -> T:
+                    nothing_done: str, silent: str = SILENT,
+                    give_up: Callable[[], Exception | None] = lambda: None) -> T:
     """``attempt(seconds_left)`` until it returns (see the module doc).
 
     ``what`` names the server in every line ("Kafka (localhost:29092)");
     ``nothing_done`` ends the line of a stop during the wait; ``silent`` is the
-    reason given when an attempt never comes back (step 5).
+    reason given when an attempt never comes back (step 5); ``give_up``: see step 4.
     """
     stopped = StartupStopped(f"Parada pedida mientras se esperaba a {what}: {nothing_done}")
     deadline = time.monotonic() + timeout
@@ -74,7 +78,7 @@ def wait_for_server(what: str, attempt: Callable[[float], T], stop: threading.Ev
         try:
             return run_unless_stopped(functools.partial(attempt, remaining), stop, stopped,
                                       give_up_at=deadline + HANG_GRACE,
-                                      slow=(started + SLOW_ATTEMPT, still_waiting))
+                                      slow=(started + SLOW_ATTEMPT, still_waiting), give_up=give_up)
         except NotReady as exc:
             reason = str(exc)
         except _Hung:
@@ -92,11 +96,13 @@ def wait_for_server(what: str, attempt: Callable[[float], T], stop: threading.Ev
 
 def run_unless_stopped(attempt: Callable[[], T], stop: threading.Event, stopped: BaseException,
                        give_up_at: float = math.inf,
-                       slow: tuple[float, Callable[[], None]] = (math.inf, lambda: None)) -> T:
+                       slow: tuple[float, Callable[[], None]] = (math.inf, lambda: None),
+                       give_up: Callable[[], Exception | None] = lambda: None) -> T:
     """``attempt()``, unless ``stop`` is set first: then raise ``stopped`` at once and
     leave the attempt behind on its daemon thread (the process is about to exit).
-    Likewise :class:`_Hung` once ``time.monotonic()`` reaches ``give_up_at``;
-    ``slow`` = (when, callback): called once if the attempt is still running then."""
+    Likewise :class:`_Hung` once ``time.monotonic()`` reaches ``give_up_at``, and the
+    error ``give_up()`` returns, if any; ``slow`` = (when, callback): called once if
+    the attempt is still running then."""
     slow_at, on_slow = slow
     outcome: dict[str, Any] = {}
     done = threading.Event()
@@ -113,6 +119,8 @@ def run_unless_stopped(attempt: Callable[[], T], stop: threading.Event, stopped:
     while not done.wait(0.1):
         if stop.is_set():
             raise stopped
+        if (reason := give_up()) is not None:
+            raise reason
         now = time.monotonic()
         if now >= give_up_at:
             raise _Hung()

@@ -231,17 +231,26 @@ class TlsFiles:
 class TcpProxy(ServerProcess):
     """tools/tcp_proxy.py: forwards ``port`` to ``target_port`` (optionally with delay;
     with ``tls``, speaking TLS to its clients with that certificate; with
-    ``client_ca`` too, only to clients with a certificate that CA signed)."""
+    ``client_ca`` too, only to clients with a certificate that CA signed; with
+    ``sasl`` = (user, password), only to clients that log in as that user with one
+    of ``sasl_mechanisms``, as Apache Kafka asks them to)."""
 
     def __init__(self, port: int, target_port: int, log_dir: Path, delay_ms: float = 0.0,
-                 tls: TlsFiles | None = None, client_ca: Path | None = None) -> None:
+                 tls: TlsFiles | None = None, client_ca: Path | None = None,
+                 sasl: tuple[str, str] | None = None, sasl_mechanisms: str | None = None) -> None:
         command = [sys.executable, str(Path(__file__).with_name("tcp_proxy.py")),
                    "--listen", f"127.0.0.1:{port}", "--target", f"127.0.0.1:{target_port}", "--delay-ms", str(delay_ms)]
         if tls is not None:
             command += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
             if client_ca is not None:
                 command += ["--tls-client-ca", str(client_ca)]
-        super().__init__("proxy TCP", command, port, log_dir / f"proxy-{port}.log")
+        env = None
+        if sasl is not None:
+            command += ["--sasl-user", sasl[0]]
+            if sasl_mechanisms is not None:
+                command += ["--sasl-mechanisms", sasl_mechanisms]
+            env = {"TCP_PROXY_SASL_PASSWORD": sasl[1]}  # not in the command line, which ps shows
+        super().__init__("proxy TCP", command, port, log_dir / f"proxy-{port}.log", env=env)
 
 
 class SecantusServer(ServerProcess):

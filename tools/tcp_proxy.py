@@ -13,13 +13,21 @@
   the scripts' ``KAFKA_SECURITY_PROTOCOL=SSL`` path can be tested; with
   ``--tls-client-ca`` too, it accepts only clients with a certificate signed by
   that CA (mutual TLS, as Aiven's Kafka asks for).
+* With ``--sasl-user`` (the password in the environment variable
+  ``TCP_PROXY_SASL_PASSWORD``) it asks each client for a SASL login as Apache Kafka
+  does (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512; see tools/kafka_sasl.py) before
+  forwarding anything: a login that succeeds, which the local broker (it keeps no
+  users) cannot give, so the scripts' ``SASL_PLAINTEXT``/``SASL_SSL`` path is tested
+  to the end; with ``--tls-cert`` too, the login runs inside TLS (``SASL_SSL``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import ssl
+import struct
 import sys
 import time
 from pathlib import Path
@@ -27,6 +35,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools.arguments import at_least, tool_parser  # noqa: E402
+from tools.kafka_sasl import MECHANISMS, SaslUser, login  # noqa: E402
+
+PASSWORD_VARIABLE = "TCP_PROXY_SASL_PASSWORD"
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
@@ -58,13 +69,24 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
 
 
 async def serve(listen_host: str, listen_port: int, target_host: str, target_port: int, delay: float,
-                tls: ssl.SSLContext | None = None) -> None:
+                tls: ssl.SSLContext | None = None, sasl: SaslUser | None = None) -> None:
     async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
             server_reader, server_writer = await asyncio.open_connection(target_host, target_port)
         except OSError:
             client_writer.close()
             return
+        if sasl is not None:
+            try:
+                logged_in = await login(client_reader, client_writer, server_reader, server_writer, sasl)
+            except (OSError, asyncio.IncompleteReadError, ValueError, struct.error) as exc:
+                if not (isinstance(exc, asyncio.IncompleteReadError) and not exc.partial):  # not a plain close
+                    print(f"login SASL interrumpido: {exc!r}", file=sys.stderr, flush=True)
+                logged_in = False
+            if not logged_in:
+                client_writer.close()
+                server_writer.close()
+                return
         await asyncio.gather(_pipe(client_reader, server_writer, delay), _pipe(server_reader, client_writer, delay),
                              return_exceptions=True)
 
@@ -87,7 +109,19 @@ def main() -> None:
     parser.add_argument("--tls-key", metavar="FICHERO", help="clave privada PEM del certificado")
     parser.add_argument("--tls-client-ca", metavar="FICHERO",
                         help="exigir a cada cliente un certificado firmado por esta CA (PEM)")
+    parser.add_argument("--sasl-user", metavar="NOMBRE",
+                        help=f"pedir a cada cliente un login SASL de este usuario, con la contraseña de la "
+                             f"variable {PASSWORD_VARIABLE}, como Apache Kafka")
+    parser.add_argument("--sasl-mechanisms", default=",".join(MECHANISMS), metavar="LISTA",
+                        help="mecanismos SASL que se aceptan, separados por comas")
     args = parser.parse_args()
+    sasl = None
+    if args.sasl_user:
+        mechanisms = tuple(m for m in args.sasl_mechanisms.split(",") if m)
+        if not os.environ.get(PASSWORD_VARIABLE) or not set(mechanisms) <= set(MECHANISMS):
+            parser.error(f"--sasl-user necesita la variable {PASSWORD_VARIABLE}, y --sasl-mechanisms solo "
+                         f"admite {', '.join(MECHANISMS)}")
+        sasl = SaslUser(args.sasl_user, os.environ[PASSWORD_VARIABLE], mechanisms)
     tls = None
     if args.tls_cert:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -97,7 +131,8 @@ def main() -> None:
             tls.load_verify_locations(args.tls_client_ca)
     listen_host, listen_port = args.listen.rsplit(":", 1)
     target_host, target_port = args.target.rsplit(":", 1)
-    asyncio.run(serve(listen_host, int(listen_port), target_host, int(target_port), args.delay_ms / 1000, tls))
+    asyncio.run(serve(listen_host, int(listen_port), target_host, int(target_port), args.delay_ms / 1000, tls,
+                      sasl))
 
 
 if __name__ == "__main__":

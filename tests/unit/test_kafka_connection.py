@@ -18,6 +18,7 @@ from kafka.errors import SaslAuthenticationFailedError
 from kafka.net.sasl import get_sasl_mechanism
 
 from metrics_pipeline.kafka_connection import (_not_ready_reason, _untrusted_certificate, client_config,
+                                                refused_login,
                                                forbid_topic_auto_creation)
 from metrics_pipeline.log_setup import KafkaLogBridge, KafkaStatus
 from metrics_pipeline.settings import KafkaSettings
@@ -69,6 +70,21 @@ def test_the_ca_file_reaches_the_client_and_an_untrusted_certificate_says_what_t
     assert _untrusted_certificate(own_ca, "certificate verify failed: IP address mismatch, certificate is not valid "
                                           "for '127.0.0.1'").endswith(
         ": el certificado no es para la dirección de KAFKA_BOOTSTRAP_SERVERS; use el nombre para el que se emitió")
+
+
+def test_a_refused_login_says_which_settings_to_check() -> None:
+    scram = KafkaSettings("k:9093", "t", 1, "SASL_SSL", "SCRAM-SHA-512", "ana", "pw")
+    refused = "SaslAuthenticationFailedError: Authentication failed: Invalid username or password"
+    assert refused_login(scram, refused) == (
+        f"Kafka (k:9093) rechazó la autenticación: {refused}: revise KAFKA_SASL_USERNAME ('ana'), KAFKA_SASL_PASSWORD "
+        f"y KAFKA_SASL_MECHANISM (SCRAM-SHA-512)")
+    assert refused_login(scram, "UnsupportedSaslMechanismError").endswith(
+        ": UnsupportedSaslMechanismError: el broker no admite KAFKA_SASL_MECHANISM=SCRAM-SHA-512; use el que indique "
+        "su proveedor (PLAIN, SCRAM-SHA-256 o SCRAM-SHA-512)")
+    assert refused_login(scram, "TopicAuthorizationFailedError: t").endswith(
+        ": TopicAuthorizationFailedError: t: el usuario 'ana' no tiene permiso en Kafka (ACL) para esto")
+    assert refused_login(KafkaSettings("k:9093", "t", 1, "SSL"), "IllegalSaslStateError") == (
+        "Kafka (k:9093) rechazó la autenticación: IllegalSaslStateError")
 
 
 HINT = ("el servidor acepta la conexión y la cierra: ¿pide un certificado de cliente (KAFKA_SSL_CERTFILE y "

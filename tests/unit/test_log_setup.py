@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from metrics_pipeline.log_setup import KafkaLogBridge, KafkaStatus, _buffered_stderr, counted
+from metrics_pipeline.log_setup import KafkaLogBridge, KafkaStatus, _buffered_stderr, counted, login_failure
 from tests.support.logs import scripts_logging
 
 
@@ -70,7 +70,39 @@ def test_kafka_python_reasons_are_kept_for_the_start_up_error() -> None:
     assert status.auth_failure is None
     bridge.emit(record("Bootstrap connection to bootstrap-0 failed: [Error 33] UnsupportedSaslMechanismError "
                        "(backoff 5.58 secs)", logging.WARNING, "kafka.net.manager"))
-    assert status.auth_failure == "Bootstrap connection to bootstrap-0 failed: [Error 33] UnsupportedSaslMechanismError"
+    assert status.auth_failure == "UnsupportedSaslMechanismError"
+
+
+@pytest.mark.parametrize("kafka_python_says, kept", [
+    ("Bootstrap connection to bootstrap-0 failed: [Error 58] SaslAuthenticationFailedError: "
+     "SaslAuthenticationFailedError: Authentication failed: Invalid username or password (backoff 0.04 secs)",
+     "SaslAuthenticationFailedError: Authentication failed: Invalid username or password"),
+    ("<KafkaConnection node_id=bootstrap-0 host=k:9092 <connecting> [IPv4 ('10.0.0.1', 9092)]>: SaslHandshake "
+     "failed: UnsupportedSaslMechanismError", "UnsupportedSaslMechanismError"),
+    ("[Error 58] SaslAuthenticationFailedError: Authentication failed: x",  # an exception's text
+     "SaslAuthenticationFailedError: Authentication failed: x"),
+    ("Authentication failed: Invalid username or password", "Authentication failed: Invalid username or password"),
+])
+def test_a_refused_login_keeps_the_error_and_the_brokers_words(kafka_python_says: str, kept: str) -> None:
+    assert login_failure(kafka_python_says) == kept
+    status = KafkaStatus(clock=FakeClock())
+    KafkaLogBridge(status, clock=FakeClock()).emit(record(kafka_python_says, logging.WARNING, "kafka.net.manager"))
+    assert status.auth_failure == kept
+
+
+def test_credentials_in_the_clear_are_said_once_in_spanish(caplog: pytest.LogCaptureFixture) -> None:
+    # kafka-python warns in English on every SASL_PLAINTEXT login (each connection).
+    clock = FakeClock()
+    bridge = KafkaLogBridge(KafkaStatus(clock=clock), clock=clock)
+    with caplog.at_level(logging.DEBUG, logger="metrics_pipeline.kafka"):
+        for text in ("Sending username and password in the clear", "Exchanging credentials in the clear during "
+                     "Sasl Authentication", "Sending username and password in the clear"):
+            bridge.emit(record(text, logging.WARNING, "kafka.net.sasl.plain"))
+            clock.t += 120  # past the once-a-minute limit of other kafka-python lines
+    assert [r.levelname for r in caplog.records] == ["WARNING", "DEBUG", "DEBUG"]
+    assert caplog.records[0].getMessage() == (
+        "KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT: el inicio de sesión y los mensajes viajan sin cifrar (con PLAIN, "
+        "también la contraseña); fuera de una red de confianza, use SASL_SSL")
 
 
 def test_a_broker_certificate_refused_by_tls_is_kept_apart() -> None:

@@ -65,6 +65,25 @@ def test_an_error_that_is_not_notready_ends_the_wait_at_once():
     assert len(calls) == 1
 
 
+def test_a_refusal_known_while_an_attempt_blocks_ends_the_wait_at_once():
+    # kafka-python logs a refused login and keeps retrying until the attempt's own
+    # timeout: give_up sees the refusal (from the log line) and ends the wait then.
+    refused: list[StartupError] = []
+    release = threading.Event()
+
+    def attempt(_seconds_left):
+        threading.Timer(0.2, refused.append, [StartupError("Kafka (h:1) rechazó la autenticación: SASL")]).start()
+        release.wait(30)  # like kafka-python's bootstrap, retrying the refused login
+        return "tarde"
+
+    started = time.monotonic()
+    with pytest.raises(StartupError, match="rechazó la autenticación"):
+        wait_for_server("Kafka (h:1)", attempt, threading.Event(), 60, "nada",
+                        give_up=lambda: refused[0] if refused else None)
+    release.set()
+    assert time.monotonic() - started < 1.5
+
+
 def test_a_stop_during_a_blocking_attempt_ends_the_wait_at_once():
     stop = threading.Event()
     release = threading.Event()
