@@ -33,7 +33,7 @@ from kafka.protocol.sasl import (SaslAuthenticateRequest, SaslAuthenticateRespon
                                  SaslHandshakeResponse)
 
 API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE = 18, 17, 36
-UNSUPPORTED_SASL_MECHANISM, ILLEGAL_SASL_STATE, SASL_AUTHENTICATION_FAILED = 33, 34, 58
+UNSUPPORTED_SASL_MECHANISM, SASL_AUTHENTICATION_FAILED = 33, 58
 SCRAM_HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
 MECHANISMS = ("PLAIN", *SCRAM_HASHES)
 SCRAM_ITERATIONS = 4096
@@ -166,6 +166,7 @@ async def login(client_reader: asyncio.StreamReader, client_writer: asyncio.Stre
                 version, correlation_id))
             if not known:
                 await client_writer.drain()
+                await asyncio.sleep(FAILED_LOGIN_CLOSE_DELAY)
                 return False
             mechanism = asked
             if asked in SCRAM_HASHES:
