@@ -80,6 +80,24 @@ _IN_THE_CLEAR = re.compile(r"in the clear")
 _IN_THE_CLEAR_LINE = ("KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT: el inicio de sesión y los mensajes viajan sin cifrar "
                       "(con PLAIN, también la contraseña); fuera de una red de confianza, use SASL_SSL")
 _SLOW_TASK = re.compile(r"ran for [\d.]+s \(>[\d.]+s threshold\)")
+# kafka-python lines (in English) that one of our own lines already says, in Spanish
+# and with what happens next: a bootstrap retry ("Kafka no responde"), a send that
+# failed ("Reenviando la métrica..."), a commit that failed ("No se pudieron confirmar
+# los offsets..."), an assignment or a read cut short by a topic or a connection that
+# went away. DEBUG only.
+_SAID_BY_US = re.compile(r"Bootstrap \S+ not ready; waiting|Failed to produce messages to topic-partition"
+                         r"|OffsetCommit for group \S+ failed|No partition metadata for topic"
+                         r"|Error receiving network data")
+# kafka-python lines that only kafka-python can tell, said in Spanish (at most once a
+# minute each, like any other kafka-python line).
+_TRANSLATED = (
+    (re.compile(r"Heartbeat: local member_id was not recognized"),
+     "Kafka ya no reconoce a este consumidor en el grupo (su sesión caducó: ¿estuvo parado o sin conexión?): vuelve "
+     "a entrar; lo no confirmado se relee sin contar nada dos veces"),
+    (re.compile(r"Topic (\S+) not found in cluster metadata"),
+     "Kafka no tiene el tema {0} (¿un broker que se está reiniciando o que perdió sus datos, o un tema "
+     "borrado?): se sigue reintentando"),
+)
 # What makes two lines "the same kind of message" for the once-a-minute limit: some
 # kafka-python lines arrive already formatted, with addresses and timings inside.
 _VARYING_PARTS = re.compile(r"0x[0-9a-fA-F]+|\d+(?:\.\d+)?")
@@ -182,7 +200,7 @@ class KafkaLogBridge(logging.Handler):
             self._warned_in_the_clear = True
             _log_from_handler(self._log, level, "%s", _IN_THE_CLEAR_LINE)
             return
-        if _SLOW_TASK.search(text):
+        if _SLOW_TASK.search(text) or _SAID_BY_US.search(text):
             _log_from_handler(self._log, logging.DEBUG, "kafka-python: %s", _short(text, 300))
             return
         template = f"{record.name}:{_VARYING_PARTS.sub('#', str(record.msg))}"
@@ -190,6 +208,10 @@ class KafkaLogBridge(logging.Handler):
         if now - self._last_seen.get(template, -1e9) < self.PASS_THROUGH_EVERY_SECONDS:
             return
         self._last_seen[template] = now
+        for pattern, spanish in _TRANSLATED:
+            if found := pattern.search(text):
+                _log_from_handler(self._log, logging.WARNING, "%s", spanish.format(*found.groups()))
+                return
         # At most WARNING: kafka-python retries what it reports, and our ERROR lines
         # are kept for what the scripts themselves give up on.
         _log_from_handler(self._log, min(record.levelno, logging.WARNING), "kafka-python: %s", _short(text, 300))

@@ -136,7 +136,7 @@ def test_a_stop_while_the_topic_is_missing_ends_within_10_s(own_kafka, mongo_ser
     producer.wait_for("Enviada métrica", timeout=60, count=10)
     kafka.kill()
     kafka.start()
-    producer.wait_for("not found in cluster metadata", timeout=30)
+    producer.wait_for("Kafka no tiene el tema ", timeout=30)
     assert _stop_within_10_s(producer, signal.SIGTERM) in (0, 1)
     log = producer.text()
     assert "Traceback" not in log

@@ -54,9 +54,9 @@ def test_other_library_warnings_pass_at_most_once_a_minute(caplog: pytest.LogCap
     bridge = KafkaLogBridge(KafkaStatus(clock=clock), clock=clock)
     with caplog.at_level(logging.INFO, logger="metrics_pipeline.kafka"):
         for _ in range(5):
-            bridge.emit(record("Failed to produce messages: %s", logging.WARNING, "kafka.producer"))
+            bridge.emit(record("Unexpected response from node: %s", logging.WARNING, "kafka.client"))
         clock.t = 61
-        bridge.emit(record("Failed to produce messages: %s", logging.WARNING, "kafka.producer"))
+        bridge.emit(record("Unexpected response from node: %s", logging.WARNING, "kafka.client"))
     assert [r.getMessage().startswith("kafka-python:") for r in caplog.records] == [True, True]
 
 
@@ -161,6 +161,43 @@ def test_kafka_pythons_slow_loop_diagnostics_are_debug_only(caplog: pytest.LogCa
     assert [r.levelname for r in caplog.records] == ["DEBUG", "DEBUG"]
 
 
+@pytest.mark.parametrize("kafka_python_says", [
+    "Bootstrap bootstrap-0 not ready; waiting 0.05 secs",
+    "Failed to produce messages to topic-partition TopicPartition(topic='t', partition=0) with base offset -1: "
+    "[Error 3] UnknownTopicOrPartitionError",  # one that is a timeout also says "Kafka no responde" (above)
+    "OffsetCommit for group grupo_iabd06_id failed: [Error 25] UnknownMemberIdError: grupo_iabd06_id",
+    "No partition metadata for topic system-metrics-topic-iabd06",
+    "<KafkaConnection node_id=1 host=127.0.0.1:29092 <connected>>: Error receiving network data closing socket",
+])
+def test_what_our_own_lines_already_say_is_debug_only(caplog: pytest.LogCaptureFixture, kafka_python_says: str
+                                                      ) -> None:
+    # Each comes with a line of ours, in Spanish, that says it and what happens next
+    # (seen in the fault tests: broker restarts, consumers killed, topics lost).
+    bridge = KafkaLogBridge(KafkaStatus(clock=FakeClock()), clock=FakeClock())
+    with caplog.at_level(logging.DEBUG, logger="metrics_pipeline.kafka"):
+        bridge.emit(record(kafka_python_says, logging.WARNING, "kafka"))
+    assert [r.levelname for r in caplog.records] == ["DEBUG"]
+
+
+@pytest.mark.parametrize("kafka_python_says, spanish", [
+    ("Heartbeat: local member_id was not recognized; this consumer needs to re-join",
+     "Kafka ya no reconoce a este consumidor en el grupo (su sesión caducó: ¿estuvo parado o sin conexión?): vuelve "
+     "a entrar; lo no confirmado se relee sin contar nada dos veces"),
+    ("Topic system-metrics-topic-iabd06 not found in cluster metadata",
+     "Kafka no tiene el tema system-metrics-topic-iabd06 (¿un broker que se está reiniciando o que perdió sus datos, "
+     "o un tema borrado?): se sigue reintentando"),
+])
+def test_what_only_kafka_python_can_tell_is_said_in_spanish_once_a_minute(
+        caplog: pytest.LogCaptureFixture, kafka_python_says: str, spanish: str) -> None:
+    clock = FakeClock()
+    bridge = KafkaLogBridge(KafkaStatus(clock=clock), clock=clock)
+    with caplog.at_level(logging.DEBUG, logger="metrics_pipeline.kafka"):
+        for at in (0, 30, 61):
+            clock.t = at
+            bridge.emit(record(kafka_python_says, logging.WARNING, "kafka.coordinator"))
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("WARNING", spanish)] * 2
+
+
 def test_lines_that_differ_only_in_numbers_are_one_kind_for_the_once_a_minute_limit(
         caplog: pytest.LogCaptureFixture) -> None:
     bridge = KafkaLogBridge(KafkaStatus(clock=FakeClock()), clock=FakeClock())
@@ -242,11 +279,13 @@ def test_kafka_lines_survive_pythons_that_drop_records_logged_while_handling_one
         logging.getLogger("kafka.conn").error("Connection failed: KafkaConnectionError: 111 ECONNREFUSED")
         logging.getLogger("kafka.coordinator").warning("Heartbeat poll timeout has expired, leaving group")
         logging.getLogger("kafka.producer").warning("Topic t not found in cluster metadata")
+        logging.getLogger("kafka.client").warning("Unexpected response from node 1")
     text = output.getvalue()
     assert "dicho desde otro handler" not in text
     assert "WARNING metrics_pipeline.kafka: Kafka (Kafka) no responde: Connection failed" in text
     assert "sin leer de Kafka" in text
-    assert "kafka-python: Topic t not found in cluster metadata" in text
+    assert "WARNING metrics_pipeline.kafka: Kafka no tiene el tema t (" in text
+    assert "kafka-python: Unexpected response from node 1" in text
 
 
 def test_an_event_is_one_line_whatever_its_text_holds() -> None:
