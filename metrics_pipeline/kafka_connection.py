@@ -209,7 +209,9 @@ def refused_login(settings: KafkaSettings, failure: str) -> str:
         return (f"{line}: el broker no admite KAFKA_SASL_MECHANISM={settings.sasl_mechanism}; use el que indique "
                 f"su proveedor (PLAIN, SCRAM-SHA-256 o SCRAM-SHA-512)")
     if "Authorization" in failure:
-        return f"{line}: el usuario {settings.sasl_username!r} no tiene permiso en Kafka (ACL) para esto"
+        return (f"Kafka ({settings.bootstrap_servers}) no da permiso a este cliente: {failure}: pida a quien "
+                f"administre Kafka permiso (ACL) para el usuario {settings.sasl_username!r} en el tema "
+                f"{settings.topic} (y, para el consumidor, en su grupo)")
     if settings.security_protocol.startswith("SASL_"):
         return (f"{line}: revise KAFKA_SASL_USERNAME ({settings.sasl_username!r}), KAFKA_SASL_PASSWORD y "
                 f"KAFKA_SASL_MECHANISM ({settings.sasl_mechanism})")
@@ -254,6 +256,7 @@ def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
         silent += (f"; con KAFKA_SECURITY_PROTOCOL={settings.security_protocol} el cliente espera el "
                    f"saludo TLS del broker: ¿ese puerto no usa TLS (p. ej. el Kafka de docker compose, "
                    f"PLAINTEXT)?")
+
     def refused() -> StartupError | None:
         if status is not None and status.auth_failure:
             return StartupError(refused_login(settings, status.auth_failure))

@@ -70,15 +70,15 @@ _POLL_TIMEOUT = re.compile(r"poll timeout has expired", re.IGNORECASE)
 _POLL_TIMEOUT_LINE = ("El consumidor lleva más de KAFKA_MAX_POLL_INTERVAL_MS sin leer de Kafka (esperando a "
                       "MongoDB): deja el grupo y volverá a entrar en cuanto pueda leer; lo no confirmado se "
                       "relee sin contar nada dos veces")
-# kafka-python 3 times the steps of its own I/O loop and warns, in English, when one
-# takes over 0.1 s ("Task ... ran for 0.124s ... blocking the event loop"). It does
-# while a backlog is drained: decoding a large fetch shares the GIL with our writer
-# thread. Nothing for the user to do: DEBUG only.
 # kafka-python, in English, each time a connection logs in with SASL_PLAINTEXT.
 # Said once per process, in Spanish, with what to do about it.
 _IN_THE_CLEAR = re.compile(r"in the clear")
 _IN_THE_CLEAR_LINE = ("KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT: el inicio de sesión y los mensajes viajan sin cifrar "
                       "(con PLAIN, también la contraseña); fuera de una red de confianza, use SASL_SSL")
+# kafka-python 3 times the steps of its own I/O loop and warns, in English, when one
+# takes over 0.1 s ("Task ... ran for 0.124s ... blocking the event loop"). It does
+# while a backlog is drained: decoding a large fetch shares the GIL with our writer
+# thread. Nothing for the user to do: DEBUG only.
 _SLOW_TASK = re.compile(r"ran for [\d.]+s \(>[\d.]+s threshold\)")
 # kafka-python lines (in English) that one of our own lines already says, in Spanish
 # and with what happens next: a bootstrap retry ("Kafka no responde"), a send that

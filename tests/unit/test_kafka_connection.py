@@ -81,8 +81,9 @@ def test_a_refused_login_says_which_settings_to_check() -> None:
     assert refused_login(scram, "UnsupportedSaslMechanismError").endswith(
         ": UnsupportedSaslMechanismError: el broker no admite KAFKA_SASL_MECHANISM=SCRAM-SHA-512; use el que indique "
         "su proveedor (PLAIN, SCRAM-SHA-256 o SCRAM-SHA-512)")
-    assert refused_login(scram, "TopicAuthorizationFailedError: t").endswith(
-        ": TopicAuthorizationFailedError: t: el usuario 'ana' no tiene permiso en Kafka (ACL) para esto")
+    assert refused_login(scram, "TopicAuthorizationFailedError: t") == (
+        "Kafka (k:9093) no da permiso a este cliente: TopicAuthorizationFailedError: t: pida a quien administre "
+        "Kafka permiso (ACL) para el usuario 'ana' en el tema t (y, para el consumidor, en su grupo)")
     assert refused_login(KafkaSettings("k:9093", "t", 1, "SSL"), "IllegalSaslStateError") == (
         "Kafka (k:9093) rechazó la autenticación: IllegalSaslStateError")
 
