@@ -37,6 +37,9 @@ UNSUPPORTED_SASL_MECHANISM, SASL_AUTHENTICATION_FAILED = 33, 58
 SCRAM_HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
 MECHANISMS = ("PLAIN", *SCRAM_HASHES)
 SCRAM_ITERATIONS = 4096
+# Where tcp_proxy.py --sasl-user reads the user's password (not from its command
+# line, which ps shows).
+PASSWORD_VARIABLE = "TCP_PROXY_SASL_PASSWORD"
 # Apache Kafka closes a connection whose login failed only after this delay
 # (connection.failed.authentication.delay.ms, 100 ms by default, KIP-306), so the
 # client reads the refusal before the connection ends.

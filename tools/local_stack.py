@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metrics_pipeline.shutdown import stop_signals  # noqa: E402
 from tools.arguments import port_number, tool_parser  # noqa: E402
+from tools.kafka_sasl import PASSWORD_VARIABLE  # noqa: E402
 
 
 def tansu_binary() -> str:
@@ -249,7 +250,7 @@ class TcpProxy(ServerProcess):
             command += ["--sasl-user", sasl[0]]
             if sasl_mechanisms is not None:
                 command += ["--sasl-mechanisms", sasl_mechanisms]
-            env = {"TCP_PROXY_SASL_PASSWORD": sasl[1]}  # not in the command line, which ps shows
+            env = {PASSWORD_VARIABLE: sasl[1]}
         super().__init__("proxy TCP", command, port, log_dir / f"proxy-{port}.log", env=env)
 
 

@@ -35,9 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools.arguments import at_least, tool_parser  # noqa: E402
-from tools.kafka_sasl import MECHANISMS, SaslUser, login  # noqa: E402
-
-PASSWORD_VARIABLE = "TCP_PROXY_SASL_PASSWORD"
+from tools.kafka_sasl import MECHANISMS, PASSWORD_VARIABLE, SaslUser, login  # noqa: E402
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
