@@ -3,12 +3,13 @@
 The local broker (Tansu 0.6) keeps no users, so it refuses every SASL login and a
 login that succeeds cannot be tested against it. The proxy, in front of it, does
 the login the way Apache Kafka does (KIP-152: ApiVersions, SaslHandshake v1, then
-SaslAuthenticate requests) and, once the client is in, forwards the connection's
-bytes to the broker untouched. What it checks is real: the client's PLAIN
+SaslAuthenticate requests) and, once the client is in, forwards its requests to
+the broker untouched (and the answers back). What it checks is real: the client's PLAIN
 credentials (RFC 4616), or its SCRAM-SHA-256/512 proof (RFC 5802, RFC 7677),
 against one user; a wrong password or user gets Apache Kafka's refusal, error
 SASL_AUTHENTICATION_FAILED (58) with its message, and the connection is closed
-(as Apache Kafka does, 100 ms later).
+(as Apache Kafka does, 100 ms later). With a session lifetime, the client must log
+in again on the open connection before it ends (KIP-368, see forward_requests).
 The ApiVersions request goes to the broker and its answer back to the client,
 so the client sees the broker's versions. Only what kafka-python sends is
 spoken: a SaslHandshake v0 (unframed tokens) or any other request before the
@@ -24,8 +25,11 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import math
 import secrets
 import struct
+import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +59,7 @@ class SaslUser:
     name: str
     password: str
     mechanisms: tuple[str, ...] = MECHANISMS
+    session_lifetime_ms: int = 0  # 0: sessions never expire (see forward_requests)
 
 
 @dataclass
@@ -149,52 +154,94 @@ def _reply(response: Any, version: int, correlation_id: int) -> bytes:
 async def login(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter,
                 broker_reader: asyncio.StreamReader, broker_writer: asyncio.StreamWriter, user: SaslUser) -> bool:
     """Run the login on a new client connection: True once the client is in (the
-    caller then forwards everything), False when it is refused or breaks the rules
-    (the caller closes the connection)."""
-    mechanism: str | None = None
-    scram: ScramServer | None = None
+    caller then forwards its requests, see :func:`forward_requests`), False when it
+    is refused or breaks the rules (the caller closes the connection)."""
+    while True:
+        frame = await _read_frame(client_reader)
+        if struct.unpack(">h", frame[:2])[0] != API_VERSIONS:
+            return await _authenticate(frame, client_reader, client_writer, user)
+        broker_writer.write(struct.pack(">i", len(frame)) + frame)
+        await broker_writer.drain()
+        answer = await _read_frame(broker_reader)
+        client_writer.write(struct.pack(">i", len(answer)) + answer)
+        await client_writer.drain()
+
+
+async def forward_requests(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter,
+                           broker_writer: asyncio.StreamWriter, user: SaslUser) -> None:
+    """After the login, the client's requests to the broker, frame by frame, until
+    either side closes. As Apache Kafka with ``connections.max.reauth.ms``
+    (KIP-368), when ``user.session_lifetime_ms`` is set: a SaslHandshake starts a
+    re-authentication, answered here, that opens a new session; a session that
+    expired ends the connection at the client's next other request. Each is
+    written to stderr (the proxy's log)."""
+    def expiry() -> float:
+        return time.monotonic() + user.session_lifetime_ms / 1000 if user.session_lifetime_ms else math.inf
+
+    expires, again = expiry(), 0
+    try:
+        while True:
+            frame = await _read_frame(client_reader)
+            if struct.unpack(">h", frame[:2])[0] == SASL_HANDSHAKE:
+                if not await _authenticate(frame, client_reader, client_writer, user):
+                    return
+                expires, again = expiry(), again + 1
+                print(f"reautenticación SASL de {user.name} ({again}.ª en esta conexión)", file=sys.stderr,
+                      flush=True)
+                continue
+            if time.monotonic() > expires:
+                print(f"sesión SASL de {user.name} caducada sin reautenticarse: conexión cerrada", file=sys.stderr,
+                      flush=True)
+                return
+            broker_writer.write(struct.pack(">i", len(frame)) + frame)
+            await broker_writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return
+    finally:
+        broker_writer.close()
+        client_writer.close()
+
+
+async def _authenticate(frame: bytes, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter,
+                        user: SaslUser) -> bool:
+    """One SASL exchange from its SaslHandshake (``frame``) to the end of its
+    SaslAuthenticate requests: True when the client is in."""
+    api_key, version, correlation_id = struct.unpack(">hhi", frame[:8])
+    if api_key != SASL_HANDSHAKE or version < 1:
+        return False  # as Apache Kafka: anything else before the login ends the connection
+    asked = SaslHandshakeRequest.decode(frame, version=version, header=True).mechanism
+    known = asked in user.mechanisms
+    client_writer.write(_reply(SaslHandshakeResponse(
+        error_code=0 if known else UNSUPPORTED_SASL_MECHANISM, mechanisms=list(user.mechanisms)),
+        version, correlation_id))
+    await client_writer.drain()
+    if not known:
+        await asyncio.sleep(FAILED_LOGIN_CLOSE_DELAY)
+        return False
+    scram = ScramServer(user, asked) if asked in SCRAM_HASHES else None
     while True:
         frame = await _read_frame(client_reader)
         api_key, version, correlation_id = struct.unpack(">hhi", frame[:8])
-        if api_key == API_VERSIONS:
-            broker_writer.write(struct.pack(">i", len(frame)) + frame)
-            await broker_writer.drain()
-            answer = await _read_frame(broker_reader)
-            client_writer.write(struct.pack(">i", len(answer)) + answer)
-        elif api_key == SASL_HANDSHAKE and version >= 1 and mechanism is None:
-            asked = SaslHandshakeRequest.decode(frame, version=version, header=True).mechanism
-            known = asked in user.mechanisms
-            client_writer.write(_reply(SaslHandshakeResponse(
-                error_code=0 if known else UNSUPPORTED_SASL_MECHANISM, mechanisms=list(user.mechanisms)),
-                version, correlation_id))
-            if not known:
-                await client_writer.drain()
-                await asyncio.sleep(FAILED_LOGIN_CLOSE_DELAY)
-                return False
-            mechanism = asked
-            if asked in SCRAM_HASHES:
-                scram = ScramServer(user, asked)
-        elif api_key == SASL_AUTHENTICATE and mechanism is not None:
-            token = SaslAuthenticateRequest.decode(frame, version=version, header=True).auth_bytes
-            try:
-                if scram is None:
-                    check_plain(user, token)
-                    answer, done = b"", True
-                else:
-                    answer, done = scram.step(token)
-            except (LoginFailed, UnicodeDecodeError) as exc:
-                message = str(exc) if isinstance(exc, LoginFailed) else "Authentication failed"
-                client_writer.write(_reply(SaslAuthenticateResponse(
-                    error_code=SASL_AUTHENTICATION_FAILED, error_message=message, auth_bytes=b"",
-                    session_lifetime_ms=0), version, correlation_id))
-                await client_writer.drain()
-                await asyncio.sleep(FAILED_LOGIN_CLOSE_DELAY)
-                return False
+        if api_key != SASL_AUTHENTICATE:
+            return False
+        token = SaslAuthenticateRequest.decode(frame, version=version, header=True).auth_bytes
+        try:
+            if scram is None:
+                check_plain(user, token)
+                answer, done = b"", True
+            else:
+                answer, done = scram.step(token)
+        except (LoginFailed, UnicodeDecodeError) as exc:
+            message = str(exc) if isinstance(exc, LoginFailed) else "Authentication failed"
             client_writer.write(_reply(SaslAuthenticateResponse(
-                error_code=0, error_message=None, auth_bytes=answer, session_lifetime_ms=0), version, correlation_id))
-            if done:
-                await client_writer.drain()
-                return True
-        else:
-            return False  # as Apache Kafka: anything else before the login ends the connection
+                error_code=SASL_AUTHENTICATION_FAILED, error_message=message, auth_bytes=b"",
+                session_lifetime_ms=0), version, correlation_id))
+            await client_writer.drain()
+            await asyncio.sleep(FAILED_LOGIN_CLOSE_DELAY)
+            return False
+        client_writer.write(_reply(SaslAuthenticateResponse(
+            error_code=0, error_message=None, auth_bytes=answer,
+            session_lifetime_ms=user.session_lifetime_ms if done else 0), version, correlation_id))
         await client_writer.drain()
+        if done:
+            return True

@@ -234,11 +234,13 @@ class TcpProxy(ServerProcess):
     with ``tls``, speaking TLS to its clients with that certificate; with
     ``client_ca`` too, only to clients with a certificate that CA signed; with
     ``sasl`` = (user, password), only to clients that log in as that user with one
-    of ``sasl_mechanisms``, as Apache Kafka asks them to)."""
+    of ``sasl_mechanisms``, as Apache Kafka asks them to, again every
+    ``sasl_session_ms`` if set)."""
 
     def __init__(self, port: int, target_port: int, log_dir: Path, delay_ms: float = 0.0,
                  tls: TlsFiles | None = None, client_ca: Path | None = None,
-                 sasl: tuple[str, str] | None = None, sasl_mechanisms: str | None = None) -> None:
+                 sasl: tuple[str, str] | None = None, sasl_mechanisms: str | None = None,
+                 sasl_session_ms: int = 0) -> None:
         command = [sys.executable, str(Path(__file__).with_name("tcp_proxy.py")),
                    "--listen", f"127.0.0.1:{port}", "--target", f"127.0.0.1:{target_port}", "--delay-ms", str(delay_ms)]
         if tls is not None:
@@ -250,6 +252,8 @@ class TcpProxy(ServerProcess):
             command += ["--sasl-user", sasl[0]]
             if sasl_mechanisms is not None:
                 command += ["--sasl-mechanisms", sasl_mechanisms]
+            if sasl_session_ms:
+                command += ["--sasl-session-ms", str(sasl_session_ms)]
             env = {PASSWORD_VARIABLE: sasl[1]}
         super().__init__("proxy TCP", command, port, log_dir / f"proxy-{port}.log", env=env)
 

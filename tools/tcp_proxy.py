@@ -18,7 +18,9 @@
   does (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512; see tools/kafka_sasl.py) before
   forwarding anything: a login that succeeds, which the local broker (it keeps no
   users) cannot give, so the scripts' ``SASL_PLAINTEXT``/``SASL_SSL`` path is tested
-  to the end; with ``--tls-cert`` too, the login runs inside TLS (``SASL_SSL``).
+  to the end; with ``--tls-cert`` too, the login runs inside TLS (``SASL_SSL``);
+  with ``--sasl-session-ms`` too, sessions expire and clients must log in again on
+  their open connections (KIP-368), as with Apache Kafka's ``connections.max.reauth.ms``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools.arguments import at_least, tool_parser  # noqa: E402
-from tools.kafka_sasl import MECHANISMS, PASSWORD_VARIABLE, SaslUser, login  # noqa: E402
+from tools.kafka_sasl import MECHANISMS, PASSWORD_VARIABLE, SaslUser, forward_requests, login  # noqa: E402
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
@@ -85,6 +87,9 @@ async def serve(listen_host: str, listen_port: int, target_host: str, target_por
                 client_writer.close()
                 server_writer.close()
                 return
+            await asyncio.gather(forward_requests(client_reader, client_writer, server_writer, sasl),
+                                 _pipe(server_reader, client_writer, delay), return_exceptions=True)
+            return
         await asyncio.gather(_pipe(client_reader, server_writer, delay), _pipe(server_reader, client_writer, delay),
                              return_exceptions=True)
 
@@ -112,6 +117,9 @@ def main() -> None:
                              f"variable {PASSWORD_VARIABLE}, como Apache Kafka")
     parser.add_argument("--sasl-mechanisms", default=",".join(MECHANISMS), metavar="LISTA",
                         help="mecanismos SASL que se aceptan, separados por comas")
+    parser.add_argument("--sasl-session-ms", type=at_least(0, int), default=0, metavar="MS",
+                        help="duración de cada sesión SASL (connections.max.reauth.ms de Apache Kafka): el cliente "
+                             "debe volver a autenticarse antes de que acabe; 0: sin límite")
     args = parser.parse_args()
     sasl = None
     if args.sasl_user:
@@ -119,7 +127,7 @@ def main() -> None:
         if not os.environ.get(PASSWORD_VARIABLE) or not set(mechanisms) <= set(MECHANISMS):
             parser.error(f"--sasl-user necesita la variable {PASSWORD_VARIABLE}, y --sasl-mechanisms solo "
                          f"admite {', '.join(MECHANISMS)}")
-        sasl = SaslUser(args.sasl_user, os.environ[PASSWORD_VARIABLE], mechanisms)
+        sasl = SaslUser(args.sasl_user, os.environ[PASSWORD_VARIABLE], mechanisms, args.sasl_session_ms)
     tls = None
     if args.tls_cert:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -13,6 +13,7 @@ does, and then hands the connection to the broker."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -48,12 +49,14 @@ def _tls_broker(own_servers: list[ServerProcess], tmp_path: Path, *names: str, a
     return f"127.0.0.1:{tls_port}", files
 
 
-def _sasl_broker(own_servers: list[ServerProcess], tmp_path: Path) -> str:
+def _sasl_broker(own_servers: list[ServerProcess], tmp_path: Path, session_ms: int = 0) -> str:
     """A fresh broker behind a plaintext listener that requires a SASL login of
-    SASL_USER (see the module doc): the listener's address."""
+    SASL_USER (see the module doc), again every ``session_ms`` if set: the
+    listener's address (the listener is own_servers[-1])."""
     broker_port, sasl_port = free_port(), free_port()
     own_servers.append(TansuServer(broker_port, tmp_path / "servers", advertised_port=sasl_port).start())
-    own_servers.append(TcpProxy(sasl_port, broker_port, tmp_path / "servers", sasl=(SASL_USER, SASL_PASSWORD)).start())
+    own_servers.append(TcpProxy(sasl_port, broker_port, tmp_path / "servers", sasl=(SASL_USER, SASL_PASSWORD),
+                                sasl_session_ms=session_ms).start())
     return f"127.0.0.1:{sasl_port}"
 
 
@@ -224,3 +227,28 @@ def test_a_wrong_password_is_refused_at_once_with_the_brokers_words(own_servers,
     assert line.endswith(f"Kafka ({address}) rechazó la autenticación: SaslAuthenticationFailedError: {broker_says}: "
                          f"revise KAFKA_SASL_USERNAME ('{SASL_USER}'), KAFKA_SASL_PASSWORD y KAFKA_SASL_MECHANISM "
                          f"({mechanism})")
+
+
+def test_sessions_that_expire_are_renewed_on_open_connections_and_nothing_is_lost(own_servers, mongo_server,
+                                                                                 tmp_path, request) -> None:
+    # A Kafka with connections.max.reauth.ms (KIP-368) ends each login's session
+    # after that long: the client must log in again on the open connection, and a
+    # connection whose session expired is closed at its next request. Sessions of
+    # 3 s here, while the consumer and the producer (12 s of rounds) run together.
+    address = _sasl_broker(own_servers, tmp_path, session_ms=3000)
+    proxy = own_servers[-1]
+    p = Pipeline.for_test(address, mongo_server.uri, tmp_path, request.node.name,
+                          extra_env={"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+                                     "KAFKA_SASL_USERNAME": SASL_USER, "KAFKA_SASL_PASSWORD": SASL_PASSWORD})
+    consumer = p.start(CONSUMER, "--idle-timeout", "6")
+    consumer.wait_for("Particiones asignadas", timeout=60)
+    produced = p.produce(24, "--interval", "0.5")  # 120 messages in 12 s: six windows
+    assert consumer.wait(timeout=120) == 0
+    audit(p.db, valid=120)
+    proxy_log = proxy.log_path.read_text()
+    renewed = re.findall(r"reautenticación SASL de \S+ \((\d+)\.ª", proxy_log)
+    assert renewed and max(int(n) for n in renewed) >= 3, proxy_log[-2000:]  # each connection, again and again
+    assert "caducada" not in proxy_log, proxy_log[-2000:]
+    for output in (produced.stderr, consumer.text()):
+        assert "Traceback" not in output and " ERROR " not in output
+        assert "no responde" not in output  # no connection was lost to an expired session
