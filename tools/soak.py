@@ -57,6 +57,20 @@ from tests.support.poison import POISON  # noqa: E402
 from tools.arguments import at_least, tool_parser  # noqa: E402
 from tools.local_stack import S3Server, SecantusServer, TansuServer, free_port  # noqa: E402
 
+# The faults, in the order the regular mode cycles through them, and their names in
+# the audit: of fixed length one after another, or (--overlap) of random length.
+FAULTS = ("kill", "signal", "mongo_down", "poison", "mongo_frozen", "kafka_frozen", "kafka_down")
+FAULT_NAMES = {
+    False: {"kill": "kill -9 consumidor", "signal": "SIGTERM consumidor", "mongo_down": "MongoDB caído 10 s",
+            "poison": "ráfaga de mensajes no válidos", "mongo_frozen": "MongoDB congelado 8 s",
+            "kafka_frozen": "Kafka congelado 8 s", "kafka_down": "Kafka caído 5 s"},
+    True: {"kill": "kill -9 consumidor", "signal": "SIGTERM o SIGINT consumidor", "mongo_down": "MongoDB caído 3-12 s",
+           "poison": "ráfaga de mensajes no válidos", "mongo_frozen": "MongoDB congelado 2-9 s",
+           "kafka_frozen": "Kafka congelado 2-8 s", "kafka_down": "Kafka caído 2-8 s"},
+}
+# Server faults: (which server, stopped (True) or frozen, seconds fixed, seconds with --overlap).
+SERVER_FAULTS = {"mongo_down": ("mongo", True, 10, (3, 12)), "mongo_frozen": ("mongo", False, 8, (2, 9)),
+                 "kafka_frozen": ("kafka", False, 8, (2, 8)), "kafka_down": ("kafka", True, 5, (2, 8))}
 CATCH_UP_SECONDS = 300  # after the producer's end, to store everything and write every window
 
 
@@ -171,15 +185,9 @@ def main() -> int:
     p.create_topic()
     rounds = -(-args.messages // args.servers)
     servers = ",".join(f"srv{i:03d}" for i in range(args.servers))
-    faults: dict[str, int] = {"kill -9 consumidor": 0, "SIGTERM consumidor": 0, "MongoDB caído 10 s": 0,
-                              "ráfaga de mensajes no válidos": 0, "MongoDB congelado 8 s": 0,
-                              "Kafka congelado 8 s": 0, "Kafka caído 5 s": 0}
-    if args.overlap:
-        faults = {"kill -9 consumidor": 0, "SIGTERM o SIGINT consumidor": 0, "MongoDB caído 3-12 s": 0,
-                  "ráfaga de mensajes no válidos": 0, "MongoDB congelado 2-9 s": 0, "Kafka congelado 2-8 s": 0,
-                  "Kafka caído 2-8 s": 0}
-    if not args.kafka_restarts:
-        faults.popitem()  # the last: Kafka down, which only a Kafka that keeps its data survives
+    # Kafka down only with --kafka-restarts: only a Kafka that keeps its data survives it.
+    kinds = [kind for kind in FAULTS if kind != "kafka_down" or args.kafka_restarts]
+    faults = {kind: 0 for kind in kinds}  # how many of each were injected
     mongo_faults, kafka_faults = ServerFaults(), ServerFaults()
     failed_stops: list[str] = []
     poison_sent = 0
@@ -199,50 +207,48 @@ def main() -> int:
                 continue
             if args.overlap:
                 next_fault = time.monotonic() + rng.uniform(1, args.fault_every)
-                kind = rng.randrange(len(faults))
+                kind = rng.choice(kinds)  # the same draws as randrange(len(kinds)): old seeds repeat their runs
             else:
                 next_fault = time.monotonic() + args.fault_every
-                kind = cycle % len(faults)
+                kind = kinds[cycle % len(kinds)]
                 cycle += 1
-            name = list(faults)[kind]
-            if args.overlap and kind == 1:
+            if args.overlap and kind == "signal":
                 victim = rng.randrange(len(consumers))
                 signum = rng.choice([signal.SIGTERM, signal.SIGINT])
                 began = time.monotonic()
                 consumers[victim].signal(signum)
                 code = _exit_code(consumers[victim], 30)
                 took = time.monotonic() - began
-                faults[name] += 1
+                faults[kind] += 1
                 log(f"fallo: {signal.Signals(signum).name} del consumidor {victim} (salió con {code} en {took:.1f} s)")
                 if code != 0 or took > 10:
                     failed_stops.append(f"{signal.Signals(signum).name}: {code} en {took:.1f} s")
                 time.sleep(rng.uniform(0, 3))
                 consumers[victim] = p.start(CONSUMER, label=f"-{victim}")
-            elif args.overlap and kind in (2, 4, 5, 6):
-                low, high, server, faulty = {2: (3, 12, mongo_faults, mongo), 4: (2, 9, mongo_faults, mongo),
-                                             5: (2, 8, kafka_faults, kafka), 6: (2, 8, kafka_faults, kafka)}[kind]
-                if server.start(_server_fault, faulty, kind in (2, 6), rng.uniform(low, high)):
-                    faults[name] += 1
-            elif kind == 0:
+            elif kind in SERVER_FAULTS:
+                which, stopped, seconds, (low, high) = SERVER_FAULTS[kind]
+                faulty, running_faults = (mongo, mongo_faults) if which == "mongo" else (kafka, kafka_faults)
+                if not args.overlap:  # one after another, of fixed length
+                    faults[kind] += 1
+                    _server_fault(faulty, stopped, seconds)
+                elif running_faults.start(_server_fault, faulty, stopped, rng.uniform(low, high)):
+                    faults[kind] += 1
+            elif kind == "kill":
                 victim = rng.randrange(len(consumers))
                 consumers[victim].kill()
-                faults["kill -9 consumidor"] += 1
+                faults[kind] += 1
                 log(f"fallo: kill -9 del consumidor {victim}")
                 time.sleep(rng.uniform(1, 3))
                 consumers[victim] = p.start(CONSUMER, label=f"-{victim}")
-            elif kind == 1:
+            elif kind == "signal":
                 wait_group_stable(consumers)
                 victim = rng.randrange(len(consumers))
                 consumers[victim].signal(signal.SIGTERM)
                 code = _exit_code(consumers[victim], 30)
-                faults["SIGTERM consumidor"] += 1
+                faults[kind] += 1
                 log(f"fallo: SIGTERM del consumidor {victim} (salió con {code})")
                 consumers[victim] = p.start(CONSUMER, label=f"-{victim}")
-            elif kind in (2, 4, 5, 6):  # the same faults, one after another, of fixed length
-                faulty, seconds = {2: (mongo, 10), 4: (mongo, 8), 5: (kafka, 8), 6: (kafka, 5)}[kind]
-                faults[name] += 1
-                _server_fault(faulty, kind in (2, 6), seconds)
-            else:
+            else:  # poison
                 burst = [rng.choice(POISON) for _ in range(rng.randint(3, 9))]
                 producer_raw = KafkaProducer(bootstrap_servers=p.bootstrap, acks="all", enable_idempotence=False,
                                              max_request_size=2**21)  # the near-1 MB value fits
@@ -251,8 +257,8 @@ def main() -> int:
                 producer_raw.flush()
                 producer_raw.close()
                 poison_sent += len(burst)
-                faults["ráfaga de mensajes no válidos"] += 1
-                log(f"fallo: {len(burst)} mensajes no válidos ({', '.join(kind for kind, _ in burst)})")
+                faults[kind] += 1
+                log(f"fallo: {len(burst)} mensajes no válidos ({', '.join(name for name, _ in burst)})")
         mongo_faults.join()
         kafka_faults.join()
         sent_text = producer.text()
@@ -297,8 +303,8 @@ def main() -> int:
         print(f"  mensajes válidos enviados     {sent:8d}")
         print(f"  envíos fallidos               {failed:8d}")
         print(f"  mensajes no válidos enviados  {poison_sent:8d}")
-        for name, count in faults.items():
-            print(f"  fallo: {name:<30}{count:4d}")
+        for kind, count in faults.items():
+            print(f"  fallo: {FAULT_NAMES[args.overlap][kind]:<30}{count:4d}")
         print(f"  documentos raw                {db[RAW].count_documents({}):8d}")
         print(f"  documentos dead-letter        {db[DEADLETTER].count_documents({}):8d}")
         print(f"  ventanas KPI                  {db[KPIS].count_documents({}):8d}")
