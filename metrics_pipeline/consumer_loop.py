@@ -61,8 +61,9 @@ from kafka.structs import OffsetAndMetadata
 from metrics_pipeline.clock import Clock
 from metrics_pipeline.errors import RunFailure, StartupError
 from metrics_pipeline.ingest import BatchIngestor, BatchResult, describe, parse_records
-from metrics_pipeline.kafka_connection import client_config, error_reason, forbid_topic_auto_creation
-from metrics_pipeline.log_setup import KafkaStatus, counted, quiet_kafka_client
+from metrics_pipeline.kafka_connection import (client_config, error_reason, forbid_topic_auto_creation,
+                                               refused_login)
+from metrics_pipeline.log_setup import KafkaStatus, counted, login_failure, quiet_kafka_client
 from metrics_pipeline.retry import Stopped
 from metrics_pipeline.settings import ConsumerSettings, SettingsError
 from metrics_pipeline.storage import MetricsStore
@@ -445,7 +446,7 @@ class MetricsConsumer:
                 try:
                     batch = self._consumer.poll(timeout_ms=timeout, max_records=limit)
                 except UNREADABLE as exc:  # retrying cannot cure these
-                    raise RunFailure(_unreadable(self.topic, exc)) from None
+                    raise RunFailure(_unreadable(self.settings, exc)) from None
                 except JOIN_REFUSED as exc:
                     raise _join_refused(self.settings, exc) from None
                 except kafka_errors.KafkaError as exc:
@@ -513,8 +514,12 @@ class MetricsConsumer:
                 log.warning("Cierre de la conexión con Kafka incompleto: %s", exc)
 
 
-def _unreadable(topic: str, exc: Exception) -> str:
-    """The one line for an error of UNREADABLE."""
+def _unreadable(settings: ConsumerSettings, exc: Exception) -> str:
+    """The one line for an error of UNREADABLE: a permission or a login refused is
+    said as at start-up (kafka_connection.refused_login)."""
+    topic = settings.kafka.topic
+    if isinstance(exc, (kafka_errors.AuthorizationError, kafka_errors.SaslAuthenticationFailedError)):
+        return refused_login(settings.kafka, login_failure(str(exc) or type(exc).__name__))
     if isinstance(exc, kafka_errors.UnsupportedCodecError):
         return (f"El tema {topic} tiene mensajes comprimidos con un códec que esta instalación no sabe leer "
                 f"({exc}): instale requirements.txt (lz4, zstandard, python-snappy)")

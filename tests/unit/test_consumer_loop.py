@@ -377,6 +377,30 @@ def test_a_join_the_broker_refuses_for_good_is_one_clear_error() -> None:
         assert "KAFKA_GROUP_ID (--group-id)" in str(failed.value)
 
 
+def test_what_the_consumer_may_not_or_cannot_read_is_one_clear_error() -> None:
+    # kafka-python raises these from poll() (an ACL on the group or the topic, a codec
+    # this installation lacks); retrying cannot cure them: exit 1 with one line.
+    def failure(error: Exception) -> str:
+        c = consumer("--group-id", "grupo_x", "--security-protocol", "SASL_SSL", "--sasl-mechanism", "PLAIN",
+                     "--sasl-username", "ana", "--sasl-password", "pw")
+
+        def poll(timeout_ms, max_records):
+            raise error
+
+        c._consumer = SimpleNamespace(poll=poll)  # type: ignore[assignment]
+        with pytest.raises(RunFailure) as failed:
+            c._loop()
+        return str(failed.value)
+
+    assert failure(kafka_errors.GroupAuthorizationFailedError("grupo_x")) == (
+        "Kafka (localhost:29092) no da permiso a este cliente: GroupAuthorizationFailedError: grupo_x: pida a quien "
+        "administre Kafka permiso (ACL) para el usuario 'ana' en el tema t (y, para el consumidor, en su grupo)")
+    assert failure(kafka_errors.TopicAuthorizationFailedError("t")).startswith(
+        "Kafka (localhost:29092) no da permiso a este cliente: TopicAuthorizationFailedError: t: ")
+    assert failure(kafka_errors.UnsupportedCodecError("zstd")).endswith(
+        "instale requirements.txt (lz4, zstandard, python-snappy)")
+
+
 def test_kafka_down_raised_out_of_poll_is_waited_out_not_a_crash(monkeypatch, caplog) -> None:
     # kafka-python raises some connection errors of its background work out of poll()
     # (the heartbeat's coordinator lookup, a broker killed and not yet back). SPEC §5:
