@@ -47,9 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stats = producer.run()
 
     if stats.failed:
-        failed = "métrica no se pudo enviar" if stats.failed == 1 else "métricas no se pudieron enviar"
-        raise RunFailure(f"{stats.failed} {failed} a Kafka ({counted(stats.sent, 'enviada')} en "
-                         f"{counted(stats.rounds, 'ronda')})")
+        failed = counted(stats.failed, "métrica no se pudo enviar", "métricas no se pudieron enviar")
+        raise RunFailure(f"{failed} a Kafka ({counted(stats.sent, 'enviada')} en {counted(stats.rounds, 'ronda')})")
     return 0
 
 

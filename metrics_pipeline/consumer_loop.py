@@ -63,7 +63,7 @@ from metrics_pipeline.errors import RunFailure, StartupError
 from metrics_pipeline.ingest import BatchIngestor, BatchResult, describe, parse_records
 from metrics_pipeline.kafka_connection import (client_config, error_reason, forbid_topic_auto_creation,
                                                refused_login)
-from metrics_pipeline.log_setup import KafkaStatus, counted, login_failure, quiet_kafka_client
+from metrics_pipeline.log_setup import KafkaStatus, counted, quiet_kafka_client
 from metrics_pipeline.retry import Stopped
 from metrics_pipeline.settings import ConsumerSettings, SettingsError
 from metrics_pipeline.storage import MetricsStore
@@ -519,7 +519,7 @@ def _unreadable(settings: ConsumerSettings, exc: Exception) -> str:
     said as at start-up (kafka_connection.refused_login)."""
     topic = settings.kafka.topic
     if isinstance(exc, (kafka_errors.AuthorizationError, kafka_errors.SaslAuthenticationFailedError)):
-        return refused_login(settings.kafka, login_failure(str(exc) or type(exc).__name__))
+        return refused_login(settings.kafka, exc)
     if isinstance(exc, kafka_errors.UnsupportedCodecError):
         return (f"El tema {topic} tiene mensajes comprimidos con un códec que esta instalación no sabe leer "
                 f"({exc}): instale requirements.txt (lz4, zstandard, python-snappy)")

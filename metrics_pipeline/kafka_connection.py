@@ -200,10 +200,12 @@ def _not_ready_reason(settings: KafkaSettings, reason: str, status: KafkaStatus 
     return reason
 
 
-def refused_login(settings: KafkaSettings, failure: str) -> str:
-    """The start-up line for a login (or a permission) the broker refused:
-    ``failure`` is the error's name and the broker's words; the line adds which
-    settings to check."""
+def refused_login(settings: KafkaSettings, failure: str | BaseException) -> str:
+    """The line for a login (or a permission) the broker refused: ``failure`` is
+    the error's name and the broker's words (log_setup.login_failure), or the
+    exception kafka-python raised; the line adds which settings to check."""
+    if isinstance(failure, BaseException):
+        failure = login_failure(str(failure) or type(failure).__name__)
     line = f"Kafka ({settings.bootstrap_servers}) rechazó la autenticación: {failure}"
     if "UnsupportedSaslMechanism" in failure:
         return (f"{line}: el broker no admite KAFKA_SASL_MECHANISM={settings.sasl_mechanism}; use el que indique "
@@ -237,14 +239,20 @@ def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
     ``status`` (fed by kafka-python's log lines) tells a refused login, which
     kafka-python itself only logs, from a broker that is not there yet.
     """
+    def refused() -> StartupError | None:
+        """A login kafka-python logged as refused (it only logs it, and retries)."""
+        if status is not None and status.auth_failure:
+            return StartupError(refused_login(settings, status.auth_failure))
+        return None
+
     def attempt(seconds_left: float) -> tuple[int, bool]:
         try:
             return _ensure_once(settings, client_id, int(max(min(seconds_left, 10.0), 1.0) * 1000))
         except _AUTH_ERRORS as exc:
-            raise StartupError(refused_login(settings, login_failure(str(exc) or type(exc).__name__))) from None
+            raise StartupError(refused_login(settings, exc)) from None
         except (kafka_errors.KafkaError, OSError) as exc:
-            if status is not None and status.auth_failure:
-                raise StartupError(refused_login(settings, status.auth_failure)) from None
+            if (refusal := refused()) is not None:
+                raise refusal from None
             if status is not None and status.tls_failure:
                 raise StartupError(_untrusted_certificate(settings, status.tls_failure)) from None
             raise NotReady(_not_ready_reason(settings, error_reason(exc), status)) from None
@@ -256,12 +264,6 @@ def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
         silent += (f"; con KAFKA_SECURITY_PROTOCOL={settings.security_protocol} el cliente espera el "
                    f"saludo TLS del broker: ¿ese puerto no usa TLS (p. ej. el Kafka de docker compose, "
                    f"PLAINTEXT)?")
-
-    def refused() -> StartupError | None:
-        if status is not None and status.auth_failure:
-            return StartupError(refused_login(settings, status.auth_failure))
-        return None
-
     count, created = wait_for_server(f"Kafka ({settings.bootstrap_servers})", attempt, stop,
                                      settings.startup_timeout, "no se ha enviado ni leído nada", silent,
                                      give_up=refused)

@@ -57,20 +57,21 @@ from tests.support.poison import POISON  # noqa: E402
 from tools.arguments import at_least, tool_parser  # noqa: E402
 from tools.local_stack import S3Server, SecantusServer, TansuServer, free_port  # noqa: E402
 
-# The faults, in the order the regular mode cycles through them, and their names in
-# the audit: of fixed length one after another, or (--overlap) of random length.
+# The faults, in the order the regular mode cycles through them: of fixed length one
+# after another, or (--overlap) of random length.
 FAULTS = ("kill", "signal", "mongo_down", "poison", "mongo_frozen", "kafka_frozen", "kafka_down")
-FAULT_NAMES = {
-    False: {"kill": "kill -9 consumidor", "signal": "SIGTERM consumidor", "mongo_down": "MongoDB caído 10 s",
-            "poison": "ráfaga de mensajes no válidos", "mongo_frozen": "MongoDB congelado 8 s",
-            "kafka_frozen": "Kafka congelado 8 s", "kafka_down": "Kafka caído 5 s"},
-    True: {"kill": "kill -9 consumidor", "signal": "SIGTERM o SIGINT consumidor", "mongo_down": "MongoDB caído 3-12 s",
-           "poison": "ráfaga de mensajes no válidos", "mongo_frozen": "MongoDB congelado 2-9 s",
-           "kafka_frozen": "Kafka congelado 2-8 s", "kafka_down": "Kafka caído 2-8 s"},
-}
 # Server faults: (which server, stopped (True) or frozen, seconds fixed, seconds with --overlap).
-SERVER_FAULTS = {"mongo_down": ("mongo", True, 10, (3, 12)), "mongo_frozen": ("mongo", False, 8, (2, 9)),
-                 "kafka_frozen": ("kafka", False, 8, (2, 8)), "kafka_down": ("kafka", True, 5, (2, 8))}
+SERVER_FAULTS = {"mongo_down": ("MongoDB", True, 10, (3, 12)), "mongo_frozen": ("MongoDB", False, 8, (2, 9)),
+                 "kafka_frozen": ("Kafka", False, 8, (2, 8)), "kafka_down": ("Kafka", True, 5, (2, 8))}
+
+
+def fault_name(kind: str, overlap: bool) -> str:
+    """A fault's name in the audit ("MongoDB caído 10 s", "Kafka congelado 2-8 s")."""
+    if kind in SERVER_FAULTS:
+        server, stopped, seconds, (low, high) = SERVER_FAULTS[kind]
+        return f"{server} {'caído' if stopped else 'congelado'} {f'{low}-{high}' if overlap else seconds} s"
+    return {"kill": "kill -9 consumidor", "signal": "SIGTERM o SIGINT consumidor" if overlap else "SIGTERM consumidor",
+            "poison": "ráfaga de mensajes no válidos"}[kind]
 CATCH_UP_SECONDS = 300  # after the producer's end, to store everything and write every window
 
 
@@ -227,7 +228,7 @@ def main() -> int:
                 consumers[victim] = p.start(CONSUMER, label=f"-{victim}")
             elif kind in SERVER_FAULTS:
                 which, stopped, seconds, (low, high) = SERVER_FAULTS[kind]
-                faulty, running_faults = (mongo, mongo_faults) if which == "mongo" else (kafka, kafka_faults)
+                faulty, running_faults = (mongo, mongo_faults) if which == "MongoDB" else (kafka, kafka_faults)
                 if not args.overlap:  # one after another, of fixed length
                     faults[kind] += 1
                     _server_fault(faulty, stopped, seconds)
@@ -304,7 +305,7 @@ def main() -> int:
         print(f"  envíos fallidos               {failed:8d}")
         print(f"  mensajes no válidos enviados  {poison_sent:8d}")
         for kind, count in faults.items():
-            print(f"  fallo: {FAULT_NAMES[args.overlap][kind]:<30}{count:4d}")
+            print(f"  fallo: {fault_name(kind, args.overlap):<30}{count:4d}")
         print(f"  documentos raw                {db[RAW].count_documents({}):8d}")
         print(f"  documentos dead-letter        {db[DEADLETTER].count_documents({}):8d}")
         print(f"  ventanas KPI                  {db[KPIS].count_documents({}):8d}")

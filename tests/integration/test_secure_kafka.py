@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,31 +34,37 @@ pytestmark = pytest.mark.slow
 SASL_USER, SASL_PASSWORD = "alumno", "S4sl-pa$$:w0rd@iabd"
 
 
+def _broker_behind_proxy(own_servers: list[ServerProcess], tmp_path: Path, authentication: bool = False,
+                         **listener: Any) -> str:
+    """A fresh broker that clients reach only through a tools/tcp_proxy.py listener
+    (``listener``: TcpProxy's options), which it advertises: the listener's address
+    (the listener is own_servers[-1]). ``authentication``: the broker itself requires
+    a SASL login (and, keeping no users, refuses every one)."""
+    broker_port, listener_port = free_port(), free_port()
+    own_servers.append(TansuServer(broker_port, tmp_path / "servers", advertised_port=listener_port,
+                                   authentication=authentication).start())
+    own_servers.append(TcpProxy(listener_port, broker_port, tmp_path / "servers", **listener).start())
+    return f"127.0.0.1:{listener_port}"
+
+
 def _tls_broker(own_servers: list[ServerProcess], tmp_path: Path, *names: str, authentication: bool = False,
                 client_ca: Path | None = None, sasl: bool = False) -> tuple[str, TlsFiles]:
     """A fresh broker behind a TLS listener whose certificate is for ``names``:
-    (the listener's address, the certificate files). ``authentication``: the broker
-    requires a SASL login (and, keeping no users, refuses every one); ``client_ca``:
-    the listener requires a client certificate signed by that CA; ``sasl``: the
-    listener requires a SASL login of SASL_USER (see the module doc)."""
+    (the listener's address, the certificate files). ``authentication``: see
+    _broker_behind_proxy; ``client_ca``: the listener requires a client certificate
+    signed by that CA; ``sasl``: the listener requires a SASL login of SASL_USER
+    (see the module doc)."""
     files = issue_certificate(tmp_path, "kafka", *names)
-    broker_port, tls_port = free_port(), free_port()
-    own_servers.append(TansuServer(broker_port, tmp_path / "servers", advertised_port=tls_port,
-                                   authentication=authentication).start())
-    own_servers.append(TcpProxy(tls_port, broker_port, tmp_path / "servers", tls=files, client_ca=client_ca,
-                                sasl=(SASL_USER, SASL_PASSWORD) if sasl else None).start())
-    return f"127.0.0.1:{tls_port}", files
+    address = _broker_behind_proxy(own_servers, tmp_path, authentication, tls=files, client_ca=client_ca,
+                                   sasl=(SASL_USER, SASL_PASSWORD) if sasl else None)
+    return address, files
 
 
 def _sasl_broker(own_servers: list[ServerProcess], tmp_path: Path, session_ms: int = 0) -> str:
     """A fresh broker behind a plaintext listener that requires a SASL login of
     SASL_USER (see the module doc), again every ``session_ms`` if set: the
     listener's address (the listener is own_servers[-1])."""
-    broker_port, sasl_port = free_port(), free_port()
-    own_servers.append(TansuServer(broker_port, tmp_path / "servers", advertised_port=sasl_port).start())
-    own_servers.append(TcpProxy(sasl_port, broker_port, tmp_path / "servers", sasl=(SASL_USER, SASL_PASSWORD),
-                                sasl_session_ms=session_ms).start())
-    return f"127.0.0.1:{sasl_port}"
+    return _broker_behind_proxy(own_servers, tmp_path, sasl=(SASL_USER, SASL_PASSWORD), sasl_session_ms=session_ms)
 
 
 @pytest.fixture
@@ -195,8 +202,7 @@ def test_a_sasl_login_the_broker_accepts_runs_the_pipeline_and_shows_no_password
         assert_no_secret(output, SASL_PASSWORD)
         assert "Traceback" not in output and " ERROR " not in output
         cleartext = output.count(" WARNING metrics_pipeline.kafka: KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT: el inicio de "
-                                 "sesión y los mensajes viajan "
-                                 "sin cifrar")
+                                 "sesión y los mensajes viajan sin cifrar")
         assert cleartext == (1 if protocol == "SASL_PLAINTEXT" else 0)  # once per process, not per connection
 
 
