@@ -259,7 +259,7 @@ class MetricsConsumer:
         if not partitions:
             return
         dropped = self.tracker.drop(partitions)
-        log.info("Particiones %s del tema %s: %s; %d mensajes de ventanas abiertas se descartan (su nuevo "
+        log.info("Particiones %s del tema %s: %s; mensajes de ventanas abiertas descartados: %d (su nuevo "
                  "dueño los relee desde el último offset confirmado)", how, self.topic, partitions, dropped)
 
     def _topic_id_changed(self) -> bool:
@@ -293,7 +293,7 @@ class MetricsConsumer:
             self._consumer.seek_to_beginning(*assignment)
         self._rejoin_pending = True
         log.warning("El tema %s se ha vuelto a crear (un broker que perdió sus datos o un tema borrado): "
-                    "sus offsets empiezan de nuevo. Se descartan %d mensajes de ventanas abiertas y se lee "
+                    "sus offsets empiezan de nuevo. Mensajes de ventanas abiertas descartados: %d; se lee "
                     "desde el principio", self.topic, dropped)
 
     def _rejoin_as_new_member(self) -> None:
@@ -426,8 +426,8 @@ class MetricsConsumer:
 
     def run(self) -> ConsumerSummary:
         self._consumer = self._connect()
-        log.info("Consumidor en el grupo %s, leyendo %s (ventanas de %d mensajes por partición)",
-                 self.settings.group_id, self.topic, self.settings.window_size)
+        log.info("Consumidor en el grupo %s, leyendo %s (ventanas de %s por partición)",
+                 self.settings.group_id, self.topic, counted(self.settings.window_size, "mensaje"))
         try:
             self._loop()
         finally:

@@ -258,7 +258,7 @@ class BatchIngestor:
             if entry.restart:
                 dropped = state.reset()
                 if dropped:
-                    log.warning("Partición %d: se descartan %d mensajes de la ventana abierta del log anterior",
+                    log.warning("Partición %d: mensajes de la ventana abierta del log anterior descartados: %d",
                                 entry.record.partition, dropped)
             if entry.member is None:
                 state.skip(entry.record.offset, entry.fingerprint, entry.counted_until)
@@ -305,9 +305,9 @@ class BatchIngestor:
         first, count = stored.get(key, (None, 0))
         if first != entry.member.message_id or count == self.tracker.size or not 1 <= count <= MAX_WINDOW_SIZE:
             return None
-        log.warning("La ventana %s ya estaba guardada con %d mensajes y KPI_WINDOW_SIZE es ahora %d: se "
+        log.warning("La ventana %s ya estaba guardada con %s y KPI_WINDOW_SIZE es ahora %d: se "
                     "reconstruye con %d, igual que la guardada; las siguientes ventanas ya tendrán %d",
-                    key, count, self.tracker.size, count, self.tracker.size)
+                    key, counted(count, "mensaje"), self.tracker.size, count, self.tracker.size)
         return count
 
     def _kpi_document(self, window: ClosedWindow) -> dict[str, Any]:

@@ -90,7 +90,18 @@ _SAID_BY_US = re.compile(r"Bootstrap \S+ not ready; waiting|Failed to produce me
                          r"|Error receiving network data")
 # kafka-python lines that only kafka-python can tell, said in Spanish (at most once a
 # minute each, like any other kafka-python line).
+_SESSION_EXPIRED = re.compile(r"Heartbeat session expired")
 _TRANSLATED = (
+    # Said twice by kafka-python ("Heartbeat session expired, marking coordinator
+    # dead", then "Marking the coordinator dead (node 1) for group g: Heartbeat session
+    # expired."), once by us. Not "Kafka no responde": a process that was frozen (a
+    # stalled VM, SIGSTOP) finds on waking that its session expired, with Kafka
+    # answering all along; a Kafka that really stopped answering is said by the
+    # connection errors that come with it.
+    (_SESSION_EXPIRED,
+     "La sesión de este consumidor en el grupo caducó: Kafka no recibió sus latidos en KAFKA_SESSION_TIMEOUT_MS "
+     "(¿Kafka no respondía, o este proceso o su máquina estuvieron parados?): vuelve a entrar en el grupo; lo no "
+     "confirmado se relee sin contar nada dos veces"),
     (re.compile(r"Heartbeat: local member_id was not recognized"),
      "Kafka ya no reconoce a este consumidor en el grupo (su sesión caducó: ¿estuvo parado o sin conexión?): vuelve "
      "a entrar; lo no confirmado se relee sin contar nada dos veces"),
@@ -189,7 +200,7 @@ class KafkaLogBridge(logging.Handler):
             self.status.server_closed = closed.group(0)
         if _ERROR_WORDS.search(text) and "Unable to bootstrap" not in text:
             self.status.last_error = _short(_BACKOFF.sub("", text))
-        if _CONNECTION_TROUBLE.search(text):
+        if _CONNECTION_TROUBLE.search(text) and not _SESSION_EXPIRED.search(text):
             self.status.mark_down(_short(text))
             return
         if _POLL_TIMEOUT.search(text):
@@ -203,15 +214,17 @@ class KafkaLogBridge(logging.Handler):
         if _SLOW_TASK.search(text) or _SAID_BY_US.search(text):
             _log_from_handler(self._log, logging.DEBUG, "kafka-python: %s", _short(text, 300))
             return
-        template = f"{record.name}:{_VARYING_PARTS.sub('#', str(record.msg))}"
+        spanish = next((line.format(*found.groups()) for pattern, line in _TRANSLATED
+                        if (found := pattern.search(text))), None)
+        # Translated lines are one kind per Spanish sentence, whatever kafka-python's words.
+        kind = spanish or f"{record.name}:{_VARYING_PARTS.sub('#', str(record.msg))}"
         now = self._clock()
-        if now - self._last_seen.get(template, -1e9) < self.PASS_THROUGH_EVERY_SECONDS:
+        if now - self._last_seen.get(kind, -1e9) < self.PASS_THROUGH_EVERY_SECONDS:
             return
-        self._last_seen[template] = now
-        for pattern, spanish in _TRANSLATED:
-            if found := pattern.search(text):
-                _log_from_handler(self._log, logging.WARNING, "%s", spanish.format(*found.groups()))
-                return
+        self._last_seen[kind] = now
+        if spanish is not None:
+            _log_from_handler(self._log, logging.WARNING, "%s", spanish)
+            return
         # At most WARNING: kafka-python retries what it reports, and our ERROR lines
         # are kept for what the scripts themselves give up on.
         _log_from_handler(self._log, min(record.levelno, logging.WARNING), "kafka-python: %s", _short(text, 300))

@@ -217,8 +217,8 @@ class MetricsProducer:
 
     def _give_up(self, item: _Pending) -> None:
         self.stats.failed += 1
-        log.error("No se pudo enviar la métrica de %s (message_uuid %s) tras %d intentos: %s",
-                  item.server_id, item.message_id, item.attempt, item.error)
+        log.error("No se pudo enviar la métrica de %s (message_uuid %s) tras %s: %s",
+                  item.server_id, item.message_id, counted(item.attempt, "intento"), item.error)
 
     def send_round(self) -> None:
         for message in self.source.next_round():

@@ -121,3 +121,50 @@ def test_idle_consumer_without_every_partition_waits_for_a_dead_members_share(
     assert "Traceback" not in log
     assert re.search(r"Fin del consumidor .*: 50 mensajes leídos, 50 guardados nuevos", log), log[-2000:]
     audit(pipeline.db, valid=50)
+
+
+def test_a_consumer_frozen_past_its_session_comes_back_without_doubling_anything(pipeline: Pipeline) -> None:
+    """A consumer frozen longer than its session (a stalled VM, a long GC pause:
+    here SIGSTOP) is dropped from the group and the other member takes its partitions
+    from the last committed window. When it wakes it still holds its batch and its
+    open windows: what it then writes and commits must neither double nor lose
+    anything, and the group must settle and go on."""
+    pipeline.partitions = 2
+    servers = ",".join(f"srv{i:02d}" for i in range(4))
+    rounds = 350  # 1,400 messages over ~35 s
+    producer = pipeline.start(PRODUCER, "--rounds", str(rounds), "--interval", "0.1", "--servers", servers)
+    zombie = pipeline.start(CONSUMER, "--batch-size", "25", label="-zombie")
+    zombie.wait_for("Ventana KPI", timeout=90)
+    other = pipeline.start(CONSUMER, "--batch-size", "25", label="-other")
+    other.wait_for("Ventana KPI", timeout=90)
+
+    taken_over = other.text().count("Particiones asignadas") + 1
+    zombie.signal(signal.SIGSTOP)
+    try:
+        other.wait_for("Particiones asignadas", timeout=60, count=taken_over)
+        assert re.search(r"Particiones asignadas del tema \S+: \[0, 1\]\n(?![\s\S]*Particiones asignadas)",
+                         other.text()), "precondition: the other consumer took every partition"
+        other.wait_for("Ventana KPI", timeout=30, count=other.text().count("Ventana KPI") + 2)
+    finally:
+        zombie.signal(signal.SIGCONT)
+    assert producer.process.poll() is None, "the stream ended before the frozen consumer woke"
+
+    assert producer.wait(120) == 0
+    sent, _, _ = producer_summary(producer.text())
+    assert sent == rounds * 4
+    raw = pipeline.db[RAW]
+    wait_until(lambda: raw.count_documents({}) == sent, 90, "the consumers to store everything")
+    expected_windows = sum(n // 20 for n in _per_partition(raw).values())
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: pipeline.db[KPIS].count_documents({}) == expected_windows, 60, "the last windows")
+
+    for consumer in (zombie, other):
+        consumer.signal(signal.SIGINT)
+    for consumer in (zombie, other):
+        assert consumer.wait(15) == 0
+        assert "Traceback" not in consumer.text()
+    report = audit(pipeline.db, valid=sent)
+    assert report.windows == expected_windows
+    # On waking it says what happened to it, not that Kafka stopped answering.
+    woke = zombie.text()
+    assert "La sesión de este consumidor en el grupo caducó" in woke and "no responde" not in woke

@@ -198,6 +198,24 @@ def test_what_only_kafka_python_can_tell_is_said_in_spanish_once_a_minute(
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("WARNING", spanish)] * 2
 
 
+def test_a_session_that_expired_while_the_process_was_frozen_is_not_said_as_kafka_down(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # What a consumer frozen past its session (SIGSTOP, a stalled VM) logs on waking,
+    # Kafka answering all along (seen in test_fault_rebalance): one Spanish line.
+    status = KafkaStatus(clock=FakeClock())
+    bridge = KafkaLogBridge(status, clock=FakeClock())
+    with caplog.at_level(logging.DEBUG, logger="metrics_pipeline.kafka"):
+        bridge.emit(record("Heartbeat session expired, marking coordinator dead", logging.WARNING,
+                           "kafka.coordinator.heartbeat"))
+        bridge.emit(record("Marking the coordinator dead (node 1) for group grupo_iabd06_id: Heartbeat session "
+                           "expired.", logging.WARNING, "kafka.coordinator"))
+        status.mark_up()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [(
+        "WARNING", "La sesión de este consumidor en el grupo caducó: Kafka no recibió sus latidos en "
+        "KAFKA_SESSION_TIMEOUT_MS (¿Kafka no respondía, o este proceso o su máquina estuvieron parados?): vuelve a "
+        "entrar en el grupo; lo no confirmado se relee sin contar nada dos veces")]
+
+
 def test_lines_that_differ_only_in_numbers_are_one_kind_for_the_once_a_minute_limit(
         caplog: pytest.LogCaptureFixture) -> None:
     bridge = KafkaLogBridge(KafkaStatus(clock=FakeClock()), clock=FakeClock())
