@@ -3,7 +3,10 @@
 * A round starts every ``--interval`` seconds, measured from the start of one round
   to the start of the next, so the schedule does not drift; a round that overruns
   starts the next one at once, and a WARNING says so (at most once every
-  :data:`OVERRUN_WARNING_SECONDS`): the producer is then slower than asked.
+  :data:`OVERRUN_WARNING_SECONDS`): the producer is then slower than asked. A round
+  that starts late though the one before was on time (the process or its machine was
+  paused: SIGSTOP, a stalled VM) is no overrun: the schedule goes on from that round's
+  start, without a burst of rounds to catch up, and a WARNING says how late it was.
 * Each message is sent with its server id as key (so one server's messages keep
   their order in one partition) and ``acks=all``; the broker's confirmation is
   logged with its partition and offset.
@@ -61,6 +64,9 @@ CLOSE_TIMEOUT_SECONDS = 2.0
 FLUSH_SLICE_SECONDS = 0.2
 TOPIC_CHECK_SECONDS = 5.0
 OVERRUN_WARNING_SECONDS = 60.0
+# A round that starts this late (and at least one interval late) was held up by a
+# pause of the whole process, not by the scheduler's jitter: said in a WARNING.
+LATE_WARNING_SECONDS = 1.0
 UNCONFIRMED_AT_STOP = kafka_errors.KafkaTimeoutError("Kafka no confirmó el envío antes del cierre")
 _TOPIC_MISSING = (kafka_errors.UnknownTopicOrPartitionError, kafka_errors.KafkaTimeoutError)
 _NOT_WORTH_RETRYING = (kafka_errors.MessageSizeTooLargeError, kafka_errors.InvalidTopicError,
@@ -247,17 +253,29 @@ class MetricsProducer:
             self._retry_failed()
             last_round = self.rounds is not None and self.stats.rounds >= self.rounds
             if self.interval > 0 and not last_round:
-                next_start += self.interval
-                now = time.monotonic()
-                if next_start < now:  # the round overran: start the next one now
-                    self._warn_overrun(now - started, now)
-                    next_start = now
-                self.stop.wait(next_start - now)
+                next_start = self._next_start(next_start, started)
+                self.stop.wait(max(next_start - time.monotonic(), 0.0))
         self._drain()
         log.info("Fin del productor: %s, %s, %s, %s", counted(self.stats.rounds, "ronda"),
                  counted(self.stats.sent, "métrica enviada", "métricas enviadas"),
                  counted(self.stats.resent, "reenvío"), counted(self.stats.failed, "fallida"))
         return self.stats
+
+    def _next_start(self, scheduled: float, started: float) -> float:
+        """When the round after the one ``scheduled`` for then, which ``started``
+        then and has just ended, starts (see module doc)."""
+        now = time.monotonic()
+        if scheduled + self.interval >= now:
+            return scheduled + self.interval
+        if now - started > self.interval:  # the round itself overran: the next one now
+            self._warn_overrun(now - started, now)
+            return now
+        late = started - scheduled
+        if late >= max(self.interval, LATE_WARNING_SECONDS):
+            log.warning("La ronda empezó %.1f s más tarde de lo previsto (¿el proceso o su máquina estuvieron "
+                        "parados?): las rondas siguen cada %g s desde esa, sin recuperar las que faltan",
+                        late, self.interval)
+        return started + self.interval
 
     def _warn_overrun(self, took: float, now: float) -> None:
         self._overruns += 1

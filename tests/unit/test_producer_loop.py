@@ -252,3 +252,34 @@ def test_a_source_that_measures_between_rounds_sends_its_first_round_one_interva
 def test_an_overrunning_round_starts_the_next_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     _, clock = run_timed(monkeypatch, round_seconds=12.0, interval=10.0, rounds=3)
     assert clock.waits == [0.0, 0.0]
+
+
+def test_a_round_held_up_by_a_paused_process_is_no_overrun_and_starts_no_burst(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # The process is frozen (SIGSTOP, a stalled VM) for 35 s during its second wait:
+    # the round after it starts 35 s late, took 0.3 s like every other, and the
+    # rounds go on every 10 s from it, with no round at once to catch up and no
+    # "tardó 0.30 s, más que --interval 10 s".
+    clock = FakeTime()
+    monkeypatch.setattr(producer_loop.time, "monotonic", clock.monotonic)
+    starts: list[float] = []
+
+    class Round(OneServer):
+        def next_round(self) -> list[dict[str, Any]]:
+            starts.append(round(clock.now - 100.0, 6))
+            clock.now += 0.3
+            return super().next_round()
+
+    class PausedOnce(WaitingStop):
+        def wait(self, timeout: float | None = None) -> bool:
+            if len(self.clock.waits) == 1:
+                self.clock.now += 35.0
+            return super().wait(timeout)
+
+    with caplog.at_level(logging.WARNING, logger="metrics_pipeline.producer_loop"):
+        MetricsProducer(ScriptedProducer(), SETTINGS, Round(), PausedOnce(clock), KafkaStatus(),  # type: ignore[arg-type]
+                        10.0, 5).run()
+    assert starts == [0.0, 10.0, 55.0, 65.0, 75.0]
+    assert [r.getMessage() for r in caplog.records] == [
+        "La ronda empezó 35.0 s más tarde de lo previsto (¿el proceso o su máquina estuvieron parados?): las rondas "
+        "siguen cada 10 s desde esa, sin recuperar las que faltan"]
