@@ -27,7 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from metrics_pipeline.log_setup import counted  # noqa: E402
 from tools.arguments import tool_parser  # noqa: E402
+
+_PLURALS = {"SOBREVIVE": "sobreviven", "NO ENCONTRADO": "no encontrados", "ERROR": "errores"}
 
 UNIT = "tests/unit"
 INGEST = "tests/integration/test_ingest.py"
@@ -273,8 +276,12 @@ MUTANTS = [
            "            if False:", UNIT),
     Mutant("failed sends not counted", "metrics_pipeline/producer_loop.py", "        self.stats.failed += 1",
            "        pass", UNIT),
-    Mutant("rounds drift", "metrics_pipeline/producer_loop.py", "                next_start += self.interval",
-           "                next_start = time.monotonic() + self.interval", UNIT),
+    Mutant("rounds drift", "metrics_pipeline/producer_loop.py", "            return scheduled + self.interval\n",
+           "            return now + self.interval\n", UNIT),
+    Mutant("a paused producer bursts to catch up", "metrics_pipeline/producer_loop.py",
+           "        return started + self.interval\n", "        return now\n", UNIT),
+    Mutant("a frozen consumer's expired session said as Kafka down", "metrics_pipeline/log_setup.py",
+           " and not _SESSION_EXPIRED.search(text):", ":", UNIT),
     Mutant("final flush deaf to a stop", "metrics_pipeline/producer_loop.py",
            "            timeout = FLUSH_SLICE_SECONDS\n", "            timeout = None if deadline is None else 9.9\n",
            UNIT),
@@ -454,8 +461,8 @@ def main() -> int:
                 verdict, detail = "EQUIVALENTE", mutant.equivalent
             outcomes[verdict] = outcomes.get(verdict, 0) + 1
             print(f"{number:2d}/{len(chosen)} {verdict:13s} {mutant.name} ({mutant.path}): {detail}", flush=True)
-    totals = ", ".join(f"{n} {verdict.lower()}" for verdict, n in sorted(outcomes.items()))
-    print(f"\n{len(chosen)} mutantes en {time.monotonic() - started:.0f} s: {totals}. "
+    totals = ", ".join(counted(n, verdict.lower(), _PLURALS.get(verdict)) for verdict, n in sorted(outcomes.items()))
+    print(f"\n{counted(len(chosen), 'mutante')} en {time.monotonic() - started:.0f} s: {totals}. "
           f"Orden: make mutants", flush=True)
     return 1 if set(outcomes) - {"DETECTADO", "EQUIVALENTE"} else 0
 
