@@ -1,8 +1,19 @@
-"""The consumer's clock: UTC wall time that never goes backwards within a run.
+"""The consumer's clock: durations from a steady clock, dates from the system clock.
 
-Window start and end are stamped with this clock (SPEC §3: consumer clock, not the
-producers' timestamps). If the system clock is stepped back (NTP), the clock holds
-its last reading instead of producing a negative window duration.
+Window start and end are stamped on the consumer's clock (SPEC §3: not the
+producers' timestamps), and the processing rate is the window's message count over
+its duration. The system clock can be stepped (an NTP correction, a VM resumed, a
+clock set by hand); a duration taken from it would then be wrong by the step: a
+window spanning a step of an hour forward would last an hour, one spanning a step
+back would last nothing.
+
+So every instant the consumer records (a batch received, a raw write acknowledged) is
+a reading of a steady clock (:func:`time.monotonic`, which NTP may slew but never
+steps), expressed in epoch seconds: :meth:`Clock.now` equals the system clock at the
+moment the :class:`Clock` was made. When an instant becomes a date in a document it
+is placed on the system clock as it reads at that moment (:meth:`Clock.to_utc`): the
+two bounds of a window are placed together, so its duration is the steady clock's,
+to the millisecond, and its dates agree with the system clock of when it was written.
 """
 
 from __future__ import annotations
@@ -15,15 +26,26 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class Clock:
-    """Seconds since the epoch, monotonic non-decreasing."""
+    """Steady instants in epoch seconds, and their place on the system clock."""
 
-    def __init__(self, wall: Callable[[], float] = time.time) -> None:
+    def __init__(self, wall: Callable[[], float] = time.time, steady: Callable[[], float] = time.monotonic) -> None:
         self._wall = wall
-        self._last = 0.0
+        self._steady = steady
+        self._origin = wall() - steady()
 
     def now(self) -> float:
-        self._last = max(self._wall(), self._last)
-        return self._last
+        """The steady clock, in epoch seconds as the system clock read at the start."""
+        return self._steady() + self._origin
+
+    def to_utc(self, *instants: float) -> tuple[float, ...]:
+        """Instants of :meth:`now`, as epoch seconds of the system clock now: shifted
+        by the steps it took since the start (none: unchanged)."""
+        shift = self._wall() - self.now()
+        return tuple(instant + shift for instant in instants)
+
+    def utc_now(self) -> float:
+        """The system clock, epoch seconds."""
+        return self._wall()
 
 
 def datetime_from_ms(milliseconds: int) -> datetime:
@@ -32,5 +54,5 @@ def datetime_from_ms(milliseconds: int) -> datetime:
 
 
 def utc_now_ms(clock: Clock) -> datetime:
-    """The clock's current time at BSON precision (milliseconds)."""
-    return datetime_from_ms(int(clock.now() * 1000))
+    """The system clock's current time at BSON precision (milliseconds)."""
+    return datetime_from_ms(int(clock.utc_now() * 1000))

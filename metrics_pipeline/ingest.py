@@ -167,7 +167,7 @@ class BatchIngestor:
         result = BatchResult(consumed=len(records))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("Lote recibido: %s", _offset_ranges(records))
-        received = datetime_from_ms(int(received_at * 1000))
+        received = datetime_from_ms(int(self.clock.to_utc(received_at)[0] * 1000))
         ingested = utc_now_ms(self.clock)
 
         # 1. Classify.
@@ -311,7 +311,7 @@ class BatchIngestor:
         return count
 
     def _kpi_document(self, window: ClosedWindow) -> dict[str, Any]:
-        bounds = window_bounds(window.received_at, window.stored_at)
+        bounds = window_bounds(*self.clock.to_utc(window.received_at, window.stored_at))
         kpis = compute_kpis(window.members, bounds.duration_seconds)
         alerts = evaluate_alerts(kpis, self.thresholds)
         return kpi_document(window, bounds, kpis, utc_now_ms(self.clock), alerts)

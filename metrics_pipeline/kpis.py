@@ -12,7 +12,8 @@
 
 Window duration, on the consumer's clock: ``window_start`` is when the window's first
 message was received from Kafka, ``window_end`` when its last message's raw write was
-acknowledged by MongoDB. Both are stored as BSON dates, which hold milliseconds, so
+acknowledged by MongoDB (both measured on a steady clock and placed together on the
+system clock, see :mod:`metrics_pipeline.clock`). Both are stored as BSON dates, which hold milliseconds, so
 the start is rounded down and the end rounded up to the millisecond (the interval is
 never shortened) and the duration is computed from those stored values: anyone can
 recompute the rate exactly from the document, and it is never a division by zero.
@@ -65,7 +66,7 @@ class WindowBounds:
 
 
 def window_bounds(received_at: float, stored_at: float) -> WindowBounds:
-    """Millisecond bounds of a window from two clock readings (epoch seconds)."""
+    """Millisecond bounds of a window from two instants (epoch seconds, on one clock)."""
     start_ms = math.floor(received_at * 1000)
     end_ms = max(math.ceil(stored_at * 1000), start_ms + 1)
     return WindowBounds(start=datetime_from_ms(start_ms), end=datetime_from_ms(end_ms),

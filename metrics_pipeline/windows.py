@@ -72,8 +72,8 @@ class ClosedWindow:
     topic: str
     partition: int
     members: tuple[WindowMember, ...]
-    received_at: float  # epoch seconds: first message received from Kafka
-    stored_at: float    # epoch seconds: last message's raw write acknowledged
+    received_at: float  # Clock.now(): first message received from Kafka
+    stored_at: float    # Clock.now(): last message's raw write acknowledged
 
     @property
     def first_offset(self) -> int:

@@ -106,6 +106,12 @@ MUTANTS = [
            "            elif (window_end := None) is not None:", INGEST),
     Mutant("window end before the raw write", "metrics_pipeline/ingest.py",
            "        stored_at = self.clock.now()\n", "        stored_at = received_at\n", INGEST),
+    Mutant("window durations from the system clock", "metrics_pipeline/clock.py",
+           "        return self._steady() + self._origin\n", "        return self._wall()\n", UNIT),
+    Mutant("window dates left off a stepped system clock", "metrics_pipeline/ingest.py",
+           "        bounds = window_bounds(*self.clock.to_utc(window.received_at, window.stored_at))\n",
+           "        bounds = window_bounds(window.received_at, window.stored_at)\n",
+           "tests/integration/test_ingest.py"),
     # -- documents (metrics_pipeline/documents.py) --
     Mutant("servers map misses one", "metrics_pipeline/documents.py",
            "\"servers\": dict(sorted(Counter(m.server_id for m in members).items())),",

@@ -11,6 +11,7 @@ import random
 import threading
 import time
 
+import pytest
 from pymongo import MongoClient
 
 from metrics_pipeline.alerts import AlertThresholds
@@ -69,18 +70,25 @@ def test_a_replay_larger_than_one_lookup_query_finds_every_stored_message(mongo_
     assert store.raw.count_documents({}) == 450 and store.kpis.count_documents({}) == 9
 
 
-def test_a_window_lasts_from_receiving_its_first_message_to_the_acknowledged_write_of_its_last(mongo_server) -> None:
-    # SPEC §3, on the consumer's clock: the raw write here takes 2.5 s of that clock.
-    wall = [1001.0]
-    ing, store = ingestor(mongo_server, "bounds", clock=Clock(lambda: wall[0]))
+@pytest.mark.parametrize("step", [0, -3600, 3600], ids=["steady", "system-clock-stepped-back", "stepped-forward"])
+def test_a_window_lasts_from_receiving_its_first_message_to_the_acknowledged_write_of_its_last(
+        mongo_server, step: int) -> None:
+    # SPEC §3, on the consumer's clock: the raw write here takes 2.5 s of that clock;
+    # meanwhile the system clock may be stepped by an hour (NTP, a VM resumed). The
+    # window still lasted 3.5 s; its dates are where the system clock then puts them.
+    wall, steady = [1001.0], [1001.0]
+    ing, store = ingestor(mongo_server, f"bounds{step}", clock=Clock(lambda: wall[0], lambda: steady[0]))
 
     def two_and_a_half_seconds_pass() -> None:
-        wall[0] += 2.5
+        steady[0] += 2.5
+        wall[0] += 2.5 + step
 
     _after_each_write(store, ("insert_raw",), two_and_a_half_seconds_pass)
     assert ing.ingest(records([valid_message() for _ in range(5)]), received_at=1000.0).windows == 1
     [kpi] = store.kpis.find()
-    assert (kpi["window_start"], kpi["window_end"]) == (datetime_from_ms(1_000_000), datetime_from_ms(1_003_500))
+    shift = step * 1000
+    assert (kpi["window_start"], kpi["window_end"]) == (datetime_from_ms(1_000_000 + shift),
+                                                        datetime_from_ms(1_003_500 + shift))
     assert kpi["window_duration_seconds"] == 3.5 and kpi["kpis"]["tasa_procesamiento_msg_seg"] == 5 / 3.5
     assert {doc["ingested_at"] for doc in store.raw.find()} == {datetime_from_ms(1_001_000)}
 
