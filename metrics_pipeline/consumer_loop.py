@@ -191,8 +191,14 @@ class MetricsConsumer:
         try:
             self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
         except kafka_errors.KafkaError as exc:
+            reason: object = exc
+            if isinstance(exc, kafka_errors.KafkaTimeoutError):  # its text is "None"
+                # No answer at all: Kafka hangs or cannot be reached, said as such
+                # (and, with the next commit that succeeds, that it answers again).
+                reason = f"sin respuesta en {COMMIT_TIMEOUT_MS / 1000:g} s"
+                self.kafka_status.mark_down(f"un commit de offsets lleva {COMMIT_TIMEOUT_MS / 1000:g} s sin respuesta")
             log.warning("No se pudieron confirmar los offsets %s en Kafka: %s. Se releerán desde la última "
-                        "confirmación sin duplicar nada", positions, exc)
+                        "confirmación sin duplicar nada", positions, reason)
             self._commit_failed_while_stopping = self.stop.is_set()
             return False
         self.kafka_status.mark_up()

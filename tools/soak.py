@@ -13,6 +13,9 @@ the cycle:
   they must all reach the dead-letter collection);
 * MongoDB frozen (SIGSTOP) for 8 s: open connections that never answer;
 * Kafka frozen (SIGSTOP) for 8 s, the same for the broker;
+* with ``--consumer-freezes`` only: a consumer frozen (SIGSTOP) for 10 s, longer than
+  its 6 s session: the other takes its partitions, and it wakes as a zombie with a
+  batch and open windows that are no longer its own;
 * with ``--kafka-restarts`` only: kill -9 of Kafka for 5 s (restarted on the same
   port with its data: that Tansu keeps its topic, messages and group offsets in S3,
   see tools/local_stack.py). Tansu then reads every batch back from moto's S3 server,
@@ -59,10 +62,14 @@ from tools.local_stack import S3Server, SecantusServer, TansuServer, free_port  
 
 # The faults, in the order the regular mode cycles through them: of fixed length one
 # after another, or (--overlap) of random length.
-FAULTS = ("kill", "signal", "mongo_down", "poison", "mongo_frozen", "kafka_frozen", "kafka_down")
+FAULTS = ("kill", "signal", "mongo_down", "poison", "mongo_frozen", "kafka_frozen", "kafka_down", "consumer_frozen")
 # Server faults: (which server, stopped (True) or frozen, seconds fixed, seconds with --overlap).
 SERVER_FAULTS = {"mongo_down": ("MongoDB", True, 10, (3, 12)), "mongo_frozen": ("MongoDB", False, 8, (2, 9)),
                  "kafka_frozen": ("Kafka", False, 8, (2, 8)), "kafka_down": ("Kafka", True, 5, (2, 8))}
+# A consumer frozen longer than its session (6 s: KAFKA_SESSION_TIMEOUT_MS of
+# tests/support/pipeline.py), so the other one takes its partitions and it wakes as a
+# zombie: seconds fixed, seconds with --overlap.
+CONSUMER_FROZEN_SECONDS = 10, (7, 14)
 
 
 def fault_name(kind: str, overlap: bool) -> str:
@@ -70,6 +77,9 @@ def fault_name(kind: str, overlap: bool) -> str:
     if kind in SERVER_FAULTS:
         server, stopped, seconds, (low, high) = SERVER_FAULTS[kind]
         return f"{server} {'caído' if stopped else 'congelado'} {f'{low}-{high}' if overlap else seconds} s"
+    if kind == "consumer_frozen":
+        seconds, (low, high) = CONSUMER_FROZEN_SECONDS
+        return f"consumidor congelado {f'{low}-{high}' if overlap else seconds} s"
     return {"kill": "kill -9 consumidor", "signal": "SIGTERM o SIGINT consumidor" if overlap else "SIGTERM consumidor",
             "poison": "ráfaga de mensajes no válidos"}[kind]
 CATCH_UP_SECONDS = 300  # after the producer's end, to store everything and write every window
@@ -169,6 +179,9 @@ def main() -> int:
     parser.add_argument("--kafka-restarts", action="store_true",
                         help="los datos de Kafka en S3 (moto) y un fallo más: kill -9 de Kafka, que vuelve con "
                              "ellos (más lento: úselo con menos mensajes, p. ej. --messages 10000)")
+    parser.add_argument("--consumer-freezes", action="store_true",
+                        help="un fallo más: un consumidor congelado (SIGSTOP) más tiempo que su sesión, que al "
+                             "despertar ya no es del grupo")
     parser.add_argument("--data-dir", default=str(ROOT / ".soak-data"), metavar="DIRECTORIO",
                         help="datos y logs de la ejecución (se vacía al empezar)")
     args = parser.parse_args()
@@ -187,7 +200,9 @@ def main() -> int:
     rounds = -(-args.messages // args.servers)
     servers = ",".join(f"srv{i:03d}" for i in range(args.servers))
     # Kafka down only with --kafka-restarts: only a Kafka that keeps its data survives it.
-    kinds = [kind for kind in FAULTS if kind != "kafka_down" or args.kafka_restarts]
+    # The consumer freeze only when asked: without it, old seeds repeat their runs.
+    kinds = [kind for kind in FAULTS if (kind != "kafka_down" or args.kafka_restarts)
+             and (kind != "consumer_frozen" or args.consumer_freezes)]
     faults = {kind: 0 for kind in kinds}  # how many of each were injected
     mongo_faults, kafka_faults = ServerFaults(), ServerFaults()
     failed_stops: list[str] = []
@@ -241,6 +256,15 @@ def main() -> int:
                 log(f"fallo: kill -9 del consumidor {victim}")
                 time.sleep(rng.uniform(1, 3))
                 consumers[victim] = p.start(CONSUMER, label=f"-{victim}")
+            elif kind == "consumer_frozen":  # in the foreground: no signal or kill reaches it frozen
+                victim = rng.randrange(len(consumers))
+                fixed, (low, high) = CONSUMER_FROZEN_SECONDS
+                frozen_for = rng.uniform(low, high) if args.overlap else float(fixed)
+                consumers[victim].signal(signal.SIGSTOP)
+                faults[kind] += 1
+                log(f"fallo: consumidor {victim} congelado (SIGSTOP) durante {frozen_for:.1f} s")
+                time.sleep(frozen_for)
+                consumers[victim].signal(signal.SIGCONT)
             elif kind == "signal":
                 wait_group_stable(consumers)
                 victim = rng.randrange(len(consumers))
