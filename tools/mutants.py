@@ -284,6 +284,9 @@ MUTANTS = [
            "        pass", UNIT),
     Mutant("rounds drift", "metrics_pipeline/producer_loop.py", "            return scheduled + self.interval\n",
            "            return now + self.interval\n", UNIT),
+    Mutant("a commit Kafka never answers not said as Kafka down", "metrics_pipeline/consumer_loop.py",
+           '                self.kafka_status.mark_down(f"un commit de offsets lleva {COMMIT_TIMEOUT_MS / 1000:g} s sin '
+           'respuesta")\n', "", UNIT),
     Mutant("a paused producer bursts to catch up", "metrics_pipeline/producer_loop.py",
            "        return started + self.interval\n", "        return now\n", UNIT),
     Mutant("a frozen consumer's expired session said as Kafka down", "metrics_pipeline/log_setup.py",
