@@ -13,10 +13,11 @@
 Window duration, on the consumer's clock: ``window_start`` is when the window's first
 message was received from Kafka, ``window_end`` when its last message's raw write was
 acknowledged by MongoDB (both measured on a steady clock and placed together on the
-system clock, see :mod:`metrics_pipeline.clock`). Both are stored as BSON dates, which hold milliseconds, so
-the start is rounded down and the end rounded up to the millisecond (the interval is
-never shortened) and the duration is computed from those stored values: anyone can
-recompute the rate exactly from the document, and it is never a division by zero.
+system clock, see :mod:`metrics_pipeline.clock`). Both are stored as BSON dates, which
+hold milliseconds, so the start is rounded down and the end rounded up to the
+millisecond (the interval is never shortened) and the duration is computed from those
+stored values: anyone can recompute the rate exactly from the document, and it is
+never a division by zero.
 """
 
 from __future__ import annotations

@@ -262,8 +262,8 @@ class MetricsProducer:
         return self.stats
 
     def _next_start(self, scheduled: float, started: float) -> float:
-        """When the round after the one ``scheduled`` for then, which ``started``
-        then and has just ended, starts (see module doc)."""
+        """The start of the next round, from when the round that has just ended was
+        ``scheduled`` and when it really ``started`` (see module doc)."""
         now = time.monotonic()
         if scheduled + self.interval >= now:
             return scheduled + self.interval
