@@ -405,7 +405,9 @@ CONSUMER_OPTIONS = KAFKA_OPTIONS + (
 ) + COMMON_OPTIONS
 
 REPORT_OPTIONS = MONGO_OPTIONS + (
-    Option("last", "--last", None, "10", _int(1), "número de ventanas KPI recientes a mostrar", "N"),
+    Option("last", "--last", None, "10", _int(1),
+           "número de ventanas KPI recientes en la tabla (el gráfico dibuja todas las de --since, como mucho "
+           "las 2.000 últimas)", "N"),
     Option("since", "--since", None, None, _since,
            "solo ventanas y mensajes desde esta fecha ISO 8601 (UTC si no lleva zona)", "FECHA",
            unset="todas"),

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from metrics_pipeline.report import (_bar_width, _broken, _gap_positions, _table, foreign_note, format_summary,
-                                     format_windows, windows_phrase)
-from metrics_pipeline.settings import load_report_settings
+from metrics_pipeline.report import (CHART_MAX_WINDOWS, _bar_width, _broken, _gap_positions, _table, foreign_note,
+                                     format_summary, format_windows, windows_phrase)
+from metrics_pipeline.settings import REPORT_OPTIONS, load_report_settings
 
 
 def _summary_row(server_id: str = "web01", **changes) -> dict:
@@ -136,3 +136,10 @@ def test_lines_break_only_where_no_window_closed_for_long() -> None:
     xs, ys = _broken(times, [float(n) for n in range(7)], [5])
     assert xs[5] == times[4] + (times[5] - times[4]) / 2 and math.isnan(ys[5])
     assert xs[:5] + xs[6:] == times and ys[:5] + ys[6:] == [float(n) for n in range(7)]
+
+
+def test_the_help_of_last_says_what_the_chart_draws() -> None:
+    # --last is the table's; the chart draws every window since --since, up to a cap
+    # the help must name as the code has it.
+    [last] = [o for o in REPORT_OPTIONS if o.flag == "--last"]
+    assert f"como mucho las {CHART_MAX_WINDOWS:,} últimas".replace(",", ".") in last.help
