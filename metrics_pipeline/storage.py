@@ -136,10 +136,15 @@ class StorageFatal(Exception):
 
 
 def short_reason(exc: BaseException, limit: int = 200) -> str:
-    """A one-line reason, without pymongo's topology dump."""
+    """A one-line reason, without pymongo's topology dump, led by the server's name
+    for the error when it gave one ("NotWritablePrimary: not primary")."""
     text = str(exc).split(" (configured timeouts")[0].split(", Timeout:")[0]
     text = text.split(", full error:")[0]
     text = " ".join(text.split()) or type(exc).__name__
+    details = getattr(exc, "details", None)
+    name = details.get("codeName") if isinstance(details, dict) else None
+    if isinstance(name, str) and name and name not in text:
+        text = f"{name}: {text}"
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

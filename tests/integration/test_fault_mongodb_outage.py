@@ -161,6 +161,31 @@ def test_a_write_concern_error_is_not_taken_as_stored(kafka_server, own_mongo, t
     assert committed_offsets(p.bootstrap, p.group, p.topic, 1) == {0: 40}
 
 
+@pytest.mark.parametrize("code, name", [(10107, "NotWritablePrimary"), (11602, "InterruptedDueToReplStateChange"),
+                                        (189, "PrimarySteppedDown")])
+def test_a_primary_election_is_waited_out_like_an_outage(kafka_server, own_mongo, tmp_path, request, code: int,
+                                                         name: str) -> None:
+    # Atlas elects a new primary at each maintenance (and on a failure): for some
+    # seconds writes get "not primary" errors. pymongo retries a write once; after
+    # that the consumer must wait for the new primary as for any outage (WARNING,
+    # retry, nothing committed meanwhile), not dead-letter the batch nor give up.
+    mongo = own_mongo(test_commands=True)
+    p = Pipeline.for_test(kafka_server.address, mongo.uri, tmp_path, request.node.name)
+    p.create_topic()
+    messages = [valid_message(f"web{i % 5:02d}") for i in range(40)]
+    p.send_raw([(m["server_id"].encode(), encode(m)) for m in messages])
+    with MongoClient(mongo.uri) as admin:
+        admin.admin.command({"configureFailPoint": "failCommand", "mode": {"times": 4}, "data": {
+            "failCommands": ["insert"], "appName": "consumidor_metrics_iabd06", "errorCode": code,
+            "errorLabels": ["RetryableWriteError"]}})
+    done = p.consume()
+    retried = [line for line in done.stderr.splitlines() if "MongoDB no disponible al guardar" in line]
+    assert retried and all(" WARNING " in line and "No se confirma nada" in line for line in retried), done.stderr
+    assert name in retried[0] and "Traceback" not in done.stderr and " ERROR " not in done.stderr
+    audit(p.db, valid=40, valid_ids={m["message_uuid"] for m in messages})
+    assert committed_offsets(p.bootstrap, p.group, p.topic, 1) == {0: 40}
+
+
 @pytest.mark.parametrize("failure, says", [
     ({"writeConcernError": {"code": 100, "codeName": "UnsatisfiableWriteConcern",
                             "errmsg": "Not enough data-bearing nodes"}}, "no puede cumplir el write concern"),
