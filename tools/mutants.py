@@ -287,6 +287,9 @@ MUTANTS = [
     Mutant("a commit Kafka never answers not said as Kafka down", "metrics_pipeline/consumer_loop.py",
            '                self.kafka_status.mark_down(f"un commit de offsets lleva {COMMIT_TIMEOUT_MS / 1000:g} s sin '
            'respuesta")\n', "", UNIT),
+    Mutant("MongoDB errors without the server's name for them", "metrics_pipeline/storage.py",
+           '        text = f"{name}: {text}"\n', "        pass\n",
+           "tests/integration/test_fault_mongodb_outage.py::test_a_primary_election_is_waited_out_like_an_outage"),
     Mutant("a paused producer bursts to catch up", "metrics_pipeline/producer_loop.py",
            "        return started + self.interval\n", "        return now\n", UNIT),
     Mutant("a frozen consumer's expired session said as Kafka down", "metrics_pipeline/log_setup.py",
