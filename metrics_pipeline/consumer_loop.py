@@ -122,6 +122,7 @@ class ConsumerSummary:
     in_closed_windows: int = 0
     deadlettered: int = 0
     windows: int = 0
+    windows_written_before: int = 0
     reason: str = ""
 
 
@@ -384,6 +385,7 @@ class MetricsConsumer:
             self.summary.in_closed_windows += result.in_closed_windows
             self.summary.deadlettered += result.deadlettered
             self.summary.windows += result.windows
+            self.summary.windows_written_before += result.windows_written_before
             unread = self._unread()
             log.info("%s%s", describe(result), "" if unread is None else f"; por leer en Kafka: {unread}")
 
@@ -504,12 +506,14 @@ class MetricsConsumer:
         self._writer.shutdown(wait=True, cancel_futures=True)
         open_messages = self.tracker.open_messages()
         done = self.summary
+        before = (f" ({counted(done.windows_written_before, 'ya guardada antes', 'ya guardadas antes')})"
+                  if done.windows_written_before else "")
         log.info("Fin del consumidor (%s): %s, %s, %s, %s, %s en ventanas cerradas, %d a dead-letter, "
-                 "ventanas KPI: %d. Mensajes en ventanas incompletas, que no se confirman y se releerán al "
+                 "ventanas KPI: %d%s. Mensajes en ventanas incompletas, que no se confirman y se releerán al "
                  "reiniciar: %d", done.reason or "error", counted(done.consumed, "mensaje leído", "mensajes leídos"),
                  counted(done.stored_new, "guardado nuevo", "guardados nuevos"),
                  counted(done.replayed, "ya guardado"), counted(done.duplicates, "duplicado"),
-                 counted(done.in_closed_windows, "ya contado"), done.deadlettered, done.windows,
+                 counted(done.in_closed_windows, "ya contado"), done.deadlettered, done.windows, before,
                  open_messages)
         if self._consumer is not None:
             quiet_kafka_client()

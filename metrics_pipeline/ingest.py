@@ -38,7 +38,8 @@ batch returned by one ``poll()``, in this order:
    the size it was written with, so it closes on the same message even if
    ``KPI_WINDOW_SIZE`` changed between the crash and the restart.
 5. **Store KPIs.** One ``insert_many(ordered=False)`` of the closed windows. A
-   window rebuilt after a crash has the id of the first write, which is kept.
+   window rebuilt after a crash has the id of the first write, which is kept; its
+   line says so, and its alerts, logged with that first write, are not logged again.
    Retried like steps 2-3.
 6. **Commit.** Per partition, the first offset of its open window (or the offset
    after its last record when no window is open); nothing while a closed window is
@@ -105,6 +106,7 @@ class BatchResult:
     deadlettered: int = 0
     ignored: int = 0
     windows: int = 0
+    windows_written_before: int = 0  # of those, already stored by an earlier write (step 5)
     seconds: float = 0.0  # from receiving the batch to the end of step 5
     write_seconds: float = 0.0  # from the writer taking the batch (step 1) to the end of step 5
     positions: dict[int, int] = field(default_factory=dict)  # step 6: to commit
@@ -274,10 +276,11 @@ class BatchIngestor:
         # 5. Store KPIs.
         if closed:
             kpi_docs = [self._kpi_document(window) for window in closed]
-            self._with_retry(lambda: self.store.insert_kpis(kpi_docs), f"{len(kpi_docs)} ventanas KPI")
+            earlier = self._with_retry(lambda: self.store.insert_kpis(kpi_docs), f"{len(kpi_docs)} ventanas KPI")
             for doc in kpi_docs:
-                _log_window(doc)
+                _log_window(doc, written_before=doc["_id"] in earlier)
             result.windows = len(closed)
+            result.windows_written_before = len(earlier)
 
         # 6. What to commit: the consumer loop commits it (see module doc).
         result.positions = self.tracker.positions_to_commit()
@@ -326,7 +329,14 @@ def _uuid_taken(message_id: str, where: dict[str, Any]) -> str:
             "un _id no puede guardar dos mensajes (¿un productor que repite el UUID?)")
 
 
-def _log_window(doc: dict[str, Any]) -> None:
+def _log_window(doc: dict[str, Any], written_before: bool = False) -> None:
+    if written_before:
+        # Rebuilt after a crash, or read again by another group: the document written
+        # first stays, with its own KPIs (this rebuild's duration and rate differ)
+        # and its alerts, said when it was written.
+        log.info("Ventana KPI %s ya guardada antes (%s, los mismos): se conserva la primera, con sus KPI y "
+                 "sus alertas", doc["_id"], counted(doc["message_count"], "mensaje"))
+        return
     k = doc["kpis"]
     log.info("Ventana KPI %s: %s en %.3f s | CPU %.2f %% | memoria %.2f %% | disco %.2f MB/s"
              " | red %.2f Mbps | errores %s | tasa %.1f msg/s",
@@ -369,6 +379,8 @@ def describe(result: BatchResult) -> str:
     if result.ignored:
         parts.append(f"{counted(result.ignored, 'repetido')} por Kafka")
     parts.append(f"ventanas KPI: {result.windows}")
+    if result.windows_written_before:
+        parts[-1] += f" ({counted(result.windows_written_before, 'ya guardada antes', 'ya guardadas antes')})"
     committed = ", ".join(f"p{p}→{o}" for p, o in sorted(result.positions.items())) or "nada nuevo"
     if result.positions and not result.committed:
         committed = f"ninguno (falló el commit de {committed})"

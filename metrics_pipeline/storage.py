@@ -547,16 +547,27 @@ class MetricsStore:
         found = self._find_by_ids(self.kpis, list(ids), _KPI_IDENTITY_FIELDS)
         return {key: (_first_message(doc), doc.get("message_count") or 0) for key, doc in found.items()}
 
-    def insert_kpis(self, documents: Sequence[dict[str, Any]]) -> None:
-        """Store KPI documents. A window rebuilt after a crash has the same id and the
-        same first message: the document written first is kept."""
-        self._insert_keeping_first(self.kpis, documents, "KPI", _KPI_IDENTITY_FIELDS, _first_message,
-                                   _warn_if_resized)
+    def insert_kpis(self, documents: Sequence[dict[str, Any]]) -> set[str]:
+        """Store KPI documents. A window rebuilt after a crash (or read again by another
+        group) has the same id and the same first message: the document written first
+        is kept. Returns the ids of those kept from an earlier write; a document this
+        very call's documents wrote on an attempt that failed midway (same
+        ``calculated_at``) is not one of them."""
+        earlier: set[str] = set()
+
+        def kept(existing: dict[str, Any], rebuilt: dict[str, Any]) -> None:
+            _warn_if_resized(existing, rebuilt)
+            if existing.get("calculated_at") != rebuilt["calculated_at"]:
+                earlier.add(rebuilt["_id"])
+
+        self._insert_keeping_first(self.kpis, documents, "KPI", _KPI_IDENTITY_FIELDS, _first_message, kept)
+        return earlier
 
 
 # What tells one stored window from another with the same id: its first message
-# (and its size, for _warn_if_resized and stored_windows).
-_KPI_IDENTITY_FIELDS = {"message_uuids": {"$slice": 1}, "message_count": 1}
+# (and its size, for _warn_if_resized and stored_windows; when it was calculated, for
+# insert_kpis).
+_KPI_IDENTITY_FIELDS = {"message_uuids": {"$slice": 1}, "message_count": 1, "calculated_at": 1}
 
 
 def _first_message(kpi: dict[str, Any]) -> str | None:

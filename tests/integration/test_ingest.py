@@ -18,7 +18,7 @@ from metrics_pipeline.alerts import AlertThresholds
 from metrics_pipeline.clock import Clock, datetime_from_ms
 from metrics_pipeline.ingest import BatchIngestor
 from metrics_pipeline.settings import MongoSettings
-from metrics_pipeline.storage import MetricsStore
+from metrics_pipeline.storage import MetricsStore, StorageUnavailable
 from metrics_pipeline.windows import RecentWindowMembers, WindowTracker
 from tests.support.audit import KPIS, RAW, audit
 from tests.support.pipeline import Record, encode, valid_message
@@ -43,6 +43,37 @@ def _after_each_write(store: MetricsStore, names: tuple[str, ...], then) -> None
             then()
             return outcome
         setattr(store, name, write_then)
+
+
+def test_a_kpi_write_retried_after_it_was_applied_is_this_writes_own_and_says_its_alerts(mongo_server, caplog) -> None:
+    # The KPI insert reaches MongoDB but its answer is lost (a connection cut right
+    # then): the retry finds the documents. They are this batch's own, written by the
+    # attempt whose answer was lost: logged as new windows, with their alerts, not as
+    # "ya guardada antes". A window stored by an earlier batch (a replay) is.
+    ing, store = ingestor(mongo_server, "kpi_retry")
+    ing.thresholds = AlertThresholds(cpu_percent_avg=0.0)  # every window alerts
+    lost = [True]
+
+    def answer_lost() -> None:
+        if lost.pop() if lost else False:
+            raise StorageUnavailable("connection closed")
+
+    _after_each_write(store, ("insert_kpis",), answer_lost)
+    batch = records([valid_message() for _ in range(5)])
+    with caplog.at_level(logging.INFO, logger="metrics_pipeline"):
+        assert ing.ingest(batch, received_at=1000.0).windows_written_before == 0
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line for line in lines if line.startswith("Ventana KPI")] == [next(
+        line for line in lines if line.startswith("Ventana KPI t:0:0: 5 mensajes en "))]
+    assert sum(line.startswith("Alerta en la ventana t:0:0") for line in lines) == 1
+
+    caplog.clear()
+    replay, _ = ingestor(mongo_server, "kpi_retry")  # a restart: reads the same records again
+    with caplog.at_level(logging.INFO, logger="metrics_pipeline"):
+        assert replay.ingest(batch, received_at=2000.0).windows_written_before == 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert "Ventana KPI t:0:0 ya guardada antes (5 mensajes, los mismos): se conserva la primera, con sus KPI y sus " \
+           "alertas" in lines and not any(line.startswith("Alerta") for line in lines)
 
 
 def test_the_same_records_delivered_twice_are_ignored(mongo_server) -> None:

@@ -74,6 +74,28 @@ def test_consumer_stores_every_message_once_and_writes_exact_auditable_windows(p
     assert "Ventana KPI" not in again.stderr
 
 
+def test_another_group_reading_the_topic_again_changes_nothing_and_repeats_no_alert(pipeline: Pipeline) -> None:
+    # A second consumer group on the same topic and database (a new KAFKA_GROUP_ID, a
+    # colleague's consumer) reads everything again: every raw document and every
+    # window is already there. The windows written first stay, with their KPIs, and
+    # their alerts are not said again (an alerting system reading the log would fire
+    # twice); each line says the window was already stored.
+    pipeline.produce(12)  # 60 messages
+    first = pipeline.consume("--alert-cpu-avg", "0")  # every window alerts
+    stored = {k["_id"]: k for k in pipeline.db[KPIS].find()}
+    assert len(stored) == 3 and first.stderr.count("Alerta en la ventana") == 3
+
+    other = pipeline.run(CONSUMER, "--idle-timeout", "3", "--alert-cpu-avg", "0",
+                         env=pipeline.env(KAFKA_GROUP_ID=f"{pipeline.group}-otro"))
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert "Alerta en la ventana" not in other.stderr and "Traceback" not in other.stderr
+    assert other.stderr.count(" ya guardada antes (20 mensajes, los mismos): se conserva la primera") == 3
+    assert "ventanas KPI: 3 (3 ya guardadas antes)" in other.stderr
+    assert "60 mensajes leídos, 0 guardados nuevos, 60 ya guardados" in other.stderr
+    assert {k["_id"]: k for k in pipeline.db[KPIS].find()} == stored
+    audit(pipeline.db, valid=60)
+
+
 def test_a_database_named_in_the_uri_is_not_where_the_data_go_and_the_consumer_says_so(pipeline: Pipeline) -> None:
     # Atlas users often paste a URI ending in /<database>: pymongo only authenticates
     # there. The data go to MONGODB_DATABASE, and a WARNING says where to look.

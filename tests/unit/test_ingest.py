@@ -58,3 +58,18 @@ def test_the_window_line_says_its_kpis_and_counts_one_message_in_the_singular(ca
     assert [r.getMessage() for r in caplog.records] == [
         f"Ventana KPI t:0:7: {n} en 0.010 s | CPU 25.42 % | memoria 36.47 % | disco 35.50 MB/s | red 55.93 Mbps | "
         "errores 2 | tasa 100.0 msg/s" for n in ("1 mensaje", "20 mensajes")]
+
+
+def test_a_window_stored_before_is_said_so_without_its_rebuilt_kpis_or_its_alerts_again(caplog) -> None:
+    # Rebuilt after a crash or read again by another group: the stored document (its
+    # KPIs, its alerts) stays; the rebuild's own rate differs and must not be shown.
+    kpis = {"cpu_percent_avg": 95.0, "memory_percent_avg": 36.47, "disk_io_mbps_avg": 35.5, "network_mbps_avg": 55.93,
+            "error_count_sum": 2, "tasa_procesamiento_msg_seg": 100.04}
+    with caplog.at_level("INFO", logger="metrics_pipeline.ingest"):
+        _log_window({"_id": "t:0:7", "message_count": 20, "window_duration_seconds": 0.01, "kpis": kpis,
+                     "alerts": [{"message": "media de CPU 95.00 % supera el umbral 90 %"}]}, written_before=True)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [(
+        "INFO", "Ventana KPI t:0:7 ya guardada antes (20 mensajes, los mismos): se conserva la primera, con sus KPI "
+        "y sus alertas")]
+    result = BatchResult(consumed=40, replayed=40, windows=2, windows_written_before=1, seconds=1, write_seconds=1)
+    assert "ventanas KPI: 2 (1 ya guardada antes);" in describe(result)
