@@ -131,7 +131,7 @@ def test_a_consumer_frozen_past_its_session_comes_back_without_doubling_anything
     anything, and the group must settle and go on."""
     pipeline.partitions = 2
     servers = ",".join(f"srv{i:02d}" for i in range(4))
-    rounds = 350  # 1,400 messages over ~35 s
+    rounds = 450  # 1,800 messages over ~45 s: the frozen one wakes mid-stream even on a slow machine
     producer = pipeline.start(PRODUCER, "--rounds", str(rounds), "--interval", "0.1", "--servers", servers)
     zombie = pipeline.start(CONSUMER, "--batch-size", "25", label="-zombie")
     zombie.wait_for("Ventana KPI", timeout=90)
