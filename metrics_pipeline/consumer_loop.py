@@ -189,6 +189,7 @@ class MetricsConsumer:
         if self._commit_failed_while_stopping:
             return False  # see COMMIT_TIMEOUT_MS
         offsets = {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in positions.items()}
+        sent_at = time.monotonic()
         try:
             self._consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
         except kafka_errors.KafkaError as exc:
@@ -197,7 +198,8 @@ class MetricsConsumer:
                 # No answer at all: Kafka hangs or cannot be reached, said as such
                 # (and, with the next commit that succeeds, that it answers again).
                 reason = f"sin respuesta en {COMMIT_TIMEOUT_MS / 1000:g} s"
-                self.kafka_status.mark_down(f"un commit de offsets lleva {COMMIT_TIMEOUT_MS / 1000:g} s sin respuesta")
+                self.kafka_status.mark_down(f"un commit de offsets lleva {COMMIT_TIMEOUT_MS / 1000:g} s sin respuesta",
+                                            waited=time.monotonic() - sent_at)
             log.warning("No se pudieron confirmar los offsets %s en Kafka: %s. Se releerán desde la última "
                         "confirmación sin duplicar nada", positions, reason)
             self._commit_failed_while_stopping = self.stop.is_set()

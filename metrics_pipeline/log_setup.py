@@ -147,11 +147,14 @@ class KafkaStatus:
         # cut short by the start-up deadline says only "Timeout during ApiVersions check".
         self.server_closed: str | None = None
 
-    def mark_down(self, reason: str) -> None:
+    def mark_down(self, reason: str, waited: float = 0.0) -> None:
+        """Kafka is not answering, for ``waited`` seconds already (a request that got
+        no answer in that time), or from now."""
         now = self._clock()
         with self._lock:
             if self._down_since is None:
-                self._down_since = self._last_reminder = now
+                self._down_since = now - max(waited, 0.0)
+                self._last_reminder = now
                 _log_from_handler(self._log, logging.WARNING, "Kafka (%s) no responde: %s; se sigue reintentando",
                                   self.bootstrap, reason)
             elif now - self._last_reminder >= self.REMINDER_SECONDS:

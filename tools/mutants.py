@@ -286,7 +286,7 @@ MUTANTS = [
            "            return now + self.interval\n", UNIT),
     Mutant("a commit Kafka never answers not said as Kafka down", "metrics_pipeline/consumer_loop.py",
            '                self.kafka_status.mark_down(f"un commit de offsets lleva {COMMIT_TIMEOUT_MS / 1000:g} s sin '
-           'respuesta")\n', "", UNIT),
+           'respuesta",\n                                            waited=time.monotonic() - sent_at)\n', "", UNIT),
     Mutant("MongoDB errors without the server's name for them", "metrics_pipeline/storage.py",
            '        text = f"{name}: {text}"\n', "        pass\n",
            "tests/integration/test_fault_mongodb_outage.py::test_a_primary_election_is_waited_out_like_an_outage"),
@@ -295,6 +295,8 @@ MUTANTS = [
            "tests/integration/test_ingest.py"),
     Mutant("a window stored before logged with its rebuilt KPIs and alerts again", "metrics_pipeline/ingest.py",
            "    if written_before:\n", "    if False:\n", UNIT),
+    Mutant("an outage counted from the end of the unanswered commit", "metrics_pipeline/consumer_loop.py",
+           "waited=time.monotonic() - sent_at)", "waited=0.0)", UNIT),
     Mutant("a paused producer bursts to catch up", "metrics_pipeline/producer_loop.py",
            "        return started + self.interval\n", "        return now\n", UNIT),
     Mutant("a frozen consumer's expired session said as Kafka down", "metrics_pipeline/log_setup.py",
