@@ -83,7 +83,8 @@ def test_another_group_reading_the_topic_again_changes_nothing_and_repeats_no_al
     pipeline.produce(12)  # 60 messages
     first = pipeline.consume("--alert-cpu-avg", "0")  # every window alerts
     stored = {k["_id"]: k for k in pipeline.db[KPIS].find()}
-    assert len(stored) == 3 and first.stderr.count("Alerta en la ventana") == 3
+    alerts = sum(len(k["alerts"]) for k in stored.values())  # CPU in each, maybe errors or memory too
+    assert len(stored) == 3 and alerts >= 3 and first.stderr.count("Alerta en la ventana") == alerts
 
     other = pipeline.run(CONSUMER, "--idle-timeout", "3", "--alert-cpu-avg", "0",
                          env=pipeline.env(KAFKA_GROUP_ID=f"{pipeline.group}-otro"))
