@@ -60,7 +60,7 @@ from kafka.structs import OffsetAndMetadata
 
 from metrics_pipeline.clock import Clock
 from metrics_pipeline.errors import RunFailure, StartupError
-from metrics_pipeline.ingest import BatchIngestor, BatchResult, describe, parse_records
+from metrics_pipeline.ingest import BatchIngestor, BatchResult, describe, parse_records, windows_phrase
 from metrics_pipeline.kafka_connection import (client_config, error_reason, forbid_topic_auto_creation,
                                                refused_login)
 from metrics_pipeline.log_setup import KafkaStatus, counted, quiet_kafka_client
@@ -508,15 +508,13 @@ class MetricsConsumer:
         self._writer.shutdown(wait=True, cancel_futures=True)
         open_messages = self.tracker.open_messages()
         done = self.summary
-        before = (f" ({counted(done.windows_written_before, 'ya guardada antes', 'ya guardadas antes')})"
-                  if done.windows_written_before else "")
         log.info("Fin del consumidor (%s): %s, %s, %s, %s, %s en ventanas cerradas, %d a dead-letter, "
-                 "ventanas KPI: %d%s. Mensajes en ventanas incompletas, que no se confirman y se releerán al "
+                 "%s. Mensajes en ventanas incompletas, que no se confirman y se releerán al "
                  "reiniciar: %d", done.reason or "error", counted(done.consumed, "mensaje leído", "mensajes leídos"),
                  counted(done.stored_new, "guardado nuevo", "guardados nuevos"),
                  counted(done.replayed, "ya guardado"), counted(done.duplicates, "duplicado"),
-                 counted(done.in_closed_windows, "ya contado"), done.deadlettered, done.windows, before,
-                 open_messages)
+                 counted(done.in_closed_windows, "ya contado"), done.deadlettered,
+                 windows_phrase(done.windows, done.windows_written_before), open_messages)
         if self._consumer is not None:
             quiet_kafka_client()
             _skip_leave_group_unless_stable(self._consumer)

@@ -365,6 +365,12 @@ def _offset_ranges(records: Sequence[Record]) -> str:
     return ", ".join(runs)
 
 
+def windows_phrase(windows: int, written_before: int) -> str:
+    """'ventanas KPI: 3 (1 ya guardada antes)', for the batch and the final lines."""
+    before = f" ({counted(written_before, 'ya guardada antes', 'ya guardadas antes')})" if written_before else ""
+    return f"ventanas KPI: {windows}{before}"
+
+
 def describe(result: BatchResult) -> str:
     parts = [counted(result.consumed, "mensaje"), counted(result.stored_new, "nuevo")]
     if result.replayed:
@@ -378,9 +384,7 @@ def describe(result: BatchResult) -> str:
         parts.append(f"{result.deadlettered} a dead-letter")
     if result.ignored:
         parts.append(f"{counted(result.ignored, 'repetido')} por Kafka")
-    parts.append(f"ventanas KPI: {result.windows}")
-    if result.windows_written_before:
-        parts[-1] += f" ({counted(result.windows_written_before, 'ya guardada antes', 'ya guardadas antes')})"
+    parts.append(windows_phrase(result.windows, result.windows_written_before))
     committed = ", ".join(f"p{p}→{o}" for p, o in sorted(result.positions.items())) or "nada nuevo"
     if result.positions and not result.committed:
         committed = f"ninguno (falló el commit de {committed})"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import signal
 import time
+from typing import Any
 
 import pytest
 from pymongo import MongoClient
@@ -138,21 +139,30 @@ def test_an_outage_longer_than_max_poll_interval_costs_the_membership_and_nothin
     assert log.count("Particiones asignadas") >= 2, "the consumer should have rejoined the group"
 
 
+def _backlog_behind_failing_inserts(kafka_server, own_mongo, tmp_path, request, mode: Any,
+                                    failure: dict[str, Any], count: int = 40) -> tuple[Pipeline, list[dict]]:
+    """A topic holding ``count`` valid messages, and a MongoDB of its own whose
+    ``failCommand`` fail point adds ``failure`` to the consumer's inserts (``mode``:
+    {"times": n} or "alwaysOn"). Returns the pipeline and the messages sent."""
+    mongo = own_mongo(test_commands=True)
+    p = Pipeline.for_test(kafka_server.address, mongo.uri, tmp_path, request.node.name)
+    p.create_topic()
+    messages = [valid_message(f"web{i % 5:02d}") for i in range(count)]
+    p.send_raw([(m["server_id"].encode(), encode(m)) for m in messages])
+    with MongoClient(mongo.uri) as admin:
+        admin.admin.command({"configureFailPoint": "failCommand", "mode": mode, "data": {
+            "failCommands": ["insert"], "appName": "consumidor_metrics_iabd06", **failure}})
+    return p, messages
+
+
 def test_a_write_concern_error_is_not_taken_as_stored(kafka_server, own_mongo, tmp_path, request) -> None:
     # On a replica set (Atlas), a write the primary applied but could not replicate in
     # time comes back with a writeConcernError: it may still be rolled back, so it is
     # retried and nothing is committed until a retry is acknowledged. SecantusDB's
     # failCommand fail point adds that error to the consumer's first two inserts.
-    mongo = own_mongo(test_commands=True)
-    p = Pipeline.for_test(kafka_server.address, mongo.uri, tmp_path, request.node.name)
-    p.create_topic()
-    messages = [valid_message(f"web{i % 5:02d}") for i in range(40)]
-    p.send_raw([(m["server_id"].encode(), encode(m)) for m in messages])
-    with MongoClient(mongo.uri) as admin:
-        admin.admin.command({"configureFailPoint": "failCommand", "mode": {"times": 2}, "data": {
-            "failCommands": ["insert"], "appName": "consumidor_metrics_iabd06",
-            "writeConcernError": {"code": 64, "codeName": "WriteConcernFailed",
-                                  "errmsg": "waiting for replication timed out", "errInfo": {"wtimeout": True}}}})
+    p, messages = _backlog_behind_failing_inserts(kafka_server, own_mongo, tmp_path, request, {"times": 2}, {
+        "writeConcernError": {"code": 64, "codeName": "WriteConcernFailed",
+                              "errmsg": "waiting for replication timed out", "errInfo": {"wtimeout": True}}})
     done = p.consume()
     retried = [line for line in done.stderr.splitlines() if "write concern no cumplido" in line]
     assert len(retried) == 2 and all(" WARNING " in line and "No se confirma nada" in line for line in retried)
@@ -169,15 +179,8 @@ def test_a_primary_election_is_waited_out_like_an_outage(kafka_server, own_mongo
     # seconds writes get "not primary" errors. pymongo retries a write once; after
     # that the consumer must wait for the new primary as for any outage (WARNING,
     # retry, nothing committed meanwhile), not dead-letter the batch nor give up.
-    mongo = own_mongo(test_commands=True)
-    p = Pipeline.for_test(kafka_server.address, mongo.uri, tmp_path, request.node.name)
-    p.create_topic()
-    messages = [valid_message(f"web{i % 5:02d}") for i in range(40)]
-    p.send_raw([(m["server_id"].encode(), encode(m)) for m in messages])
-    with MongoClient(mongo.uri) as admin:
-        admin.admin.command({"configureFailPoint": "failCommand", "mode": {"times": 4}, "data": {
-            "failCommands": ["insert"], "appName": "consumidor_metrics_iabd06", "errorCode": code,
-            "errorLabels": ["RetryableWriteError"]}})
+    p, messages = _backlog_behind_failing_inserts(kafka_server, own_mongo, tmp_path, request, {"times": 4},
+                                                  {"errorCode": code, "errorLabels": ["RetryableWriteError"]})
     done = p.consume()
     retried = [line for line in done.stderr.splitlines() if "MongoDB no disponible al guardar" in line]
     assert retried and all(" WARNING " in line and "No se confirma nada" in line for line in retried), done.stderr
@@ -193,13 +196,8 @@ def test_a_primary_election_is_waited_out_like_an_outage(kafka_server, own_mongo
 ], ids=["unsatisfiable write concern", "not allowed to write"])
 def test_a_write_retrying_cannot_cure_is_one_error_line_and_exit_1(
         kafka_server, own_mongo, tmp_path, request, failure, says) -> None:
-    mongo = own_mongo(test_commands=True)
-    p = Pipeline.for_test(kafka_server.address, mongo.uri, tmp_path, request.node.name)
-    p.create_topic()
-    p.send_raw([(b"web01", encode(valid_message())) for _ in range(20)])
-    with MongoClient(mongo.uri) as admin:
-        admin.admin.command({"configureFailPoint": "failCommand", "mode": "alwaysOn", "data": {
-            "failCommands": ["insert"], "appName": "consumidor_metrics_iabd06", **failure}})
+    p, _ = _backlog_behind_failing_inserts(kafka_server, own_mongo, tmp_path, request, "alwaysOn", failure,
+                                           count=20)
     done = p.run(CONSUMER, "--idle-timeout", "3")
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     errors = error_lines(done.stderr)

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.support.audit import KPIS, RAW, audit
-from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, clean_env, producer_summary
+from tests.support.pipeline import CONSUMER, PRODUCER, Pipeline, Running, clean_env, producer_summary
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -48,16 +48,7 @@ def test_rebalances_lose_nothing_and_double_nothing(pipeline: Pipeline) -> None:
     assert re.search(r"Particiones asignadas del tema \S+: \[0, 1, 2\]\n(?![\s\S]*Particiones asignadas)",
                      second.text()), "precondition: the other consumer got every partition back"
 
-    assert producer.wait(120) == 0
-    sent, _, _ = producer_summary(producer.text())
-    assert sent == rounds * 12
-    raw = pipeline.db[RAW]
-    wait_until(lambda: raw.count_documents({}) == sent, 90, "both consumers to store everything")
-    # Let the last complete windows be written before stopping.
-    expected_windows = sum(n // 20 for n in _per_partition(raw).values())
-    # If they never come (or one too many does), the audit below says which.
-    with contextlib.suppress(AssertionError):
-        wait_until(lambda: pipeline.db[KPIS].count_documents({}) == expected_windows, 60, "the last windows")
+    sent, expected_windows = _stream_stored(pipeline, producer, rounds * 12)
 
     second.signal(signal.SIGINT)
     assert second.wait(15) == 0
@@ -67,6 +58,22 @@ def test_rebalances_lose_nothing_and_double_nothing(pipeline: Pipeline) -> None:
 
     report = audit(pipeline.db, valid=sent)
     assert len(report.pending) == 3 and report.windows == expected_windows
+
+
+def _stream_stored(pipeline: Pipeline, producer: Running, messages: int) -> tuple[int, int]:
+    """Wait for the producer to send ``messages`` and for the consumers to store them
+    all and write the windows they complete; returns (sent, windows expected)."""
+    assert producer.wait(120) == 0
+    sent, _, _ = producer_summary(producer.text())
+    assert sent == messages
+    raw = pipeline.db[RAW]
+    wait_until(lambda: raw.count_documents({}) == sent, 90, "the consumers to store everything")
+    # Let the last complete windows be written before stopping.
+    expected_windows = sum(n // 20 for n in _per_partition(raw).values())
+    # If they never come (or one too many does), the audit afterwards says which.
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: pipeline.db[KPIS].count_documents({}) == expected_windows, 60, "the last windows")
+    return sent, expected_windows
 
 
 def _per_partition(raw) -> dict[int, int]:
@@ -149,14 +156,7 @@ def test_a_consumer_frozen_past_its_session_comes_back_without_doubling_anything
         zombie.signal(signal.SIGCONT)
     assert producer.process.poll() is None, "the stream ended before the frozen consumer woke"
 
-    assert producer.wait(120) == 0
-    sent, _, _ = producer_summary(producer.text())
-    assert sent == rounds * 4
-    raw = pipeline.db[RAW]
-    wait_until(lambda: raw.count_documents({}) == sent, 90, "the consumers to store everything")
-    expected_windows = sum(n // 20 for n in _per_partition(raw).values())
-    with contextlib.suppress(AssertionError):
-        wait_until(lambda: pipeline.db[KPIS].count_documents({}) == expected_windows, 60, "the last windows")
+    sent, expected_windows = _stream_stored(pipeline, producer, rounds * 4)
 
     for consumer in (zombie, other):
         consumer.signal(signal.SIGINT)
