@@ -119,7 +119,8 @@ def test_busy_consumers_outlive_a_broker_killed_again_and_again(own_kafka, mongo
     def stored_batches() -> int:
         return sum(c.text().count("Lote guardado") for c in consumers)
     before = stored_batches()
-    wait_until(lambda: stored_batches() > before, 60, "a batch stored after the last restart")
+    wait_until(lambda: stored_batches() > before, 60, "a batch stored after the last restart",
+               logs=lambda: "\n".join(r.story() for r in (producer, *consumers)))
     for running in (producer, *consumers):
         running.signal(signal.SIGTERM)
         code = running.wait(15)

@@ -56,6 +56,13 @@ class Running:
     def wait(self, timeout: float = 120) -> int:
         return self.process.wait(timeout)
 
+    def story(self, lines: int = 30) -> str:
+        """The last ``lines`` lines of the log other than one per message or window
+        (sent, stored window, batch), headed by the log's name: for failure messages."""
+        kept = [line for line in self.text().splitlines() if not any(
+            routine in line for routine in ("Enviada métrica", "Ventana KPI", "Lote guardado"))]
+        return "\n".join([f"--- {self.log_path.name} (exit {self.process.poll()})", *kept[-lines:]])
+
     def signal(self, signum: int = signal.SIGTERM) -> None:
         self.process.send_signal(signum)
 

@@ -9,14 +9,18 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1,
+               logs: Callable[[], str] | None = None) -> T:
+    """Poll ``predicate`` until it is truthy; on timeout fail with ``what`` and, if
+    given, ``logs()``: what the processes said, so a failure in CI can be read."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            detail = f"\n{logs()}" if logs is not None else ""
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}{detail}")
         time.sleep(interval)
 
 
