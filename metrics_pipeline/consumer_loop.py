@@ -216,10 +216,10 @@ class MetricsConsumer:
         while self._listener.events:
             kind, partitions = self._listener.events.popleft()
             numbers = sorted(tp.partition for tp in partitions if tp.topic == self.topic)
+            if kind in ("revoked", "lost") and self._joining_since is None:
+                self._joining_since = time.monotonic()  # a join follows: see _warn_if_join_is_slow
             if kind == "revoked":
                 self._pending_revoked.update(numbers)
-                if self._joining_since is None:
-                    self._joining_since = time.monotonic()
                 continue
             if kind == "lost":
                 self._drop(numbers, "perdidas")

@@ -352,6 +352,21 @@ def test_a_slow_group_join_is_reported(caplog, monkeypatch) -> None:
                                                              "El consumidor lleva 70 s sin particiones"]
 
 
+def test_a_join_after_partitions_were_lost_is_timed_too(caplog, monkeypatch) -> None:
+    # Partitions lost (our session expired, e.g. a broker restarted empty) are
+    # followed by a join like revoked ones: a join that never completes is reported.
+    c, clock = clocked(monkeypatch)
+    events(c, ("assigned", {0}))
+    clock.now += 100
+    events(c, ("lost", {0}))
+    with caplog.at_level(logging.WARNING):
+        clock.now += consumer_loop.JOIN_WARNING_SECONDS - 1
+        c._warn_if_join_is_slow()
+        clock.now += 1
+        c._warn_if_join_is_slow()
+    assert [r.getMessage()[:40] for r in caplog.records] == ["El consumidor lleva 30 s sin particiones"]
+
+
 def test_a_join_the_broker_refuses_for_good_is_one_clear_error() -> None:
     # kafka-python raises these from poll(); retrying cannot cure them.
     def raising(error: Exception) -> MetricsConsumer:
