@@ -3,6 +3,7 @@ run (its fixture broke) is an error to look at, not a detection."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -23,8 +24,10 @@ CASES = {
 def test_verdict_of_a_real_pytest_run(case: str, tmp_path: Path) -> None:
     code, expected = CASES[case]
     (tmp_path / "test_case.py").write_text(code)
+    # Not this run's PYTEST_ADDOPTS: a --basetemp in it would be the inner run's too.
+    env = {name: value for name, value in os.environ.items() if name != "PYTEST_ADDOPTS"}
     done = subprocess.run(mutants.pytest_command(["test_case.py"]), cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env=env)
     summary = (done.stdout.strip().splitlines() or [""])[-1]
     assert mutants.verdict(done.returncode, summary, done.stderr)[0] == expected, done.stdout
 
