@@ -306,11 +306,20 @@ class MetricsConsumer:
                     "desde el principio", self.topic, dropped)
 
     def _rejoin_as_new_member(self) -> None:
-        """See _restart_topic. Leaving the group is safe only outside a rebalance (see
-        the module doc); during one, try again after the next poll."""
+        """See _restart_topic. Only outside a rebalance; during one, try again after
+        the next poll.
+
+        The old member id is dropped without a LeaveGroup: the next JoinGroup asks for
+        a new one, and the broker forgets the old member when its session expires
+        (with Apache Kafka, a rebalance at most one session timeout longer). A
+        LeaveGroup here came while the other members' joins were pending, often from
+        all of them at once (they all saw the same empty assignment), and Tansu then
+        never completed that rebalance: 3 runs in about 120 of the test that kills
+        the broker ten times, each with both consumers waiting forever."""
         assert self._consumer is not None
+        coordinator: Any = getattr(self._consumer, "_coordinator", None)
         try:
-            rebalancing = self._consumer._coordinator.rebalance_in_progress()
+            rebalancing = coordinator.rebalance_in_progress()
         except Exception:  # another kafka-python: rejoin anyway
             rebalancing = False
         if rebalancing or self._consumer.assignment():
@@ -318,8 +327,12 @@ class MetricsConsumer:
         self._rejoin_pending = False
         log.info("Sin particiones del tema %s vuelto a crear: el consumidor vuelve a entrar en el grupo %s",
                  self.topic, self.settings.group_id)
-        self._consumer.unsubscribe()
-        self._consumer.subscribe([self.topic], listener=self._listener)
+        reset_generation = getattr(coordinator, "reset_generation", None)
+        if callable(reset_generation):
+            reset_generation()  # a new member id on the next poll's JoinGroup, no LeaveGroup
+        else:  # another kafka-python: leave and subscribe again
+            self._consumer.unsubscribe()
+            self._consumer.subscribe([self.topic], listener=self._listener)
         self._joining_since = time.monotonic()
 
     def _resume_a_dropped_join(self) -> None:

@@ -94,14 +94,16 @@ def test_a_topic_created_again_drops_every_window_and_is_read_from_its_beginning
 def test_a_topic_back_without_partitions_rejoins_as_a_new_member_outside_a_rebalance() -> None:
     # The topic was missing at the last rebalance: no partitions. A broker may keep
     # answering the lone member's rejoins with that empty assignment (Tansu does), so
-    # the consumer leaves and joins again, but never in the middle of a rebalance.
+    # the consumer joins again with a new member id (no LeaveGroup: see
+    # _rejoin_as_new_member), but never in the middle of a rebalance.
     c = consumer()
     calls: list[str] = []
     rebalancing = [True]
     owned: set[TopicPartition] = set()
     c._consumer = SimpleNamespace(  # type: ignore[assignment]
         assignment=lambda: owned, seek_to_beginning=lambda *partitions: calls.append("seek"),
-        _coordinator=SimpleNamespace(rebalance_in_progress=lambda: rebalancing[0]),
+        _coordinator=SimpleNamespace(rebalance_in_progress=lambda: rebalancing[0],
+                                     reset_generation=lambda: calls.append("new member id")),
         unsubscribe=lambda: calls.append("unsubscribe"),
         subscribe=lambda topics, listener: calls.append(f"subscribe {topics[0]}"))
     c._restart_topic()
@@ -110,7 +112,7 @@ def test_a_topic_back_without_partitions_rejoins_as_a_new_member_outside_a_rebal
     assert c._rejoin_pending and calls == [], "not during a rebalance"
     rebalancing[0] = False
     c._rejoin_as_new_member()
-    assert not c._rejoin_pending and calls == ["unsubscribe", "subscribe t"]
+    assert not c._rejoin_pending and calls == ["new member id"]
 
     # With partitions at the re-creation, the rebalance the new topic starts may still
     # hand out none (seen with Tansu: revoked [0], assigned nothing, forever).
@@ -124,7 +126,7 @@ def test_a_topic_back_without_partitions_rejoins_as_a_new_member_outside_a_rebal
     c._listener.on_partitions_assigned(set())
     c._apply_rebalance_events()
     c._rejoin_as_new_member()
-    assert not c._rejoin_pending and calls == ["seek", "unsubscribe", "subscribe t"]
+    assert not c._rejoin_pending and calls == ["seek", "new member id"]
 
     # A rebalance that hands partitions out ends it: an empty assignment later (more
     # members than partitions) is no reason to rejoin.
@@ -134,6 +136,14 @@ def test_a_topic_back_without_partitions_rejoins_as_a_new_member_outside_a_rebal
     c._listener.on_partitions_assigned({TopicPartition("t", 0)})
     c._apply_rebalance_events()
     assert not c._rejoin_pending and calls == ["seek"]  # the loop rejoins only while it is pending
+
+    # A kafka-python without reset_generation: leave and subscribe again.
+    calls.clear()
+    owned.clear()
+    del c._consumer._coordinator.reset_generation
+    c._restart_topic()
+    c._rejoin_as_new_member()
+    assert calls == ["unsubscribe", "subscribe t"]
 
 
 class _JoinCoordinator:
