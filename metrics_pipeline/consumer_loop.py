@@ -314,8 +314,8 @@ class MetricsConsumer:
         (with Apache Kafka, a rebalance at most one session timeout longer). A
         LeaveGroup here came while the other members' joins were pending, often from
         all of them at once (they all saw the same empty assignment), and Tansu then
-        never completed that rebalance: 3 runs in about 120 of the test that kills
-        the broker ten times, each with both consumers waiting forever."""
+        never completed that rebalance (README, "Un grupo que el consumidor mismo
+        dejaba atascado")."""
         assert self._consumer is not None
         coordinator: Any = getattr(self._consumer, "_coordinator", None)
         try:
