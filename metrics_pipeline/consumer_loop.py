@@ -225,8 +225,10 @@ class MetricsConsumer:
                 self._drop(numbers, "perdidas")
                 self._pending_revoked.difference_update(numbers)
                 continue
-            # assigned
+            # assigned: the group coordinator answered our join, so Kafka answers,
+            # even when it hands us nothing (an idle consumer gets no records to prove it)
             self._joining_since = None
+            self.kafka_status.mark_up()
             if numbers:
                 self._rejoin_pending = False  # see _restart_topic
             gone = sorted(self._pending_revoked.difference(numbers))

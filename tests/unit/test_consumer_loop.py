@@ -487,3 +487,16 @@ def test_a_commit_kafka_never_answers_is_said_as_kafka_down_and_back(monkeypatch
         "No se pudieron confirmar los offsets {2: 6060} en Kafka: CommitFailedError: kicked out. Se releerán desde la "
         "última confirmación sin duplicar nada",
         "Conexión con Kafka (Kafka) restablecida tras 8.0 s"]
+
+
+def test_a_completed_join_says_kafka_answers_again(caplog) -> None:
+    # An idle consumer gets no records after an outage: the join that hands it its
+    # partitions (even none) is the proof that Kafka answers, logged once.
+    c = consumer()
+    c.kafka_status.mark_down("socket disconnected")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        events(c, ("revoked", {0}), ("assigned", set()))
+        events(c, ("assigned", {0}))
+    assert [r.getMessage()[:32] for r in caplog.records if "Kafka" in r.getMessage()] == [
+        "Conexión con Kafka (Kafka) resta"]
