@@ -267,6 +267,8 @@ def ensure_topic(settings: KafkaSettings, client_id: str, stop: threading.Event,
     count, created = wait_for_server(f"Kafka ({settings.bootstrap_servers})", attempt, stop,
                                      settings.startup_timeout, "no se ha enviado ni leído nada", silent,
                                      give_up=refused)
+    if status is not None:
+        status.mark_up()  # if kafka-python's lines said it was down: it answered
     if created:
         log.info("Tema %s creado (particiones: %d)", settings.topic, count)
     elif count != settings.partitions:

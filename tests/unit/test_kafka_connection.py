@@ -11,15 +11,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import threading
 
 import pytest
 from kafka.cluster import ClusterMetadata
 from kafka.errors import SaslAuthenticationFailedError
 from kafka.net.sasl import get_sasl_mechanism
 
+from metrics_pipeline import kafka_connection
 from metrics_pipeline.kafka_connection import (_not_ready_reason, _untrusted_certificate, client_config,
-                                                refused_login,
-                                               forbid_topic_auto_creation)
+                                               ensure_topic, forbid_topic_auto_creation, refused_login)
 from metrics_pipeline.log_setup import KafkaLogBridge, KafkaStatus
 from metrics_pipeline.settings import KafkaSettings
 
@@ -123,3 +124,15 @@ def test_the_hint_stays_when_the_deadline_ends_a_later_attempt() -> None:
 def test_a_broker_that_closed_nothing_gets_no_such_hint() -> None:
     assert "cierra" not in _start_up_reason(FAILED + "KafkaConnectionError: 111 ECONNREFUSED")
     assert "cierra" not in _start_up_reason(FAILED + "KafkaTimeoutError: Timeout during ApiVersions check")
+
+
+def test_a_topic_found_at_start_up_says_kafka_answers_again(monkeypatch, caplog) -> None:
+    # A script started while Kafka was down hears kafka-python say so; the topic
+    # then found is the proof that it answers (not the first record, maybe much later).
+    status = KafkaStatus()
+    status.mark_down("Connection failed: KafkaConnectionError: 111 ECONNREFUSED")
+    monkeypatch.setattr(kafka_connection, "_ensure_once", lambda settings, client_id, timeout_ms: (3, False))
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert ensure_topic(KafkaSettings("k:9092", "t", 3), "test", threading.Event(), status) == 3
+    assert [r.getMessage()[:32] for r in caplog.records] == ["Conexión con Kafka (Kafka) resta", "Tema t listo (particiones: 3)"]
