@@ -162,6 +162,10 @@ class KafkaStatus:
                 _log_from_handler(self._log, logging.WARNING, "Kafka (%s) sigue sin responder desde hace %.0f s: %s",
                                   self.bootstrap, now - self._down_since, reason)
 
+    @property
+    def down(self) -> bool:
+        return self._down_since is not None
+
     def mark_up(self) -> None:
         if self._down_since is None:
             return

@@ -500,3 +500,42 @@ def test_a_completed_join_says_kafka_answers_again(caplog) -> None:
         events(c, ("assigned", {0}))
     assert [r.getMessage()[:32] for r in caplog.records if "Kafka" in r.getMessage()] == [
         "Conexión con Kafka (Kafka) resta"]
+
+
+def test_records_fetched_before_the_connection_dropped_do_not_say_kafka_is_back(caplog) -> None:
+    # Seen in a soak with the broker killed: poll() handed over records fetched just
+    # before the drop, and the log said «no responde», «restablecida tras 0.0 s»,
+    # «no responde». Records count as proof only with a connection to a broker open.
+    tp = TopicPartition("t", 0)
+    open_connections: set[int] = set()
+
+    def run_one_batch() -> list[str]:
+        c = consumer()
+        batches = iter([{tp: [Record("t", 0, 0, b"k", encode(valid_message()))]}, {}])
+
+        def poll(timeout_ms, max_records):
+            batch = next(batches)
+            if not batch:
+                c.stop.set()
+            return batch
+
+        def ingest(records, received_at, parsed):
+            return BatchResult(consumed=len(records), seconds=0.0, write_seconds=0.0, positions={})
+
+        c.ingestor.ingest = ingest  # type: ignore[method-assign]
+        c._consumer = SimpleNamespace(  # type: ignore[assignment]
+            poll=poll, assignment=lambda: {tp}, _cluster=SimpleNamespace(topic_id=lambda topic: None),
+            _client=SimpleNamespace(connected=lambda node_id: node_id in open_connections,
+                                    cluster=SimpleNamespace(brokers=lambda: [SimpleNamespace(node_id=1)])))
+        c.kafka_status.mark_down("socket disconnected")
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="metrics_pipeline.kafka"):
+            try:
+                c._loop()
+            finally:
+                c._writer.shutdown()
+        return [r.getMessage()[:20] for r in caplog.records if r.name == "metrics_pipeline.kafka"]
+
+    assert run_one_batch() == []
+    open_connections.add(1)
+    assert run_one_batch() == ["Conexión con Kafka ("]
