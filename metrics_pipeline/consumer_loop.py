@@ -225,10 +225,12 @@ class MetricsConsumer:
                 self._drop(numbers, "perdidas")
                 self._pending_revoked.difference_update(numbers)
                 continue
-            # assigned: the group coordinator answered our join, so Kafka answers,
-            # even when it hands us nothing (an idle consumer gets no records to prove it)
+            # assigned: the group coordinator answered our join, so Kafka answers, even
+            # when it hands us nothing (an idle consumer gets no records to prove it);
+            # unless that answer came just before a drop, like records (see below)
             self._joining_since = None
-            self.kafka_status.mark_up()
+            if self.kafka_status.down and self._fetch_connection_open():
+                self.kafka_status.mark_up()
             if numbers:
                 self._rejoin_pending = False  # see _restart_topic
             gone = sorted(self._pending_revoked.difference(numbers))
@@ -249,10 +251,10 @@ class MetricsConsumer:
     def _fetch_connection_open(self) -> bool:
         """Whether kafka-python holds an open connection to a broker of the topic.
 
-        Records alone do not prove that Kafka answers now: poll() may hand over
-        records fetched just before the connection dropped (seen in a soak with the
-        broker killed: «restablecida tras 0.0 s» between two «no responde»). When
-        this kafka-python does not tell, the records are taken as proof."""
+        Records or a completed join alone do not prove that Kafka answers now:
+        poll() may hand over what came just before the connection dropped (seen in
+        soaks with the broker killed: «restablecida tras 0.1 s» between two «no
+        responde»). When this kafka-python does not tell, they are taken as proof."""
         client = getattr(self._consumer, "_client", None)
         connected = getattr(client, "connected", None)
         brokers = getattr(getattr(client, "cluster", None), "brokers", None)

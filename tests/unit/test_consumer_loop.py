@@ -491,15 +491,28 @@ def test_a_commit_kafka_never_answers_is_said_as_kafka_down_and_back(monkeypatch
 
 def test_a_completed_join_says_kafka_answers_again(caplog) -> None:
     # An idle consumer gets no records after an outage: the join that hands it its
-    # partitions (even none) is the proof that Kafka answers, logged once.
+    # partitions (even none) is the proof that Kafka answers, logged once; not when
+    # the broker's answer came just before the connection dropped (seen in a soak).
     c = consumer()
+    open_connections: set[int] = set()
+    c._consumer = SimpleNamespace(_client=_client_with(open_connections))  # type: ignore[assignment]
     c.kafka_status.mark_down("socket disconnected")
     caplog.clear()
     with caplog.at_level(logging.INFO):
+        events(c, ("revoked", {0}), ("assigned", {0}))
+        assert c.kafka_status.down
+        open_connections.add(1)
         events(c, ("revoked", {0}), ("assigned", set()))
         events(c, ("assigned", {0}))
     assert [r.getMessage()[:32] for r in caplog.records if "Kafka" in r.getMessage()] == [
         "Conexión con Kafka (Kafka) resta"]
+
+
+def _client_with(open_connections: set[int]) -> SimpleNamespace:
+    """kafka-python's network client as _fetch_connection_open reads it: one broker,
+    node 1, connected while 1 is in ``open_connections``."""
+    return SimpleNamespace(connected=lambda node_id: node_id in open_connections,
+                           cluster=SimpleNamespace(brokers=lambda: [SimpleNamespace(node_id=1)]))
 
 
 def test_records_fetched_before_the_connection_dropped_do_not_say_kafka_is_back(caplog) -> None:
@@ -525,8 +538,7 @@ def test_records_fetched_before_the_connection_dropped_do_not_say_kafka_is_back(
         c.ingestor.ingest = ingest  # type: ignore[method-assign]
         c._consumer = SimpleNamespace(  # type: ignore[assignment]
             poll=poll, assignment=lambda: {tp}, _cluster=SimpleNamespace(topic_id=lambda topic: None),
-            _client=SimpleNamespace(connected=lambda node_id: node_id in open_connections,
-                                    cluster=SimpleNamespace(brokers=lambda: [SimpleNamespace(node_id=1)])))
+            _client=_client_with(open_connections))
         c.kafka_status.mark_down("socket disconnected")
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="metrics_pipeline.kafka"):
