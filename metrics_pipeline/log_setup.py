@@ -129,6 +129,10 @@ class KafkaStatus:
     """Is Kafka answering? Logged once per change, not once per retry."""
 
     REMINDER_SECONDS = 30.0
+    # Kafka can come back with nothing to prove it (an idle consumer keeps its group,
+    # reads nothing, commits nothing): after this long without a complaint, the next
+    # one starts a new outage instead of a reminder of an old one.
+    QUIET_SECONDS = 60.0
 
     def __init__(self, logger: logging.Logger | None = None, clock=time.monotonic) -> None:
         self._log = logger or logging.getLogger("metrics_pipeline.kafka")
@@ -136,6 +140,7 @@ class KafkaStatus:
         self._lock = threading.Lock()
         self._down_since: float | None = None
         self._last_reminder = 0.0
+        self._last_complaint = 0.0
         self.bootstrap = "Kafka"
         # What kafka-python last complained about, for the start-up error line:
         # its own exception then only says "Unable to bootstrap".
@@ -152,6 +157,9 @@ class KafkaStatus:
         no answer in that time), or from now."""
         now = self._clock()
         with self._lock:
+            if self._down_since is not None and now - self._last_complaint >= self.QUIET_SECONDS:
+                self._down_since = None  # it came back unseen; this is another outage
+            self._last_complaint = now
             if self._down_since is None:
                 self._down_since = now - max(waited, 0.0)
                 self._last_reminder = now

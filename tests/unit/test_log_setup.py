@@ -49,6 +49,23 @@ def test_an_outage_is_one_warning_then_reminders_then_one_info(caplog: pytest.Lo
     assert len(lines) == 4
 
 
+def test_a_complaint_after_a_long_silence_is_a_new_outage(caplog: pytest.LogCaptureFixture) -> None:
+    # An idle consumer may never see the proof that Kafka came back: an hour later,
+    # a new outage is «no responde», not «sigue sin responder desde hace 3600 s».
+    clock = FakeClock()
+    status = KafkaStatus(clock=clock)
+    with caplog.at_level(logging.INFO, logger="metrics_pipeline.kafka"):
+        status.mark_down("socket disconnected")
+        clock.t = KafkaStatus.QUIET_SECONDS - 1
+        status.mark_down("socket disconnected")  # the same outage: a reminder
+        clock.t += KafkaStatus.QUIET_SECONDS
+        status.mark_down("Connection failed: KafkaConnectionError: 111 ECONNREFUSED")
+    assert [r.getMessage()[:48] for r in caplog.records] == [
+        "Kafka (Kafka) no responde: socket disconnected; ",
+        "Kafka (Kafka) sigue sin responder desde hace 59 ",
+        "Kafka (Kafka) no responde: Connection failed: Ka"]
+
+
 def test_other_library_warnings_pass_at_most_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     bridge = KafkaLogBridge(KafkaStatus(clock=clock), clock=clock)
