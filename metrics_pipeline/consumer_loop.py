@@ -249,7 +249,7 @@ class MetricsConsumer:
         return not known or len(numbers) >= len(known)
 
     def _fetch_connection_open(self) -> bool:
-        """Whether kafka-python holds an open connection to a broker of the topic.
+        """Whether kafka-python holds an open connection to one of the brokers.
 
         Records or a completed join alone do not prove that Kafka answers now:
         poll() may hand over what came just before the connection dropped (seen in
