@@ -18,7 +18,11 @@ the same backlog of ``--messages`` messages built by our producer with --interva
    (100,000) and while draining the first backlog, to show it does not grow with it;
 7. our consumer's CPU time per message (user + system, start-up excluded: the CPU of
    draining the backlog minus that of a run that reads 20 messages), i.e. how fast
-   it could go on one core if the database cost nothing.
+   it could go on one core if the database cost nothing;
+8. the naive consumer's two round trips apart (``ROUND_TRIPS`` synchronous offset
+   commits, then as many insert_one with j: true): what it pays per message, and
+   the ratio that would be left with a database that cost nothing, where it would
+   still pay its commit and ours would still pay its CPU.
 
 Prints a table and writes it, with the machine, versions and command, to
 BENCHMARKS.md (between the result markers; the analysis below them is kept).
@@ -45,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kafka import KafkaConsumer, TopicPartition  # noqa: E402
+from kafka.structs import OffsetAndMetadata  # noqa: E402
 from pymongo import ASCENDING, DESCENDING, MongoClient  # noqa: E402
 
 from metrics_pipeline.documents import raw_document  # noqa: E402
@@ -56,6 +61,7 @@ from tools.arguments import at_least, tool_parser  # noqa: E402
 from tools.local_stack import SecantusServer, TansuServer, free_port, port_in_use, tansu_binary  # noqa: E402
 
 BEGIN, END = "<!-- resultados:inicio -->", "<!-- resultados:fin -->"
+ROUND_TRIPS = 500
 _TS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
 _BATCH = re.compile(r"Lote guardado en [\d.]+ s \(\d+ msg/s\), ([\d.]+) s después de llegar de Kafka: "
                     r"(\d+) mensajes?")
@@ -203,6 +209,8 @@ def main() -> int:
         # 4. Naive, local MongoDB.
         say(f"consumidor ingenuo contra MongoDB local ({args.naive_messages} mensajes)")
         naive = _naive(kafka.address, backlog.topic, "bench_naive", mongo.uri, args.naive_messages)
+        say(f"sus dos viajes por mensaje, por separado ({ROUND_TRIPS} commits y {ROUND_TRIPS} insert_one)")
+        commit_ms, insert_ms = _round_trips(kafka.address, backlog.topic, client["bench_round_trips"])
 
         # 5. Through the latency proxy.
         say(f"nuestro consumidor a través del proxy ({args.delay_ms:g} ms por sentido)")
@@ -250,6 +258,10 @@ def main() -> int:
             _check(ours_proxy / naive_proxy >= 100)),
         Row("CPU de nuestro consumidor por mensaje (sin el arranque)", f"{cpu_per_message * 1e6:.0f} µs"),
         Row("  => máximo con una base de datos sin coste (1 núcleo)", f"{1 / cpu_per_message:,.0f} msg/s"),
+        Row(f"el ingenuo por mensaje, medido aparte: commit a Kafka + insert_one con j:true "
+            f"(=> {1000 / (commit_ms + insert_ms):,.0f} msg/s)", f"{commit_ms:.2f} + {insert_ms:.2f} ms"),
+        Row("  => nuestro / ingenuo con una base de datos sin coste (nuestra CPU frente a su commit)",
+            f"{commit_ms / 1000 / cpu_per_message:,.1f}x"),
         Row(f"memoria máxima, atraso de {total:,} msgs", f"{rss_small:.0f} MB"),
         Row(f"memoria máxima, atraso de {rounds_big * args.servers:,} msgs ({ours_big:,.0f} msg/s)",
             f"{rss_big:.0f} MB", "<= 200 MB", _check(rss_big <= 200)),
@@ -279,6 +291,27 @@ def _children_cpu() -> float:
     """User + system seconds of the children that have ended (and been waited for)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def _round_trips(bootstrap: str, topic: str, database) -> tuple[float, float]:
+    """Milliseconds of one synchronous offset commit (to partition 0 of ``topic``,
+    in a group of its own) and of one insert_one with j: true (into a new
+    collection): the naive consumer's two round trips, each ROUND_TRIPS times."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id="bench_round_trips", enable_auto_commit=False)
+    partition = TopicPartition(topic, 0)
+    consumer.assign([partition])
+    consumer.commit({partition: OffsetAndMetadata(0, "", -1)})  # connects and finds the coordinator
+    started = time.perf_counter()
+    for offset in range(1, ROUND_TRIPS + 1):
+        consumer.commit({partition: OffsetAndMetadata(offset, "", -1)})
+    commit_ms = (time.perf_counter() - started) * 1000 / ROUND_TRIPS
+    consumer.close()
+    collection = database.get_collection(RAW, write_concern=journaled(database.client.write_concern))
+    collection.insert_one({"warm": "up"})
+    started = time.perf_counter()
+    for i in range(ROUND_TRIPS):
+        collection.insert_one({"server_id": f"srv{i % 100:03d}", "i": i})
+    return commit_ms, (time.perf_counter() - started) * 1000 / ROUND_TRIPS
 
 
 def _naive(bootstrap: str, topic: str, database: str, uri: str, messages: int) -> float:
