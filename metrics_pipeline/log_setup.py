@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import re
 import sys
 import threading
@@ -123,6 +124,7 @@ _OUT_OF_RANGE_LINE = ("Kafka ya no tiene el offset %s de la partición %s: la re
                       "que se leyera, o el tema se creó de nuevo. Se sigue desde el primer offset que queda; lo "
                       "borrado sin leer ya no está en Kafka y no se puede guardar")
 _BACKOFF = re.compile(r"\s*\(backoff [^)]*\)")
+_NO_NODE = re.compile(r"No node available")  # see KafkaStatus.SETTLING_SECONDS
 
 
 class KafkaStatus:
@@ -133,6 +135,11 @@ class KafkaStatus:
     # reads nothing, commits nothing): after this long without a complaint, the next
     # one starts a new outage instead of a reminder of an old one.
     QUIET_SECONDS = 60.0
+    # Right after Kafka is back, kafka-python may still say "No node available for
+    # metadata refresh" while its other connections wait out their reconnect backoff
+    # (seen 12 ms after a send was acknowledged): for this long, that line alone is not
+    # a new outage.
+    SETTLING_SECONDS = 2.0
 
     def __init__(self, logger: logging.Logger | None = None, clock=time.monotonic) -> None:
         self._log = logger or logging.getLogger("metrics_pipeline.kafka")
@@ -141,6 +148,7 @@ class KafkaStatus:
         self._down_since: float | None = None
         self._last_reminder = 0.0
         self._last_complaint = 0.0
+        self._back_at = -math.inf
         self.bootstrap = "Kafka"
         # What kafka-python last complained about, for the start-up error line:
         # its own exception then only says "Unable to bootstrap".
@@ -152,11 +160,14 @@ class KafkaStatus:
         # cut short by the start-up deadline says only "Timeout during ApiVersions check".
         self.server_closed: str | None = None
 
-    def mark_down(self, reason: str, waited: float = 0.0) -> None:
+    def mark_down(self, reason: str, waited: float = 0.0, weak: bool = False) -> None:
         """Kafka is not answering, for ``waited`` seconds already (a request that got
-        no answer in that time), or from now."""
+        no answer in that time), or from now. A ``weak`` sign is ignored while Kafka is
+        just back (SETTLING_SECONDS)."""
         now = self._clock()
         with self._lock:
+            if weak and self._down_since is None and now - self._back_at < self.SETTLING_SECONDS:
+                return
             if self._down_since is not None and now - self._last_complaint >= self.QUIET_SECONDS:
                 self._down_since = None  # it came back unseen; this is another outage
             self._last_complaint = now
@@ -180,7 +191,8 @@ class KafkaStatus:
         with self._lock:
             if self._down_since is None:
                 return
-            seconds = self._clock() - self._down_since
+            self._back_at = self._clock()
+            seconds = self._back_at - self._down_since
             self._down_since = None
         self._log.info("Conexión con Kafka (%s) restablecida tras %.1f s", self.bootstrap, seconds)
 
@@ -216,7 +228,7 @@ class KafkaLogBridge(logging.Handler):
         if _ERROR_WORDS.search(text) and "Unable to bootstrap" not in text:
             self.status.last_error = _short(_BACKOFF.sub("", text))
         if _CONNECTION_TROUBLE.search(text) and not _SESSION_EXPIRED.search(text):
-            self.status.mark_down(_short(text))
+            self.status.mark_down(_short(text), weak=bool(_NO_NODE.search(text)))
             return
         if _POLL_TIMEOUT.search(text):
             _log_from_handler(self._log, logging.WARNING, "%s", _POLL_TIMEOUT_LINE)

@@ -66,6 +66,31 @@ def test_a_complaint_after_a_long_silence_is_a_new_outage(caplog: pytest.LogCapt
         "Kafka (Kafka) no responde: Connection failed: Ka"]
 
 
+def test_no_node_available_just_after_kafka_is_back_is_not_a_new_outage(caplog: pytest.LogCaptureFixture) -> None:
+    # Seen in a soak: a send acknowledged («restablecida»), then 12 ms later kafka-python's
+    # "No node available for metadata refresh" («no responde»), then «restablecida tras 0.0 s».
+    clock = FakeClock()
+    status = KafkaStatus(clock=clock)
+    bridge = KafkaLogBridge(status, clock=clock)
+    no_node = record("No node available for metadata refresh - backoff/retry", logging.WARNING, "kafka.cluster")
+    with caplog.at_level(logging.INFO, logger="metrics_pipeline.kafka"):
+        bridge.emit(record("<KafkaConnection node_id=0>: socket disconnected"))
+        clock.t = 10
+        status.mark_up()
+        clock.t += 0.012
+        bridge.emit(no_node)  # settling: not a new outage
+        clock.t = 10 + KafkaStatus.SETTLING_SECONDS
+        bridge.emit(no_node)  # later, the same line alone is one
+        status.mark_up()
+        bridge.emit(record("Connection failed: KafkaConnectionError: 111 ECONNREFUSED"))  # a real sign: always
+    assert [r.getMessage()[:40] for r in caplog.records] == [
+        "Kafka (Kafka) no responde: socket discon",
+        "Conexión con Kafka (Kafka) restablecida ",
+        "Kafka (Kafka) no responde: No node avail",
+        "Conexión con Kafka (Kafka) restablecida ",
+        "Kafka (Kafka) no responde: Connection fa"]
+
+
 def test_other_library_warnings_pass_at_most_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     bridge = KafkaLogBridge(KafkaStatus(clock=clock), clock=clock)
