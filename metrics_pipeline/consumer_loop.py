@@ -225,12 +225,10 @@ class MetricsConsumer:
                 self._drop(numbers, "perdidas")
                 self._pending_revoked.difference_update(numbers)
                 continue
-            # assigned: the group coordinator answered our join, so Kafka answers, even
-            # when it hands us nothing (an idle consumer gets no records to prove it);
-            # unless that answer came just before a drop, like records (see below)
+            # assigned: the group coordinator answered our join, even when it hands us
+            # nothing (an idle consumer gets no records to prove that Kafka answers)
             self._joining_since = None
-            if self.kafka_status.down and self._fetch_connection_open():
-                self.kafka_status.mark_up()
+            self._kafka_answered()
             if numbers:
                 self._rejoin_pending = False  # see _restart_topic
             gone = sorted(self._pending_revoked.difference(numbers))
@@ -248,13 +246,18 @@ class MetricsConsumer:
         known = self._cached_metadata("partitions_for_topic")
         return not known or len(numbers) >= len(known)
 
-    def _fetch_connection_open(self) -> bool:
-        """Whether kafka-python holds an open connection to one of the brokers.
+    def _kafka_answered(self) -> None:
+        """Records or a completed join: Kafka is back, if it was down and a broker
+        connection is open. Alone they do not prove that Kafka answers now: poll()
+        may hand over what came just before the connection dropped (seen in soaks
+        with the broker killed: «restablecida tras 0.1 s» between two «no
+        responde»). Only looked into while Kafka is down: nothing on the hot path."""
+        if self.kafka_status.down and self._fetch_connection_open():
+            self.kafka_status.mark_up()
 
-        Records or a completed join alone do not prove that Kafka answers now:
-        poll() may hand over what came just before the connection dropped (seen in
-        soaks with the broker killed: «restablecida tras 0.1 s» between two «no
-        responde»). When this kafka-python does not tell, they are taken as proof."""
+    def _fetch_connection_open(self) -> bool:
+        """Whether kafka-python holds an open connection to one of the brokers
+        (True when this kafka-python does not tell)."""
         client = getattr(self._consumer, "_client", None)
         connected = getattr(client, "connected", None)
         brokers = getattr(getattr(client, "cluster", None), "brokers", None)
@@ -520,8 +523,7 @@ class MetricsConsumer:
                            for r in batch[tp]]
                 if not records:
                     continue
-                if self.kafka_status.down and self._fetch_connection_open():
-                    self.kafka_status.mark_up()
+                self._kafka_answered()
                 self._last_message_at = time.monotonic()
                 self._submitted += len(records)
                 self._submit(records, received_at)
